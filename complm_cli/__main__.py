@@ -1,0 +1,3 @@
+from complm_cli.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Where text is generated. The scheduler only knows the Worker interface."""

@@ -1,0 +1,177 @@
+"""In-process llama.cpp workers (llama-cpp-python): one Llama per worker."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+from complm_cli.catalog import Expert
+from complm_cli.errors import ModelError
+
+
+def estimate_memory(expert: Expert, path: Path, shares_weights: bool) -> int:
+    """Resident bytes: the weights (mmap, shared by workers over one file) plus a context."""
+    try:
+        weights = path.stat().st_size
+    except OSError:
+        weights = expert.size or 0
+    context = int(weights * 0.1 * expert.generation.n_ctx / 4096) + 64 * 1024 * 1024
+    return context + (0 if shares_weights else weights)
+
+
+class LlamaWorker:
+    def __init__(self, expert: Expert, path: Path, shares_weights: bool, *, gpu_layers: int = 0,
+                 threads: int = 1, seed: int = 0, n_ctx: int | None = None, state_dir: Path | None = None):
+        self.expert, self.path, self.state_dir = expert, path, state_dir
+        self._formatter = None
+        self.gpu_layers = expert.generation.gpu_layers if expert.generation.gpu_layers is not None else gpu_layers
+        self.threads, self.seed = threads, seed
+        self.n_ctx = n_ctx or expert.generation.n_ctx
+        self.memory = estimate_memory(expert, path, shares_weights)
+        self.llm = None
+
+    def load(self) -> None:
+        if self.llm is not None:
+            return
+        os.environ.setdefault("LLAMA_LOG_LEVEL", "error")
+        try:
+            from llama_cpp import Llama
+
+            self.llm = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads,
+                             n_threads_batch=self.threads, n_gpu_layers=self.gpu_layers, seed=self.seed,
+                             n_batch=512, verbose=False)
+        except Exception as exc:
+            raise ModelError(f"The model '{self.expert.name}' could not be loaded from {self.path} ({exc}); "
+                             f"try `complm verify {self.expert.name}`.") from None
+
+    def set_threads(self, threads: int) -> None:
+        import llama_cpp
+
+        if self.llm is not None and threads != self.threads:
+            llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, threads, threads)
+            self.threads = threads
+
+    def stream(self, messages: list[dict], *, max_tokens: int, temperature: float, seed: int,
+               threads: int, schema: dict | None = None, prefix: int = 0) -> Iterator[str]:
+        """`prefix`: how many leading messages never change (the planner's examples): their
+        evaluated state is kept on disk and reused, so only the new question is processed."""
+        self.load()
+        self.set_threads(threads)
+        prompt = self._cached_prompt(messages, prefix) if prefix else None
+        if prompt is None:
+            kwargs = {}
+            if schema is not None:
+                kwargs["response_format"] = {"type": "json_object", "schema": schema}
+            chunks = self.llm.create_chat_completion(messages=messages, stream=True, max_tokens=max_tokens,
+                                                     temperature=temperature, seed=seed, **kwargs)
+            pick = lambda chunk: chunk["choices"][0].get("delta", {}).get("content")  # noqa: E731
+        else:
+            tokens, stop = prompt
+            kwargs = {}
+            if schema is not None:
+                from llama_cpp import LlamaGrammar
+
+                kwargs["grammar"] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            chunks = self.llm.create_completion(prompt=tokens, stream=True, max_tokens=max_tokens, stop=stop,
+                                                temperature=temperature, seed=seed, **kwargs)
+            pick = lambda chunk: chunk["choices"][0].get("text")  # noqa: E731
+        try:
+            for chunk in chunks:
+                text = pick(chunk)
+                if text:
+                    yield text
+        finally:
+            chunks.close()
+
+    # --- the prompt-prefix state cache -------------------------------------------
+
+    def _format(self, messages: list[dict]):
+        if self._formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            template = self.llm.metadata.get("tokenizer.chat_template")
+            if not template:
+                return None
+            model = self.llm._model
+            eos, bos = self.llm.token_eos(), self.llm.token_bos()
+            self._formatter = Jinja2ChatFormatter(template=template, eos_token=model.token_get_text(eos) if eos != -1 else "",
+                                                  bos_token=model.token_get_text(bos) if bos != -1 else "")
+        return self._formatter(messages=messages)
+
+    def _cached_prompt(self, messages: list[dict], prefix: int) -> tuple[list[int], list[str]] | None:
+        """The prompt as tokens, with the state of its fixed prefix already in the context."""
+        try:
+            full = self._format(messages)
+            probe = [self._format(messages[:prefix] + [{"role": "user", "content": c}]) for c in ("x", "y")]
+        except Exception:
+            return None
+        if full is None or None in probe:
+            return None
+        head = os.path.commonprefix([probe[0].prompt, probe[1].prompt])
+        tokens = self.llm.tokenize(full.prompt.encode(), add_bos=True, special=True)
+        head_tokens = self.llm.tokenize(head.encode(), add_bos=True, special=True)
+        n = len(head_tokens)
+        if n < 16 or tokens[:n] != head_tokens or len(tokens) >= self.llm.n_ctx():
+            return None
+        stop = full.stop if isinstance(full.stop, list) else ([full.stop] if full.stop else [])
+        current = self.llm.input_ids[: self.llm.n_tokens].tolist()
+        if current[:n] != head_tokens:
+            self._restore_or_build(head, head_tokens)
+        return tokens, stop
+
+    def _state_path(self, head: str) -> Path | None:
+        if self.state_dir is None:
+            return None
+        import llama_cpp
+
+        stat = self.path.stat()
+        key = hashlib.sha256(f"{self.path.name}|{stat.st_size}|{self.n_ctx}|{self.gpu_layers}|{llama_cpp.__version__}|{head}".encode()).hexdigest()[:24]
+        return self.state_dir / f"{self.expert.name}-{key}.state"
+
+    def _restore_or_build(self, head: str, head_tokens: list[int]) -> None:
+        import numpy as np
+        from llama_cpp.llama import LlamaState
+
+        path = self._state_path(head)
+        n = len(head_tokens)
+        if path is not None and path.is_file():
+            try:
+                data = path.read_bytes()
+                ids = np.zeros(self.llm.n_ctx(), dtype=np.intc)
+                ids[:n] = head_tokens
+                # Only the KV cache matters: every prompt continues past the prefix,
+                # so its logits are recomputed (one zero row broadcasts over them).
+                self.llm.load_state(LlamaState(input_ids=ids, scores=np.zeros((1, self.llm.n_vocab()), dtype=np.single),
+                                               n_tokens=n, llama_state=data, llama_state_size=len(data), seed=self.llm._seed))
+                return
+            except Exception:
+                path.unlink(missing_ok=True)
+        self.llm.reset()
+        self.llm.eval(head_tokens)
+        if path is None:
+            return
+        try:
+            state = self.llm.save_state()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(state.llama_state)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # without the cache the next run only costs more time
+
+    def unload(self) -> None:
+        if self.llm is not None:
+            with contextlib.suppress(Exception):
+                self.llm.close()
+            self.llm = None
+
+
+def llama_factory(gpu_layers: int, seed: int, state_dir: Path | None = None):
+    def make(expert: Expert, path: Path, shares_weights: bool) -> LlamaWorker:
+        return LlamaWorker(expert, path, shares_weights, gpu_layers=gpu_layers, seed=seed, state_dir=state_dir)
+
+    return make

@@ -1,0 +1,394 @@
+"""The expert catalog: models.toml shipped with complm, a user catalog, and --catalog.
+
+Later files add entries or override keys of earlier ones. Everything a catalog
+says is validated here, so the rest of complm can trust an Expert: a bad
+catalog fails with the file, the entry and the key at fault.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from complm_cli.errors import CatalogError, NotFoundError
+
+ROLES = ("planner", "aggregator", "fallback", "expert")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class HubSource:
+    repo: str
+    file: str = ""  # one file (a GGUF expert)
+    files: tuple[str, ...] = ()  # several files of a folder (the embedder)
+    revision: str = "main"
+    kind: str = "hub"
+
+    def describe(self) -> str:
+        return f"Hub {self.repo}@{self.revision[:12]}"
+
+
+@dataclass(frozen=True)
+class PypiSource:
+    wheels: tuple[str, ...]  # requirement strings, NAME==VERSION, downloaded in order
+    members: tuple[str, ...] = ()  # members concatenated, in order, into the one file
+    prefix: str = ""  # or: a folder inside the (single) wheel that is the model folder
+    kind: str = "pypi"
+
+    def describe(self) -> str:
+        first = self.wheels[0]
+        more = f" (+{len(self.wheels) - 1} parts)" if len(self.wheels) > 1 else ""
+        return f"PyPI mirror {first}{more}"
+
+
+@dataclass(frozen=True)
+class UrlSource:
+    url: str
+    kind: str = "url"
+
+    def describe(self) -> str:
+        return f"URL {self.url}"
+
+
+@dataclass(frozen=True)
+class PathSource:
+    path: str
+    kind: str = "path"
+
+    def describe(self) -> str:
+        return f"local file {self.path}"
+
+
+Source = HubSource | PypiSource | UrlSource | PathSource
+
+
+@dataclass(frozen=True)
+class Generation:
+    n_ctx: int = 4096
+    max_tokens: int = 256
+    temperature: float = 0.2
+    gpu_layers: int | None = None  # None: the --gpu-layers setting
+
+
+@dataclass(frozen=True)
+class Expert:
+    """A catalog entry: a GGUF chat model (kind 'llm') or the sentence embedder (kind 'embedder')."""
+
+    name: str
+    description: str
+    file: str  # GGUF file name, or the folder name of an embedder
+    sources: tuple[Source, ...]
+    kind: str = "llm"
+    roles: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    examples: tuple[str, ...] = ()
+    size: int | None = None  # bytes of the file (for an embedder: of check_file)
+    sha256: str | None = None  # None: trust the SHA-256 the Hub reports for the file
+    check_file: str = ""  # for an embedder: the file inside the folder that size/sha256 describe
+    generation: Generation = field(default_factory=Generation)
+    default: bool = False
+    note: str = ""
+    origin: str = ""  # catalog file the entry (or its last override) came from
+
+    @property
+    def profile_texts(self) -> tuple[str, ...]:
+        """What the router embeds for this expert: its description, domains and examples."""
+        head = self.description
+        if self.domains:
+            head = f"{head} Domains: {', '.join(self.domains)}."
+        return (head, *self.examples)
+
+
+@dataclass
+class Catalog:
+    experts: dict[str, Expert]
+    embedder_name: str
+    default_names: tuple[str, ...]
+    route_threshold: float
+    files: tuple[Path, ...]
+    role_names: dict[str, str]  # role -> expert name, where the catalog pins one
+
+    @property
+    def embedder(self) -> Expert:
+        return self.experts[self.embedder_name]
+
+    def get(self, name: str) -> Expert:
+        try:
+            return self.experts[name]
+        except KeyError:
+            names = ", ".join(n for n, e in self.experts.items() if e.kind == "llm")
+            raise NotFoundError(f"No expert named '{name}' in the catalog; known experts: {names}.") from None
+
+    def llms(self) -> list[Expert]:
+        return [e for e in self.experts.values() if e.kind == "llm"]
+
+    def defaults(self) -> list[Expert]:
+        return [self.experts[n] for n in self.default_names]
+
+    def for_role(self, role: str, among: list[Expert] | None = None) -> Expert:
+        """The expert that plays `role`: the catalog's pinned one, else the first default with it."""
+        pinned = self.role_names.get(role)
+        if pinned and (among is None or any(e.name == pinned for e in among)):
+            return self.get(pinned)
+        pool = among if among is not None else self.defaults() + self.llms()
+        for expert in pool:
+            if role in expert.roles:
+                return expert
+        raise CatalogError(f"No expert in the catalog has the role '{role}'; give one `roles = [\"{role}\", ...]`.")
+
+    def routable(self, among: list[Expert] | None = None) -> list[Expert]:
+        pool = among if among is not None else self.defaults()
+        return [e for e in pool if "expert" in e.roles or "fallback" in e.roles]
+
+
+def shipped_catalog_text() -> tuple[str, str]:
+    """The models.toml that ships with complm (inside the wheel, or at the top of a checkout)."""
+    packaged = resources.files("complm_cli").joinpath("models.toml")
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8"), str(packaged)
+    checkout = Path(__file__).resolve().parent.parent / "models.toml"
+    return checkout.read_text(encoding="utf-8"), str(checkout)
+
+
+def safe_relpath(value: str, *, allow_dirs: bool) -> bool:
+    """A file name from a catalog must stay inside the cache folder."""
+    if not value or "\\" in value or "\x00" in value or value.startswith("/"):
+        return False
+    parts = PurePosixPath(value).parts
+    if not allow_dirs and len(parts) != 1:
+        return False
+    return all(p not in (".", "..") and not p.startswith(".") and p.strip() == p for p in parts)
+
+
+class _Checker:
+    """Reads one entry's keys with type checks that name the file, entry and key."""
+
+    def __init__(self, table: dict[str, Any], where: str, origins: dict[str, str]):
+        self.table, self.where, self.origins = table, where, origins
+
+    def fail(self, key: str, problem: str) -> CatalogError:
+        origin = self.origins.get(key.split(".")[0], self.origins.get("", "?"))
+        return CatalogError(f"Catalog {origin}, entry {self.where}, key '{key}': {problem}.")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., table: dict | None = None, label: str | None = None) -> Any:
+        table = self.table if table is None else table
+        label = label or key
+        if key not in table:
+            if default is ...:
+                raise self.fail(label, "is missing")
+            return default
+        value = table[key]
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise self.fail(label, f"must be {_kind_name(kind)}, not {value!r}")
+        if not isinstance(value, kind):
+            raise self.fail(label, f"must be {_kind_name(kind)}, not {value!r}")
+        return value
+
+    def strings(self, key: str, default: Any = ..., table: dict | None = None, label: str | None = None) -> tuple[str, ...]:
+        value = self.get(key, list, default, table, label)
+        if not all(isinstance(v, str) and v.strip() for v in value):
+            raise self.fail(label or key, "must be a list of non-empty strings")
+        return tuple(value)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list", dict: "a table"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _expand(template: str, parts: int) -> tuple[str, ...]:
+    # `wheels = "name-part{n}==1.0"` with `parts = 22` spells 22 wheels in one line.
+    return tuple(template.format(n=n, m=n - 1) for n in range(1, parts + 1))
+
+
+def _parse_source(raw: Any, index: int, c: _Checker, kind: str) -> Source:
+    label = f"sources[{index}]"
+    if not isinstance(raw, dict):
+        raise c.fail(label, "must be a table")
+    stype = c.get("type", str, table=raw, label=f"{label}.type")
+    if stype == "hub":
+        repo = c.get("repo", str, table=raw, label=f"{label}.repo")
+        revision = c.get("revision", str, "main", table=raw, label=f"{label}.revision")
+        if kind == "embedder":
+            files = c.strings("files", table=raw, label=f"{label}.files")
+            if not all(safe_relpath(f, allow_dirs=True) for f in files):
+                raise c.fail(f"{label}.files", "names a path outside the model folder")
+            return HubSource(repo=repo, files=files, revision=revision)
+        return HubSource(repo=repo, file=c.get("file", str, table=raw, label=f"{label}.file"), revision=revision)
+    if stype == "pypi":
+        parts = c.get("parts", int, 0, table=raw, label=f"{label}.parts")
+        if parts:
+            wheels = _expand(c.get("wheels", str, table=raw, label=f"{label}.wheels"), parts)
+            members = _expand(c.get("members", str, "", table=raw, label=f"{label}.members"), parts) if "members" in raw else ()
+        else:
+            wheels = c.strings("wheels", table=raw, label=f"{label}.wheels")
+            members = c.strings("members", (), table=raw, label=f"{label}.members")
+        if not all(re.match(r"^[A-Za-z0-9._-]+==[A-Za-z0-9.!+_-]+$", w) for w in wheels):
+            raise c.fail(f"{label}.wheels", "must be pinned requirements like name==1.0")
+        prefix = c.get("prefix", str, "", table=raw, label=f"{label}.prefix")
+        if kind == "embedder" and not prefix:
+            raise c.fail(f"{label}.prefix", "is missing (the model folder inside the wheel)")
+        if kind == "llm" and len(members) != len(wheels):
+            raise c.fail(f"{label}.members", "must name one member per wheel")
+        return PypiSource(wheels=wheels, members=members, prefix=prefix)
+    if stype == "url":
+        url = c.get("url", str, table=raw, label=f"{label}.url")
+        if not re.match(r"^(https?|file)://", url):
+            raise c.fail(f"{label}.url", "must start with https://, http:// or file://")
+        return UrlSource(url=url)
+    if stype == "path":
+        return PathSource(path=c.get("path", str, table=raw, label=f"{label}.path"))
+    raise c.fail(f"{label}.type", f"'{stype}' is not one of hub, pypi, url, path")
+
+
+def _parse_entry(name: str, table: dict[str, Any], kind: str, origins: dict[str, str]) -> Expert:
+    where = f"[{'experts' if kind == 'llm' else 'embedders'}.\"{name}\"]"
+    c = _Checker(table, where, origins)
+    if not _NAME_RE.match(name) or ".." in name:
+        raise c.fail("", "the name must be letters, digits, '.', '_' or '-' (no '..')")
+    description = c.get("description", str)
+    file = c.get("file", str) if kind == "llm" else c.get("dir", str, name)
+    if not safe_relpath(file, allow_dirs=False):
+        raise c.fail("file" if kind == "llm" else "dir", f"'{file}' must be a plain file name that stays inside the cache")
+    roles: tuple[str, ...] = ()
+    if kind == "llm":
+        roles = c.strings("roles")
+        bad = [r for r in roles if r not in ROLES]
+        if bad:
+            raise c.fail("roles", f"unknown role '{bad[0]}' (roles are {', '.join(ROLES)})")
+    size = c.get("size", int, None)
+    if size is not None and size <= 0:
+        raise c.fail("size", "must be a positive number of bytes")
+    sha = c.get("sha256", str, None)
+    if sha is not None:
+        sha = sha.lower()
+        if not _SHA_RE.match(sha):
+            raise c.fail("sha256", "must be 64 hex digits")
+    check_file = ""
+    if kind == "embedder":
+        check_file = c.get("check_file", str)
+        if not safe_relpath(check_file, allow_dirs=True):
+            raise c.fail("check_file", "names a path outside the model folder")
+    raw_sources = c.get("sources", list)
+    if not raw_sources:
+        raise c.fail("sources", "must list at least one source")
+    sources = tuple(_parse_source(raw, i, c, kind) for i, raw in enumerate(raw_sources))
+    if sha is None and not any(isinstance(s, HubSource) for s in sources):
+        raise c.fail("sha256", "is missing (only an entry with a Hub source may leave it to the Hub)")
+    gen_table = c.get("generation", dict, {})
+    gc = _Checker(gen_table, where, {"": origins.get("generation", origins.get("", "?"))})
+    generation = Generation(
+        n_ctx=gc.get("n_ctx", int, 4096, label="generation.n_ctx"),
+        max_tokens=gc.get("max_tokens", int, 256, label="generation.max_tokens"),
+        temperature=float(gc.get("temperature", (int, float), 0.2, label="generation.temperature")),
+        gpu_layers=gc.get("gpu_layers", int, None, label="generation.gpu_layers"),
+    )
+    known = {"description", "file", "dir", "roles", "domains", "examples", "size", "sha256", "check_file",
+             "sources", "generation", "default", "note", "chat_template"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise c.fail(unknown[0], f"is not a known key (known: {', '.join(sorted(known))})")
+    return Expert(
+        name=name, description=description, file=file, sources=sources, kind=kind, roles=roles,
+        domains=c.strings("domains", ()), examples=c.strings("examples", ()), size=size, sha256=sha,
+        check_file=check_file, generation=generation, default=c.get("default", bool, False),
+        note=c.get("note", str, ""), origin=origins.get("", ""),
+    )
+
+
+def _read_toml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"Catalog {origin} is not valid TOML: {exc}.") from None
+
+
+def load_catalog(extra: list[Path] | None = None, include_shipped: bool = True) -> Catalog:
+    """Layer the shipped catalog, then each file in `extra` (missing user files are skipped by the caller)."""
+    layers: list[tuple[dict[str, Any], str]] = []
+    if include_shipped:
+        text, origin = shipped_catalog_text()
+        layers.append((_read_toml(text, origin), origin))
+    for path in extra or []:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CatalogError(f"Catalog file {path} does not exist; check --catalog or COMPLM_CATALOG.") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CatalogError(f"Catalog file {path} cannot be read ({exc}).") from None
+        layers.append((_read_toml(text, str(path)), str(path)))
+
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    origins: dict[tuple[str, str], dict[str, str]] = {}
+    settings: dict[str, Any] = {}
+    settings_origin: dict[str, str] = {}
+    for data, origin in layers:
+        for top in data:
+            if top not in ("experts", "embedders", "defaults"):
+                raise CatalogError(f"Catalog {origin}: unknown table [{top}] (expected [experts.NAME], [embedders.NAME] or [defaults]).")
+        for section, kind in (("experts", "llm"), ("embedders", "embedder")):
+            entries = data.get(section, {})
+            if not isinstance(entries, dict):
+                raise CatalogError(f"Catalog {origin}: [{section}] must be a table of entries.")
+            for name, table in entries.items():
+                if not isinstance(table, dict):
+                    raise CatalogError(f"Catalog {origin}, entry [{section}.\"{name}\"]: must be a table.")
+                key = (kind, name)
+                base = merged.setdefault(key, {})
+                where = origins.setdefault(key, {})
+                for k, v in table.items():
+                    if k == "generation" and isinstance(v, dict) and isinstance(base.get(k), dict):
+                        v = {**base[k], **v}
+                    base[k] = v
+                    where[k] = origin
+                where[""] = origin
+        for k, v in data.get("defaults", {}).items():
+            settings[k] = v
+            settings_origin[k] = origin
+
+    experts: dict[str, Expert] = {}
+    for (kind, name), table in merged.items():
+        if name in experts:
+            raise CatalogError(f"Catalog {origins[(kind, name)]['']}: '{name}' names both an expert and an embedder.")
+        experts[name] = _parse_entry(name, table, kind, origins[(kind, name)])
+
+    def setting(key: str, kind: type, default: Any) -> Any:
+        value = settings.get(key, default)
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            raise CatalogError(f"Catalog {settings_origin.get(key, '?')}, [defaults], key '{key}': must be {_kind_name(kind)}.")
+        return value
+
+    embedder_name = setting("embedder", str, "")
+    if embedder_name not in experts or experts[embedder_name].kind != "embedder":
+        raise CatalogError(f"Catalog {settings_origin.get('embedder', '?')}, [defaults], key 'embedder': '{embedder_name}' is not an [embedders] entry.")
+    default_names = tuple(n for n, e in experts.items() if e.kind == "llm" and e.default)
+    if not default_names:
+        raise CatalogError("The catalog marks no expert `default = true`; complm needs at least one.")
+    role_names = {}
+    for role in ("planner", "aggregator", "fallback"):
+        pinned = setting(role, str, "")
+        if pinned:
+            if pinned not in experts or experts[pinned].kind != "llm":
+                raise CatalogError(f"Catalog {settings_origin[role]}, [defaults], key '{role}': no expert named '{pinned}'.")
+            role_names[role] = pinned
+    threshold = float(setting("route_threshold", (int, float), 0.3))
+    return Catalog(
+        experts=experts, embedder_name=embedder_name, default_names=default_names,
+        route_threshold=threshold, files=tuple(Path(o) for _, o in layers), role_names=role_names,
+    )
+
+
+def catalog_for(settings) -> Catalog:
+    """The catalog a command uses: shipped < user catalog < --catalog / COMPLM_CATALOG."""
+    extra = []
+    if settings.user_catalog.is_file():
+        extra.append(settings.user_catalog)
+    if settings.catalog:
+        extra.append(settings.catalog)
+    return load_catalog(extra)

@@ -1,0 +1,93 @@
+"""`complm ask`: the whole pipeline on one question."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from complm_cli.cli.common import CatalogOpt, JsonOpt, OfflineOpt, env, handles_errors
+from complm_cli.errors import ExitCode, UsageError
+
+MODE_HELP = "parallel (default): independent nodes at once; sequential: one node at a time; monolithic: one model, no plan."
+
+
+@handles_errors
+def ask(
+    question: str = typer.Argument(None, help="The question; '-' or a pipe reads it from stdin."),
+    mode: str = typer.Option("parallel", "--mode", "-m", help=MODE_HELP),
+    expert: str = typer.Option(None, "--expert", "-e", help="Send every node to this expert (monolithic: the model that answers)."),
+    as_json: bool = JsonOpt,
+    workers: int = typer.Option(None, "--workers", "-w", min=1, help="Nodes that may run at once (default: fits the machine)."),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads in all, divided among running nodes."),
+    gpu_layers: int = typer.Option(None, "--gpu-layers", help="Layers to offload to a GPU (-1: all) where llama.cpp supports it."),
+    max_memory: str = typer.Option(None, "--max-memory", help="Memory for resident models, e.g. 8GB (default: 60% of RAM)."),
+    seed: int = typer.Option(None, "--seed", help="Sampling seed, for repeatable runs."),
+    timeout: float = typer.Option(None, "--timeout", help="Seconds one node may take before it fails."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Progress on stderr even when piped."),
+    offline: bool = OfflineOpt,
+    catalog: Path = CatalogOpt,
+) -> None:
+    """Answer a question by composing experts: plan, route, run in parallel, aggregate."""
+    from complm_cli import render
+    from complm_cli.cli.question import prepare, read_question
+    from complm_cli.config import parse_size
+    from complm_cli.pipeline import MODES
+
+    e = env()
+    text = read_question(question, e)
+    if mode not in MODES:
+        raise UsageError(f"Unknown mode '{mode}'; use one of {', '.join(MODES)}.")
+    overrides = dict(workers=workers, threads=threads, gpu_layers=gpu_layers, seed=seed, node_timeout=timeout,
+                     max_memory=parse_size(max_memory) if max_memory else None)
+    session = prepare(catalog, offline, expert, (mode,), e, verbose, **overrides)
+    live = e.stderr_isatty and not as_json
+    try:
+        if live:
+            with render.LiveView(e.err_console()) as view:
+                result = session.ask(text, mode=mode, on_event=view)
+        else:
+            result = session.ask(text, mode=mode, on_event=_plain_progress(e) if verbose else _ignore)
+    finally:
+        session.close()
+    if as_json:
+        print(render.to_json(result.to_dict()), file=e.stdout)
+    elif e.stdout_isatty:
+        render.print_answer(e.out_console(), result)
+    else:
+        print(result.answer, file=e.stdout)
+    if live or verbose:
+        e.err_console().print(f"[dim]{render.summary_line(result)}[/]")
+    if result.status == "partial":
+        failed = [f"{n.id} ({n.reason})" for n in result.nodes if n.status != "done"]
+        print(f"complm: the answer is partial: step {', '.join(failed)} did not finish.", file=e.stderr)
+        raise typer.Exit(int(ExitCode.PARTIAL))
+    if result.status == "failed":
+        reasons = "; ".join(f"step {n.id}: {n.reason}" for n in result.nodes if n.reason)
+        print(f"complm: no answer: every step failed ({reasons}).", file=e.stderr)
+        raise typer.Exit(int(ExitCode.MODEL))
+
+
+def _ignore(_event) -> None:
+    pass
+
+
+def _plain_progress(e):
+    """--verbose when piped: one line per event on stderr."""
+    from complm_cli.events import NodeDone, NodeFailed, NodeStarted, PlanReady, Stage
+
+    def listen(event) -> None:
+        if isinstance(event, Stage):
+            print(f"[{event.name}] {event.detail}", file=e.stderr)
+        elif isinstance(event, PlanReady):
+            for n in event.plan.nodes:
+                r = event.routes[n.id]
+                print(f"  node {n.id}: {n.question} -> {r.expert} ({r.score:.2f}, {r.reason})", file=e.stderr)
+        elif isinstance(event, NodeStarted):
+            print(f"  node {event.node_id} started on {event.expert}", file=e.stderr)
+        elif isinstance(event, NodeDone):
+            print(f"  node {event.node_id} done in {event.seconds:.1f} s: {event.answer[:80]!r}", file=e.stderr)
+        elif isinstance(event, NodeFailed):
+            print(f"  node {event.node_id} {'skipped' if event.skipped else 'failed'}: {event.reason}", file=e.stderr)
+
+    return listen

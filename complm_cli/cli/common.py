@@ -1,0 +1,101 @@
+"""What every command shares: the terminal environment, settings, and error handling."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Callable
+
+import typer
+
+from complm_cli.errors import ComplmError, ExitCode
+
+
+@dataclass
+class Environment:
+    """stdin/stdout/stderr and whether each is a terminal; tests replace it (as httpie does)."""
+
+    stdin: IO[str] = field(default_factory=lambda: sys.stdin)
+    stdout: IO[str] = field(default_factory=lambda: sys.stdout)
+    stderr: IO[str] = field(default_factory=lambda: sys.stderr)
+    debug: bool = False
+
+    @property
+    def stdin_isatty(self) -> bool:
+        return _isatty(self.stdin)
+
+    @property
+    def stdout_isatty(self) -> bool:
+        return _isatty(self.stdout)
+
+    @property
+    def stderr_isatty(self) -> bool:
+        return _isatty(self.stderr)
+
+    def err_console(self):
+        from rich.console import Console
+
+        return Console(file=self.stderr, stderr=True, highlight=False, soft_wrap=True)
+
+    def out_console(self):
+        from rich.console import Console
+
+        return Console(file=self.stdout, highlight=False, soft_wrap=True)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def env() -> Environment:
+    # Built per call: CliRunner swaps sys.stdout between invocations.
+    return Environment(debug=os.environ.get("COMPLM_DEBUG", "") not in ("", "0"))
+
+
+def fail(message: str, code: ExitCode) -> typer.Exit:
+    e = env()
+    print(f"complm: {message}", file=e.stderr)
+    return typer.Exit(int(code))
+
+
+def handles_errors(func: Callable) -> Callable:
+    """One sentence on stderr and a documented exit code instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except ComplmError as exc:
+            if env().debug:
+                raise
+            raise fail(exc.message, exc.code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted.", ExitCode.INTERRUPTED) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:  # a bug: say so in one line, --debug shows where
+            if env().debug:
+                raise
+            raise fail(f"unexpected error: {type(exc).__name__}: {exc} (run with --debug or COMPLM_DEBUG=1 for a traceback).", ExitCode.FAILURE) from None
+
+    return wrapper
+
+
+def load(catalog: Path | None = None, offline: bool | None = None, **overrides: Any):
+    """Settings and catalog for a command, with its flags layered on top."""
+    from complm_cli.catalog import catalog_for
+    from complm_cli.config import load_settings
+
+    settings = load_settings().replace(catalog=catalog, offline=offline or None, **overrides)
+    return settings, catalog_for(settings)
+
+
+CatalogOpt = typer.Option(None, "--catalog", help="Another catalog file layered over the shipped and user catalogs (or COMPLM_CATALOG).", dir_okay=False)
+OfflineOpt = typer.Option(False, "--offline", help="Never touch the network (or COMPLM_OFFLINE=1).")
+JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts.")

@@ -1,0 +1,85 @@
+"""`complm doctor`: what complm sees of this machine."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from complm_cli.cli.common import CatalogOpt, JsonOpt, env, handles_errors, load
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _llama_build() -> dict:
+    try:
+        import llama_cpp
+    except Exception as exc:  # a broken build is what doctor is for
+        return {"importable": False, "error": f"{type(exc).__name__}: {exc}"}
+    info = {"importable": True, "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload())}
+    try:
+        info["system_info"] = llama_cpp.llama_print_system_info().decode(errors="replace").strip()
+    except Exception:
+        pass
+    return info
+
+
+@handles_errors
+def doctor(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
+    """Versions, paths, catalog files, CPU threads, GPU offload, and what is pulled."""
+    from complm_cli.config import format_size, total_ram_bytes
+    from complm_cli.store import Store
+
+    settings, cat = load(catalog)
+    store = Store(settings)
+    report = {
+        "complm": _version("complm"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": {d: _version(d) for d in ("llama-cpp-python", "sentence-transformers", "torch", "huggingface-hub", "typer", "rich", "networkx")},
+        "cache_dir": str(settings.cache_dir),
+        "config_file": str(settings.config_file),
+        "config_file_exists": settings.config_file.is_file(),
+        "user_catalog": str(settings.user_catalog),
+        "catalog_files": [str(f) for f in cat.files],
+        "cpu_threads": settings.threads,
+        "workers": settings.worker_count(),
+        "ram": total_ram_bytes(),
+        "memory_budget": settings.memory_budget(),
+        "gpu_layers": settings.gpu_layers,
+        "offline": settings.offline,
+        "llama_cpp": _llama_build(),
+        "embedder": {"name": cat.embedder.name, "pulled": store.is_pulled(cat.embedder)},
+        "pulled": [e.name for e in cat.experts.values() if store.is_pulled(e)],
+        "missing_defaults": [e.name for e in [*cat.defaults(), cat.embedder] if not store.is_pulled(e)],
+    }
+    e = env()
+    if as_json:
+        print(json.dumps(report, indent=2), file=e.stdout)
+        return
+    console = e.out_console()
+    llama = report["llama_cpp"]
+    lines = [
+        ("complm", f"{report['complm']} on Python {report['python']} ({report['platform']})"),
+        *((name, ver or "[red]not installed[/]") for name, ver in report["packages"].items()),
+        ("cache", report["cache_dir"]),
+        ("config file", report["config_file"] + ("" if report["config_file_exists"] else " (none)")),
+        ("user catalog", report["user_catalog"]),
+        ("catalogs in use", ", ".join(report["catalog_files"])),
+        ("CPU threads", f"{report['cpu_threads']} (workers {report['workers']})"),
+        ("memory", f"{format_size(report['ram'])} RAM, model budget {format_size(report['memory_budget'])}"),
+        ("llama.cpp", ("GPU offload: " + ("yes" if llama.get("gpu_offload") else "no (CPU build)")) if llama["importable"] else f"[red]cannot import: {llama['error']}[/]"),
+        ("embedder", f"{report['embedder']['name']} ({'pulled' if report['embedder']['pulled'] else 'not pulled'})"),
+        ("pulled", ", ".join(report["pulled"]) or "nothing"),
+    ]
+    for key, value in lines:
+        console.print(f"[bold]{key:>16}[/]  {value}")
+    if report["missing_defaults"]:
+        console.print(f"[yellow]run `complm pull` to fetch: {', '.join(report['missing_defaults'])}[/]")

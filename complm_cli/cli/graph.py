@@ -1,0 +1,51 @@
+"""`complm graph`: plan and route a question without running it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from complm_cli.cli.common import CatalogOpt, OfflineOpt, env, handles_errors
+from complm_cli.errors import UsageError
+
+FORMATS = ("tree", "json", "mermaid", "dot")
+
+
+@handles_errors
+def graph(
+    question: str = typer.Argument(None, help="The question; '-' or a pipe reads it from stdin."),
+    fmt: str = typer.Option(None, "--format", "-f", help="tree (default in a terminal), json (default when piped), mermaid or dot."),
+    expert: str = typer.Option(None, "--expert", "-e", help="Send every node to this expert."),
+    offline: bool = OfflineOpt,
+    catalog: Path = CatalogOpt,
+) -> None:
+    """Show how a question would be split and routed, without running the experts."""
+    from complm_cli import render
+    from complm_cli.cli.question import prepare, read_question
+
+    e = env()
+    text = read_question(question, e)
+    fmt = fmt or ("tree" if e.stdout_isatty else "json")
+    if fmt not in FORMATS:
+        raise UsageError(f"Unknown format '{fmt}'; use one of {', '.join(FORMATS)}.")
+    session = prepare(catalog, offline, expert, ("parallel",), e)
+    try:
+        session.warm_up()
+        if e.stderr_isatty:
+            with e.err_console().status(f"planning with {session.planner.name}…"):
+                plan = session.plan(text)
+                routes = session.route(plan)
+        else:
+            plan = session.plan(text)
+            routes = session.route(plan)
+    finally:
+        session.close()
+    if fmt == "json":
+        print(render.to_json(render.graph_dict(plan, routes)), file=e.stdout)
+    elif fmt == "mermaid":
+        print(render.mermaid(plan, routes), file=e.stdout)
+    elif fmt == "dot":
+        print(render.dot(plan, routes), file=e.stdout)
+    else:
+        e.out_console().print(render.tree(plan, routes))

@@ -1,0 +1,106 @@
+"""`complm list`, `complm rm` and `complm verify`: what the catalog holds and what is cached."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from complm_cli.cli.common import CatalogOpt, JsonOpt, env, fail, handles_errors, load
+from complm_cli.errors import ExitCode
+
+
+@handles_errors
+def list_models(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
+    """List the catalog's experts: roles, domains, size, pulled or not, path."""
+    from complm_cli.config import format_size
+    from complm_cli.store import Store
+
+    settings, cat = load(catalog)
+    store = Store(settings)
+    rows = []
+    for expert in cat.experts.values():
+        found = store.installed(expert)
+        rows.append({
+            "name": expert.name,
+            "kind": expert.kind,
+            "default": expert.default or expert.name == cat.embedder_name,
+            "roles": list(expert.roles),
+            "domains": list(expert.domains),
+            "description": expert.description,
+            "size": found.size if found else expert.size,
+            "sha256": expert.sha256 or (found.sha256 if found else None),
+            "pulled": bool(found),
+            "path": str(store.path(expert)) if found else None,
+            "source": found.source if found else None,
+            "catalog": expert.origin,
+        })
+    e = env()
+    if as_json:
+        print(json.dumps(rows, indent=2), file=e.stdout)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("name", "roles", "domains", "size", "pulled", "path"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        roles = ", ".join(r["roles"]) if r["kind"] == "llm" else "embedder"
+        name = r["name"] + (" *" if r["default"] else "")
+        table.add_row(name, roles, ", ".join(r["domains"][:3]), format_size(r["size"]) if r["size"] else "?",
+                      "[green]yes[/]" if r["pulled"] else "no", r["path"] or "")
+    console = e.out_console()
+    console.print(table)
+    console.print("* default set: pulled by a bare `complm pull` and used by `complm ask`.")
+
+
+@handles_errors
+def rm(
+    names: list[str] = typer.Argument(None, help="Experts to remove from the cache."),
+    all_: bool = typer.Option(False, "--all", help="Remove every cached model."),
+    catalog: Path = CatalogOpt,
+) -> None:
+    """Remove pulled models from the cache."""
+    from complm_cli.store import Store
+
+    settings, cat = load(catalog)
+    if not names and not all_:
+        raise fail("name the experts to remove, or pass --all.", ExitCode.USAGE)
+    store = Store(settings)
+    experts = list(cat.experts.values()) if all_ else [cat.get(n) for n in names]
+    e = env()
+    for expert in experts:
+        if store.remove(expert):
+            print(f"removed {expert.name}", file=e.stderr)
+        elif not all_:
+            print(f"{expert.name} was not pulled", file=e.stderr)
+
+
+@handles_errors
+def verify(
+    names: list[str] = typer.Argument(None, help="Experts to check (default: every pulled one)."),
+    as_json: bool = JsonOpt,
+    catalog: Path = CatalogOpt,
+) -> None:
+    """Re-hash pulled files and report any that changed since they were pulled (exit 7 if any did)."""
+    from complm_cli.store import Store
+
+    settings, cat = load(catalog)
+    store = Store(settings)
+    if names:
+        experts = [cat.get(n) for n in names]
+    else:
+        experts = [x for x in cat.experts.values() if (store.folder(x) / "complm.json").exists()]
+    results = [store.verify(x) for x in experts]
+    e = env()
+    if as_json:
+        print(json.dumps([r.__dict__ for r in results], indent=2), file=e.stdout)
+    else:
+        for r in results:
+            print(f"{r.name}: {r.message}", file=e.stdout)
+        if not results:
+            print("nothing is pulled", file=e.stdout)
+    bad = [r for r in results if not r.ok]
+    if bad:
+        raise fail(f"{len(bad)} model(s) failed verification: {', '.join(r.name for r in bad)}.", ExitCode.INTEGRITY)

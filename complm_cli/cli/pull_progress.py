@@ -1,0 +1,81 @@
+"""Rich progress bars for `complm pull`, one per file, on stderr."""
+
+from __future__ import annotations
+
+import time
+
+from complm_cli.config import format_size
+from complm_cli.progress import PullProgress
+
+
+class RichPullProgress(PullProgress):
+    """Bars (bytes, rate, ETA) in a terminal; only a final line per model otherwise."""
+
+    def __init__(self, console, name: str, interactive: bool, verbose: bool = False):
+        self.console, self.name, self.interactive, self.verbose = console, name, interactive, verbose
+        self.progress = None
+        self.task = None
+        self.started = time.monotonic()
+
+    def _bars(self):
+        if self.progress is None:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                TimeRemainingColumn(), console=self.console, transient=False,
+            )
+            self.progress.start()
+        return self.progress
+
+    def start(self, label: str, total: int | None) -> None:
+        self.started = time.monotonic()
+        if not self.interactive:
+            return
+        bars = self._bars()
+        if self.task is None:
+            self.task = bars.add_task(self.name, total=total)
+        else:
+            bars.reset(self.task, total=total)
+
+    def update(self, completed: int, total: int | None = None) -> None:
+        if self.interactive and self.task is not None:
+            self.progress.update(self.task, completed=completed, total=total)
+
+    def note(self, message: str) -> None:
+        if self.interactive and ("failed" in message or "waiting" in message):
+            self.console.print(f"[yellow]{message}[/]")
+        elif self.verbose:
+            self.console.print(message)
+
+    def finish(self, ok: bool, message: str) -> None:
+        self.close()
+        if ok:
+            self.console.print(message)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def done(self, installed) -> None:
+        self.close()
+        seconds = time.monotonic() - self.started
+        self.console.print(f"pulled {self.name} ({format_size(installed.size)}, sha256 {installed.sha256[:12]}…) from {installed.source} in {seconds:.1f} s")
+
+
+def pull_all(store, experts, console, interactive: bool, force: bool = False, verbose: bool = False) -> list:
+    """Pull each expert that is missing, with bars; used by `pull` and by `ask` on first use."""
+    results = []
+    for expert in experts:
+        if not force and (found := store.installed(expert)):
+            results.append(found)
+            continue
+        bars = RichPullProgress(console, expert.name, interactive, verbose)
+        try:
+            installed = store.pull(expert, force=force, progress=bars)
+        finally:
+            bars.close()
+        bars.done(installed)
+        results.append(installed)
+    return results

@@ -1,0 +1,45 @@
+"""Reading the question and preparing a run: shared by `ask` and `graph`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from complm_cli.cli.common import Environment
+from complm_cli.errors import UsageError
+
+
+def read_question(arg: str | None, e: Environment) -> str:
+    """From the argument, or from stdin when it is '-' or when stdin is piped."""
+    if arg is None or arg == "-":
+        if arg is None and e.stdin_isatty:
+            raise UsageError("No question given; pass it as an argument, or pipe it on stdin.")
+        text = e.stdin.read()
+    else:
+        text = arg
+    text = text.strip()
+    if not text:
+        raise UsageError("The question is empty; pass it as an argument, or pipe it on stdin.")
+    return text
+
+
+def prepare(catalog: Path | None, offline: bool, expert: str | None, modes: tuple[str, ...], e: Environment,
+            verbose: bool = False, monolithic: str | None = None, **overrides):
+    """Settings, catalog and a Session, pulling missing models first (with bars) unless offline."""
+    from complm_cli.cli.common import load
+    from complm_cli.cli.pull_progress import pull_all
+    from complm_cli.pipeline import Session, models_needed
+    from complm_cli.store import Store
+
+    settings, cat = load(catalog, offline, **overrides)
+    if expert:
+        cat.get(expert)
+    if not settings.offline:
+        store = Store(settings)
+        wanted = list({m.name: m for mode in modes for m in models_needed(cat, expert, mode, monolithic)}.values())
+        missing = [m for m in wanted if not store.is_pulled(m)]
+        if missing:
+            console = e.err_console()
+            if e.stderr_isatty or verbose:
+                console.print(f"pulling {', '.join(m.name for m in missing)} (first use)")
+            pull_all(store, missing, console, e.stderr_isatty, verbose=verbose)
+    return Session(settings, cat, expert=expert, pull=False, modes=modes, monolithic=monolithic)

@@ -1,0 +1,71 @@
+"""Typed progress events of the pipeline. Renderers consume them; the core never prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass
+class Event:
+    pass
+
+
+@dataclass
+class Stage(Event):
+    """A pipeline stage starts: 'pull', 'load', 'plan', 'route', 'execute', 'aggregate'."""
+
+    name: str
+    detail: str = ""
+
+
+@dataclass
+class PlanReady(Event):
+    plan: Any  # dag.Plan
+    routes: dict[int, Any]  # node id -> route.Route
+
+
+@dataclass
+class NodeStarted(Event):
+    node_id: int
+    expert: str
+    question: str
+
+
+@dataclass
+class NodeToken(Event):
+    node_id: int
+    text: str
+
+
+@dataclass
+class NodeDone(Event):
+    node_id: int
+    answer: str
+    seconds: float
+    tokens: int
+
+
+@dataclass
+class NodeFailed(Event):
+    node_id: int
+    reason: str
+    skipped: bool = False  # skipped because a parent failed
+
+
+@dataclass
+class AnswerToken(Event):
+    text: str
+
+
+@dataclass
+class AnswerDone(Event):
+    answer: str
+    result: Any = field(default=None)  # pipeline.Result
+
+
+Listener = Callable[[Event], None]
+
+
+def ignore(_: Event) -> None:
+    pass

@@ -1,0 +1,293 @@
+"""ask(): plan -> route -> execute -> aggregate, in each mode.
+
+`Session` holds what outlives one question (settings, catalog, the model
+pool, the embedder), so `complm eval` loads each model once; `ask()` is the
+one-call library entry point:
+
+    from complm_cli import ask
+    print(ask("Who wrote 1984, and what is 17 times 3?").answer)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from complm_cli import prompts
+from complm_cli.aggregate import needs_aggregation, stream_answer
+from complm_cli.catalog import Catalog, Expert, catalog_for
+from complm_cli.config import Settings, load_settings
+from complm_cli.dag import Plan
+from complm_cli.errors import ModelError, NotFoundError, UsageError
+from complm_cli.events import AnswerDone, AnswerToken, Listener, PlanReady, Stage, ignore
+from complm_cli.execute import ModelPool, NodeResult, RunOptions, run_plan
+from complm_cli.plan import MAX_PLAN_TOKENS, make_plan, single_node
+from complm_cli.route import Embedder, Route, Router, VectorCache
+from complm_cli.store import Store
+
+MODES = ("parallel", "sequential", "monolithic")
+
+
+@dataclass
+class Result:
+    question: str
+    mode: str
+    answer: str
+    status: str  # ok | partial | failed
+    plan: Plan | None
+    routes: dict[int, Route]
+    nodes: list[NodeResult]
+    timings: dict[str, float]
+    tokens: dict[str, int]
+    aggregated: bool
+    experts: list[str] = field(default_factory=list)  # models used
+    memory: int = 0  # peak resident model bytes (estimated)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "question": self.question,
+            "mode": self.mode,
+            "answer": self.answer,
+            "status": self.status,
+            "aggregated": self.aggregated,
+            "plan_fallback": self.plan.fallback if self.plan else None,
+            "plan_repairs": self.plan.repairs if self.plan else [],
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "tokens": self.tokens,
+            "experts": self.experts,
+            "memory_bytes": self.memory,
+            "nodes": [
+                {
+                    "id": n.id,
+                    "question": n.question,
+                    "depends_on": list(n.depends_on),
+                    "expert": n.expert,
+                    "score": round(self.routes[n.id].score, 4) if n.id in self.routes else None,
+                    "route": self.routes[n.id].reason if n.id in self.routes else None,
+                    "answer": n.answer,
+                    "status": n.status,
+                    "reason": n.reason,
+                    "started_s": round(n.started, 3) if n.started is not None else None,
+                    "seconds": round(n.seconds, 3),
+                    "tokens": n.tokens,
+                    "tokens_per_s": round(n.tokens_per_second, 2),
+                }
+                for n in self.nodes
+            ],
+        }
+
+
+def models_needed(catalog: Catalog, expert: str | None = None, mode: str = "parallel",
+                  monolithic: str | None = None) -> list[Expert]:
+    """Every model a run may use, the embedder included (what `ask` pulls on first use)."""
+    if mode == "monolithic":
+        return [catalog.get(expert or monolithic) if (expert or monolithic) else catalog.for_role("fallback")]
+    models = [catalog.for_role(r) for r in ("planner", "aggregator", "fallback")]
+    models += catalog.routable() if not expert else [catalog.get(expert)]
+    models.append(catalog.embedder)
+    return list({m.name: m for m in models}.values())
+
+
+class Session:
+    """Everything needed to answer questions; reuse it for many (eval does)."""
+
+    def __init__(self, settings: Settings | None = None, catalog: Catalog | None = None, *,
+                 expert: str | None = None, pull: bool = True, factory=None, embedder: Embedder | None = None,
+                 modes: tuple[str, ...] = MODES, monolithic: str | None = None):
+        self.settings = settings or load_settings()
+        self.catalog = catalog or catalog_for(self.settings)
+        self.store = Store(self.settings)
+        self.forced = self.catalog.get(expert) if expert else None
+        self.planner = self.catalog.for_role("planner")
+        self.aggregator = self.catalog.for_role("aggregator")
+        self.fallback = self.catalog.for_role("fallback")
+        self.routable = self.catalog.routable()
+        if self.forced and self.forced.kind != "llm":
+            raise UsageError(f"'{expert}' is an embedder, not an expert that can answer.")
+        self.modes = modes
+        self._monolithic_name = monolithic
+        if pull:
+            for model in self.needed():
+                self.store.pull(model)
+        self._paths = {e.name: self.store.require(e) for e in self.needed() if e.kind == "llm"}
+        if factory is None:
+            from complm_cli.backends.llama import llama_factory
+
+            factory = llama_factory(self.settings.gpu_layers, self.settings.seed, self.settings.cache_dir / "prompt-states")
+        self.pool = ModelPool(factory, lambda e: self._paths.get(e.name) or self.store.require(e), self.settings.memory_budget())
+        emb = self.catalog.embedder
+        self.embedder = embedder or Embedder(self.store.path(emb), emb.name, threads=1)
+        self._router: Router | None = None
+        # The model that answers in monolithic mode, when it is not --expert or the fallback.
+        self.monolithic: Expert | None = self.catalog.get(monolithic) if monolithic else None
+
+    def needed(self) -> list[Expert]:
+        name = self.forced.name if self.forced else None
+        models = [m for mode in self.modes for m in models_needed(self.catalog, name, mode, self._monolithic_name)]
+        return list({m.name: m for m in models}.values())
+
+    def warm_up(self) -> None:
+        """Start loading the embedder in the background, to overlap with planning."""
+        if not self.forced:
+            self.embedder.start()
+
+    def router(self) -> Router:
+        if self._router is None:
+            threshold = self.settings.route_threshold if self.settings.route_threshold is not None else self.catalog.route_threshold
+            cache = VectorCache(self.settings.cache_dir / "embeddings", f"{self.catalog.embedder.name}-{(self.catalog.embedder.sha256 or '')[:12]}")
+            self._router = Router(self.routable, self.fallback, self.embedder, cache, threshold)
+        return self._router
+
+    def _generate(self, expert: Expert, messages: list[dict], *, schema: dict | None = None, max_tokens: int,
+                  temperature: float, on_token=None, cancel: threading.Event | None = None, prefix: int = 0) -> tuple[str, int]:
+        worker = self.pool.acquire(expert, cancel)
+        try:
+            pieces = []
+            for piece in worker.stream(messages, max_tokens=max_tokens, temperature=temperature,
+                                       seed=self.settings.seed, threads=self.settings.threads, schema=schema,
+                                       **({"prefix": prefix} if prefix else {})):
+                pieces.append(piece)
+                if on_token:
+                    on_token(piece)
+                if cancel is not None and cancel.is_set():
+                    raise KeyboardInterrupt
+            return "".join(pieces).strip(), len(pieces)
+        finally:
+            self.pool.release(worker)
+
+    # --- the four parts -----------------------------------------------------------
+
+    def plan(self, question: str, cancel: threading.Event | None = None) -> Plan:
+        def generate(messages: list[dict], schema: dict) -> tuple[str, int]:
+            return self._generate(self.planner, messages, schema=schema, max_tokens=MAX_PLAN_TOKENS, temperature=0.0,
+                                  cancel=cancel, prefix=prompts.planner_prefix_length())
+
+        return make_plan(question, generate)
+
+    def route(self, plan: Plan) -> dict[int, Route]:
+        if self.forced:
+            return {n.id: Route(self.forced.name, 1.0, {}, "forced") for n in plan.nodes}
+        routes = self.router().route([n.question for n in plan.nodes])
+        return {n.id: r for n, r in zip(plan.nodes, routes)}
+
+    def ask(self, question: str, *, mode: str = "parallel", on_event: Listener = ignore,
+            cancel: threading.Event | None = None, plan: Plan | None = None,
+            routes: dict[int, Route] | None = None, workers: int | None = None) -> Result:
+        question = (question or "").strip()
+        if not question:
+            raise UsageError("The question is empty; pass it as an argument or on stdin.")
+        if mode not in MODES:
+            raise UsageError(f"Unknown mode '{mode}'; use one of {', '.join(MODES)}.")
+        cancel = cancel or threading.Event()
+        start = time.perf_counter()
+        if mode == "monolithic":
+            return self._monolithic(question, on_event, cancel, start)
+        self.warm_up()
+        timings: dict[str, float] = {}
+        reused = plan is not None
+        if plan is None:
+            on_event(Stage("plan", self.planner.name))
+            plan = self.plan(question, cancel)
+        timings["plan_s"] = plan.seconds
+        t = time.perf_counter()
+        if routes is None:
+            on_event(Stage("route", self.catalog.embedder.name))
+            routes = self.route(plan)
+        timings["route_s"] = time.perf_counter() - t
+        on_event(PlanReady(plan, routes))
+        experts = {n.id: self.catalog.get(routes[n.id].expert) for n in plan.nodes}
+        options = RunOptions(workers=1 if mode == "sequential" else (workers or self.settings.worker_count()),
+                             threads=self.settings.threads, node_timeout=self.settings.node_timeout, seed=self.settings.seed)
+        on_event(Stage("execute", mode))
+        execution = run_plan(plan, experts, self.pool, options, on_event, cancel)
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        results = execution.results
+        timings["execute_s"] = execution.seconds
+        timings["nodes_sum_s"] = sum(r.seconds for r in results.values())
+        t = time.perf_counter()
+        aggregated = needs_aggregation(plan, results)
+        done = [r for r in results.values() if r.status == "done"]
+        agg_tokens = 0
+        if not aggregated:
+            answer = results[plan.nodes[0].id].answer or ""
+        elif not done:
+            answer = ""
+        else:
+            on_event(Stage("aggregate", self.aggregator.name))
+            answer, agg_tokens = self._aggregate(plan, results, on_event, cancel)
+        timings["aggregate_s"] = time.perf_counter() - t
+        # A reused plan (eval shares one between modes) still counts in the latency.
+        timings["wall_s"] = time.perf_counter() - start + (plan.seconds if reused else 0.0)
+        status = "ok" if len(done) == len(results) else ("partial" if answer else "failed")
+        result = Result(
+            question=question, mode=mode, answer=answer, status=status, plan=plan, routes=routes,
+            nodes=[results[n.id] for n in plan.nodes], timings=timings,
+            tokens={"plan": plan.tokens, "nodes": sum(r.tokens for r in results.values()), "aggregate": agg_tokens,
+                    "total": plan.tokens + sum(r.tokens for r in results.values()) + agg_tokens},
+            aggregated=aggregated,
+            experts=sorted({self.planner.name, *(e.name for e in experts.values())} | ({self.aggregator.name} if aggregated else set())),
+            memory=self.pool.peak,
+        )
+        on_event(AnswerDone(answer, result))
+        return result
+
+    def _aggregate(self, plan: Plan, results: dict[int, NodeResult], on_event: Listener, cancel: threading.Event) -> tuple[str, int]:
+        worker = self.pool.acquire(self.aggregator, cancel)
+        gen = self.aggregator.generation
+        pieces = []
+        try:
+            for piece in stream_answer(worker, plan, results, max_tokens=gen.max_tokens, temperature=gen.temperature,
+                                       seed=self.settings.seed, threads=self.settings.threads):
+                pieces.append(piece)
+                on_event(AnswerToken(piece))
+                if cancel.is_set():
+                    raise KeyboardInterrupt
+        finally:
+            self.pool.release(worker)
+        return "".join(pieces).strip(), len(pieces)
+
+    def _monolithic(self, question: str, on_event: Listener, cancel: threading.Event, start: float) -> Result:
+        model = self.forced or self.monolithic or self.fallback
+        on_event(Stage("execute", "monolithic"))
+        gen = model.generation
+        t = time.perf_counter()
+        answer, tokens = self._generate(model, prompts.monolithic_messages(question), max_tokens=gen.max_tokens,
+                                        temperature=gen.temperature, on_token=lambda p: on_event(AnswerToken(p)), cancel=cancel)
+        seconds = time.perf_counter() - t
+        node = NodeResult(1, question, (), model.name, "done", answer, None, t - start, seconds, tokens, self.settings.threads)
+        plan = single_node(question)
+        routes = {1: Route(model.name, 1.0, {}, "forced" if self.forced else "monolithic")}
+        wall = time.perf_counter() - start
+        result = Result(question, "monolithic", answer, "ok", plan, routes, [node],
+                        {"plan_s": 0.0, "route_s": 0.0, "execute_s": seconds, "nodes_sum_s": seconds, "aggregate_s": 0.0, "wall_s": wall},
+                        {"plan": 0, "nodes": tokens, "aggregate": 0, "total": tokens}, False, [model.name], self.pool.peak)
+        on_event(AnswerDone(answer, result))
+        return result
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def ask(question: str, *, mode: str = "parallel", expert: str | None = None, settings: Settings | None = None,
+        on_event: Listener = ignore, **overrides: Any) -> Result:
+    """Answer one question with the whole pipeline; missing models are pulled first."""
+    settings = (settings or load_settings()).replace(**overrides)
+    session = Session(settings, expert=expert, pull=not settings.offline, modes=(mode,))
+    try:
+        return session.ask(question, mode=mode, on_event=on_event)
+    finally:
+        session.close()
+
+
+def plan_and_route(question: str, *, expert: str | None = None, settings: Settings | None = None) -> tuple[Plan, dict[int, Route]]:
+    """Plan and route without executing (what `complm graph` shows)."""
+    session = Session(settings or load_settings(), expert=expert, pull=not (settings and settings.offline), modes=("parallel",))
+    try:
+        session.warm_up()
+        plan = session.plan(question.strip())
+        return plan, session.route(plan)
+    finally:
+        session.close()

@@ -1,0 +1,202 @@
+"""Everything users see of a run: the live DAG view, the tree, the answer,
+plain text, JSON, mermaid and dot. The core emits events; this draws them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from complm_cli.dag import Plan
+from complm_cli.events import AnswerDone, AnswerToken, Event, NodeDone, NodeFailed, NodeStarted, NodeToken, PlanReady, Stage
+from complm_cli.route import Route
+
+STATUS_STYLE = {"waiting": "dim", "running": "yellow", "done": "green", "failed": "red", "skipped": "dim red", "cancelled": "dim red"}
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class LiveView:
+    """A Rich Live table of the DAG while it runs, fed by pipeline events (from any thread)."""
+
+    def __init__(self, console):
+        from rich.live import Live
+
+        self.console = console
+        self.lock = threading.Lock()
+        self.stage = "starting"
+        self.stage_started = time.perf_counter()
+        self.plan: Plan | None = None
+        self.routes: dict[int, Route] = {}
+        self.nodes: dict[int, dict[str, Any]] = {}
+        self.answer_tokens = 0
+        self.live = Live(self._render(), console=console, refresh_per_second=8, transient=False, get_renderable=self._render)
+
+    def __enter__(self) -> "LiveView":
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.live.__exit__(*exc)
+
+    def __call__(self, event: Event) -> None:
+        with self.lock:
+            now = time.perf_counter()
+            if isinstance(event, Stage):
+                self.stage, self.stage_started = f"{event.name} ({event.detail})" if event.detail else event.name, now
+            elif isinstance(event, PlanReady):
+                self.plan, self.routes = event.plan, event.routes
+                for n in event.plan.nodes:
+                    self.nodes[n.id] = {"status": "waiting", "question": n.question, "tokens": 0, "start": None, "end": None, "reason": ""}
+            elif isinstance(event, NodeStarted) and event.node_id in self.nodes:
+                self.nodes[event.node_id].update(status="running", question=event.question, start=now)
+            elif isinstance(event, NodeToken) and event.node_id in self.nodes:
+                self.nodes[event.node_id]["tokens"] += 1
+            elif isinstance(event, NodeDone) and event.node_id in self.nodes:
+                self.nodes[event.node_id].update(status="done", end=now, answer=event.answer)
+            elif isinstance(event, NodeFailed) and event.node_id in self.nodes:
+                self.nodes[event.node_id].update(status="skipped" if event.skipped else "failed", end=now, reason=event.reason)
+            elif isinstance(event, AnswerToken):
+                self.answer_tokens += 1
+            elif isinstance(event, AnswerDone):
+                self.stage = "done"
+
+    def _render(self):
+        from rich.console import Group
+        from rich.spinner import Spinner
+        from rich.table import Table
+        from rich.text import Text
+
+        with self.lock:
+            now = time.perf_counter()
+            parts = []
+            if self.stage != "done":
+                label = f"{self.stage} {now - self.stage_started:4.1f} s"
+                if self.answer_tokens:
+                    label += f", {self.answer_tokens} tokens"
+                parts.append(Spinner("dots", text=Text(label, style="cyan")))
+            if self.nodes:
+                table = Table(box=None, pad_edge=False, show_edge=False, expand=False)
+                for col, kw in (("id", {"justify": "right"}), ("sub-query", {"max_width": 60}), ("needs", {}), ("expert (score)", {}),
+                                ("status", {}), ("time", {"justify": "right"}), ("tok/s", {"justify": "right"})):
+                    table.add_column(col, **kw)
+                for node_id, n in self.nodes.items():
+                    route = self.routes.get(node_id)
+                    expert = f"{route.expert} ({route.score:.2f}{', fallback' if route.reason == 'fallback' else ''})" if route else ""
+                    start, end = n["start"], n["end"]
+                    seconds = (end or now) - start if start else 0.0
+                    rate = f"{n['tokens'] / seconds:.1f}" if seconds > 0 and n["tokens"] else ""
+                    status = n["status"] if not n["reason"] else f"{n['status']}: {_clip(n['reason'], 40)}"
+                    deps = self.plan.node(node_id).depends_on if self.plan else ()
+                    table.add_row(str(node_id), _clip(n["question"], 60), ",".join(map(str, deps)) or "-", expert,
+                                  Text(status, style=STATUS_STYLE.get(n["status"], "")), f"{seconds:.1f}s" if start else "", rate)
+                parts.append(table)
+            return Group(*parts)
+
+
+def summary_line(result) -> str:
+    t = result.timings
+    line = f"{result.mode} · {len(result.nodes)} node{'s' if len(result.nodes) != 1 else ''} · {t['wall_s']:.1f} s"
+    if result.mode != "monolithic":
+        line += f" (plan {t['plan_s']:.1f} s, nodes {t['execute_s']:.1f} s, answer {t['aggregate_s']:.1f} s)"
+        if len(result.nodes) > 1 and result.mode == "parallel":
+            saved = t["nodes_sum_s"] - t["execute_s"]
+            line += f" · nodes one after another: {t['nodes_sum_s']:.1f} s ({'saved' if saved >= 0 else 'lost'} {abs(saved):.1f} s)"
+    if result.status != "ok":
+        line += f" · {result.status}"
+    return line
+
+
+def print_answer(console, result) -> None:
+    from rich.markdown import Markdown
+
+    console.print(Markdown(result.answer or "_(no answer)_"))
+
+
+# --- graph formats ------------------------------------------------------------
+
+
+def graph_dict(plan: Plan, routes: dict[int, Route]) -> dict:
+    return {
+        "question": plan.question,
+        "fallback": plan.fallback,
+        "repairs": plan.repairs,
+        "levels": plan.levels(),
+        "width": plan.width,
+        "plan_seconds": round(plan.seconds, 3),
+        "nodes": [
+            {"id": n.id, "question": n.question, "depends_on": list(n.depends_on), **routes[n.id].to_dict()}
+            for n in plan.nodes
+        ],
+    }
+
+
+def _label(text: str) -> str:
+    return _clip(text, 70).replace('"', "'")
+
+
+def mermaid(plan: Plan, routes: dict[int, Route]) -> str:
+    lines = ["flowchart TD", f'    Q["{_label(plan.question)}"]']
+    for n in plan.nodes:
+        r = routes[n.id]
+        lines.append(f'    N{n.id}["{n.id}. {_label(n.question)}<br/><i>{r.expert} ({r.score:.2f})</i>"]')
+    for n in plan.nodes:
+        for d in n.depends_on:
+            lines.append(f"    N{d} --> N{n.id}")
+    sinks = {n.id for n in plan.nodes} - {d for n in plan.nodes for d in n.depends_on}
+    lines.append('    A(["answer"])')
+    for s in sorted(sinks):
+        lines.append(f"    N{s} --> A")
+    return "\n".join(lines)
+
+
+def dot(plan: Plan, routes: dict[int, Route]) -> str:
+    def esc(text: str) -> str:
+        return text.replace("\\", "\\\\").replace('"', '\\"')
+
+    lines = ["digraph complm {", "  rankdir=TB;", "  node [shape=box];", f'  q [label="{esc(_clip(plan.question, 80))}", shape=plaintext];']
+    for n in plan.nodes:
+        r = routes[n.id]
+        lines.append(f'  n{n.id} [label="{n.id}. {esc(_clip(n.question, 70))}\\n{esc(r.expert)} ({r.score:.2f})"];')
+    for n in plan.nodes:
+        for d in n.depends_on:
+            lines.append(f"  n{d} -> n{n.id};")
+    sinks = {n.id for n in plan.nodes} - {d for n in plan.nodes for d in n.depends_on}
+    lines.append('  answer [shape=oval];')
+    for s in sorted(sinks):
+        lines.append(f"  n{s} -> answer;")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def tree(plan: Plan, routes: dict[int, Route]):
+    from rich.text import Text
+    from rich.tree import Tree
+
+    root = Tree(Text(plan.question, style="bold"))
+    for depth, level in enumerate(plan.levels(), 1):
+        branch = root.add(Text(f"level {depth}" + (" (run at the same time)" if len(level) > 1 else ""), style="cyan"))
+        for node_id in level:
+            n, r = plan.node(node_id), routes[node_id]
+            line = Text(f"{n.id}. {n.question}  ")
+            line.append(f"→ {r.expert}", style="magenta")
+            line.append(f" {r.score:.2f}", style="dim")
+            if r.reason == "fallback":
+                line.append(" (below threshold: fallback)", style="yellow")
+            if n.depends_on:
+                line.append(f"  needs {', '.join(map(str, n.depends_on))}", style="dim")
+            branch.add(line)
+    if plan.fallback:
+        root.add(Text(f"single-node fallback: {plan.fallback}", style="yellow"))
+    for repair in plan.repairs:
+        root.add(Text(f"repaired: {repair}", style="dim"))
+    return root
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False)

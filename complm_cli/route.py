@@ -1,0 +1,179 @@
+"""Expert Router: sub-queries go to the expert whose profile is closest by embedding.
+
+An expert's profile is its description (with its domains) and its example
+questions, each embedded with the catalog's sentence-transformers model. A
+query's score for an expert is the mean of its top-k cosine similarities to
+the profile's vectors; below the threshold the query goes to the fallback
+expert. Profile vectors are cached on disk, keyed by embedder and text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from complm_cli.catalog import Expert
+from complm_cli.errors import ModelError
+
+TOP_K = 3
+
+
+class Embedder:
+    """A sentence-transformers model that can start loading in the background.
+
+    Importing sentence_transformers and torch costs several seconds; `start()`
+    overlaps that with planning, and `encode()` waits for it only if needed.
+    """
+
+    def __init__(self, path: Path, name: str, threads: int | None = None):
+        self.path, self.name, self.threads = path, name, threads
+        self._model = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> "Embedder":
+        with self._lock:
+            if self._thread is None and self._model is None:
+                self._thread = threading.Thread(target=self._load, name="complm-embedder", daemon=True)
+                self._thread.start()
+        return self
+
+    def _load(self) -> None:
+        try:
+            # The model folder is complete on disk; never ask the Hub for it.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            if self.threads:
+                torch.set_num_threads(self.threads)
+            self._model = SentenceTransformer(str(self.path), device="cpu")
+        except BaseException as exc:  # reported on first use, in the caller's thread
+            self._error = exc
+
+    def model(self):
+        self.start()
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise ModelError(f"The embedder {self.name} could not be loaded ({type(self._error).__name__}: {self._error}); try `complm pull --force {self.name}`.")
+        return self._model
+
+    def encode(self, texts: Sequence[str]):
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        vectors = self.model().encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+
+class VectorCache:
+    """Embeddings of profile texts on disk, so a catalog's profiles are computed once."""
+
+    def __init__(self, folder: Path, embedder_id: str):
+        self.path = folder / f"{embedder_id}.json"
+        self._data: dict[str, list[float]] | None = None
+
+    @staticmethod
+    def key(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def load(self) -> dict[str, list[float]]:
+        if self._data is None:
+            try:
+                self._data = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                self._data = {}
+        return self._data
+
+    def vectors(self, texts: Sequence[str], embedder: Embedder):
+        import numpy as np
+
+        data = self.load()
+        missing = [t for t in dict.fromkeys(texts) if self.key(t) not in data]
+        if missing:
+            for text, vec in zip(missing, embedder.encode(missing)):
+                data[self.key(text)] = [round(float(x), 6) for x in vec]
+            self._save()
+        return np.asarray([data[self.key(t)] for t in texts], dtype=np.float32)
+
+    def _save(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self._data))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+
+
+@dataclass
+class Route:
+    expert: str
+    score: float  # the chosen expert's score (the best score, even when it fell back)
+    scores: dict[str, float] = field(default_factory=dict)  # every candidate's score
+    reason: str = "score"  # 'score', 'fallback' (no score passed the threshold), 'forced' (--expert), 'single'
+
+    def to_dict(self) -> dict:
+        return {"expert": self.expert, "score": round(self.score, 4), "reason": self.reason,
+                "scores": {k: round(v, 4) for k, v in self.scores.items()}}
+
+
+def score_matrix(query_vecs, profile_vecs: list, rule: str = "topk", k: int = TOP_K):
+    """Scores (queries x experts) under a scoring rule: 'topk' (mean of top-k), 'max', 'centroid', 'description'."""
+    import numpy as np
+
+    columns = []
+    for vecs in profile_vecs:
+        if rule == "centroid":
+            c = vecs.mean(axis=0)
+            c = c / (np.linalg.norm(c) or 1.0)
+            columns.append(query_vecs @ c)
+            continue
+        if rule == "description":
+            vecs = vecs[:1]
+        sims = query_vecs @ vecs.T
+        if rule == "max":
+            columns.append(sims.max(axis=1))
+        else:
+            kk = min(k, sims.shape[1])
+            columns.append(np.sort(sims, axis=1)[:, -kk:].mean(axis=1))
+    return np.stack(columns, axis=1) if columns else np.zeros((len(query_vecs), 0))
+
+
+class Router:
+    def __init__(self, experts: list[Expert], fallback: Expert, embedder: Embedder, cache: VectorCache,
+                 threshold: float, rule: str = "topk", k: int = TOP_K):
+        self.experts, self.fallback, self.embedder, self.cache = experts, fallback, embedder, cache
+        self.threshold, self.rule, self.k = threshold, rule, k
+        self._profiles = None
+
+    def profiles(self):
+        if self._profiles is None:
+            self._profiles = [self.cache.vectors(list(e.profile_texts), self.embedder) for e in self.experts]
+        return self._profiles
+
+    def route(self, questions: Sequence[str]) -> list[Route]:
+        if not questions:
+            return []
+        scores = score_matrix(self.embedder.encode(questions), self.profiles(), self.rule, self.k)
+        routes = []
+        for row in scores:
+            by_name = {e.name: float(s) for e, s in zip(self.experts, row)}
+            best = max(by_name, key=by_name.get)
+            if by_name[best] >= self.threshold:
+                routes.append(Route(best, by_name[best], by_name, "score"))
+            else:
+                routes.append(Route(self.fallback.name, by_name[best], by_name, "fallback"))
+        return routes

