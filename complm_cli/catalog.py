@@ -212,6 +212,11 @@ def _parse_source(raw: Any, index: int, c: _Checker, kind: str) -> Source:
     if not isinstance(raw, dict):
         raise c.fail(label, "must be a table")
     stype = c.get("type", str, table=raw, label=f"{label}.type")
+    allowed = {"hub": {"repo", "revision", "file", "files"}, "pypi": {"wheels", "members", "prefix", "parts"},
+               "url": {"url"}, "path": {"path"}}.get(stype, set()) | {"type"}
+    unknown = sorted(set(raw) - allowed) if stype in ("hub", "pypi", "url", "path") else []
+    if unknown:
+        raise c.fail(f"{label}.{unknown[0]}", f"is not a key of a {stype} source")
     if stype == "hub":
         repo = c.get("repo", str, table=raw, label=f"{label}.repo")
         revision = c.get("revision", str, "main", table=raw, label=f"{label}.revision")
@@ -290,7 +295,7 @@ def _parse_entry(name: str, table: dict[str, Any], kind: str, origins: dict[str,
         gpu_layers=gc.get("gpu_layers", int, None, label="generation.gpu_layers"),
     )
     known = {"description", "file", "dir", "roles", "domains", "examples", "size", "sha256", "check_file",
-             "sources", "generation", "default", "note", "chat_template"}
+             "sources", "generation", "default", "note"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise c.fail(unknown[0], f"is not a known key (known: {', '.join(sorted(known))})")

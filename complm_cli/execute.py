@@ -201,7 +201,7 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
                 close = getattr(stream, "close", None)
                 if close:
                     close()
-            res.answer = "".join(pieces).strip()
+            res.answer = prompts.strip_reasoning("".join(pieces))
             res.status = "done"
             res.seconds = time.perf_counter() - start
             on_event(NodeDone(node_id, res.answer, res.seconds, res.tokens))

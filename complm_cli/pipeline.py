@@ -153,7 +153,7 @@ class Session:
                     on_token(piece)
                 if cancel is not None and cancel.is_set():
                     raise KeyboardInterrupt
-            return "".join(pieces).strip(), len(pieces)
+            return prompts.strip_reasoning("".join(pieces)), len(pieces)
         finally:
             self.pool.release(worker)
 
@@ -247,7 +247,7 @@ class Session:
                     raise KeyboardInterrupt
         finally:
             self.pool.release(worker)
-        return "".join(pieces).strip(), len(pieces)
+        return prompts.strip_reasoning("".join(pieces)), len(pieces)
 
     def _monolithic(self, question: str, on_event: Listener, cancel: threading.Event, start: float) -> Result:
         model = self.forced or self.monolithic or self.fallback

@@ -11,6 +11,14 @@ are cheap to generate.
 from __future__ import annotations
 
 import json
+import re
+
+_THINK = re.compile(r"<think>.*?(</think>|$)", re.S)
+
+
+def strip_reasoning(text: str) -> str:
+    """Drop a reasoning model's <think> block: the answer is what follows it."""
+    return _THINK.sub("", text).strip()
 
 PLANNER_SYSTEM = (
     "You split a question into the fewest simple sub-questions that answer it. "

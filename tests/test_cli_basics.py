@@ -1,0 +1,99 @@
+"""The CLI shell: help without the ML stack, list, doctor, error handling."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from complm_cli.cli.app import app
+
+runner = CliRunner()
+HEAVY = ("torch", "sentence_transformers", "llama_cpp", "huggingface_hub", "transformers")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["list"], ["pull", "--help"], ["ask", "--help"], ["graph", "--help"]])
+def test_light_commands_do_not_import_the_ml_stack(args, isolated):
+    code = ("import sys, json, io, contextlib\n"
+            f"sys.argv = ['complm', *{args!r}]\n"
+            "from complm_cli.cli.app import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n        main()\n    except SystemExit:\n        pass\n"
+            "print(json.dumps(sorted(sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    modules = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert not [m for m in HEAVY if m in modules]
+
+
+def test_help_lists_every_command():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("ask", "graph", "pull", "list", "rm", "verify", "doctor", "eval"):
+        assert command in result.stdout
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.startswith("complm ")
+
+
+def test_list_json_shows_catalog_and_nothing_pulled(isolated):
+    result = runner.invoke(app, ["list", "--json"])
+    assert result.exit_code == 0
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert rows["qwen2.5-coder-1.5b"]["size"] == 1117320768
+    assert rows["all-minilm-l6-v2"]["kind"] == "embedder"
+    assert not any(r["pulled"] for r in rows.values())
+    assert {r["name"] for r in rows.values() if r["default"]} == {"smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "all-minilm-l6-v2"}
+
+
+def test_list_table(isolated):
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0 and "smollm2-135m" in result.stdout
+
+
+def test_doctor_json(isolated):
+    result = runner.invoke(app, ["doctor", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["cache_dir"] == str(isolated["cache"])
+    assert report["llama_cpp"]["importable"] is True
+    assert isinstance(report["llama_cpp"]["gpu_offload"], bool)
+    assert report["cpu_threads"] >= 1
+    assert "smollm2-135m" in report["missing_defaults"]
+
+
+def test_bad_catalog_is_one_sentence_with_exit_5(tmp_path, isolated):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[experts.x\n")
+    result = runner.invoke(app, ["list", "--catalog", str(bad)])
+    assert result.exit_code == 5
+    assert str(bad) in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_unknown_expert_exit_4(isolated):
+    result = runner.invoke(app, ["pull", "nobody"])
+    assert result.exit_code == 4 and "nobody" in result.output
+
+
+def test_rm_needs_names(isolated):
+    assert runner.invoke(app, ["rm"]).exit_code == 2
+
+
+def test_verify_with_nothing_pulled(isolated):
+    result = runner.invoke(app, ["verify"])
+    assert result.exit_code == 0 and "nothing is pulled" in result.stdout
+
+
+def test_eval_needs_a_dataset_or_sample(isolated):
+    result = runner.invoke(app, ["eval"])
+    assert result.exit_code == 2
+
+
+def test_eval_bad_dataset_names_the_line(tmp_path, isolated):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"question": "q", "answer": "a"}\nnot json\n')
+    result = runner.invoke(app, ["eval", str(data)])
+    assert result.exit_code == 9 and "Line 2" in result.output

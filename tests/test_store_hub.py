@@ -1,0 +1,601 @@
+"""Pulling models from a Hub stand-in, through complm_cli.store.Store and the CLI.
+
+Every model here is a few hundred KB of random bytes served by tests/hubserver.py
+on 127.0.0.1; the real Hub is never contacted. Catalog entries are written to
+tmp_path and layered over the shipped catalog with --catalog.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from typer.testing import CliRunner
+
+from complm_cli.catalog import Expert, catalog_for
+from complm_cli.cli.app import app
+from complm_cli.config import load_settings, parse_size
+from complm_cli.errors import DownloadError, ExitCode, IntegrityError, NotFoundError
+from complm_cli.store import MANIFEST, Store
+from hubserver import HubServer, hub  # noqa: F401  (hub is a fixture)
+
+ROOT = Path(__file__).resolve().parent.parent
+NAME = "tiny"
+FILE = "tiny.Q4_0.gguf"
+REPO = "acme/tiny-GGUF"
+HUB_PATH = HubServer.resolve_path(REPO, FILE)
+
+
+# --- helpers ------------------------------------------------------------------
+
+
+def blob(size: int = 300_000, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def hub_source(repo: str = REPO, file: str = FILE) -> dict:
+    return {"type": "hub", "repo": repo, "file": file}
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(value)  # strings and lists of strings are spelled the same in TOML
+
+
+def write_catalog(path: Path, data: bytes, sources: list[dict], *, name: str = NAME, file: str = FILE,
+                  pin_sha: bool = True, pin_size: bool = True) -> Path:
+    """A catalog file with one expert entry describing `data`."""
+    lines = [f'[experts."{name}"]', 'description = "A tiny fake model for tests."', 'roles = ["expert"]', f"file = {_toml(file)}"]
+    if pin_size:
+        lines.append(f"size = {len(data)}")
+    if pin_sha:
+        lines.append(f'sha256 = "{sha256(data)}"')
+    for source in sources:
+        lines.append(f'[[experts."{name}".sources]]')
+        lines += [f"{k} = {_toml(v)}" for k, v in source.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def open_store(catalog: Path, name: str = NAME) -> tuple[Store, Expert]:
+    settings = load_settings().replace(catalog=catalog)
+    return Store(settings), catalog_for(settings).get(name)
+
+
+def complm(*args) -> "CliRunner.invoke":
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got: {stderr!r}"
+    assert lines[0].startswith("complm: ")
+    return lines[0]
+
+
+def list_row(catalog: Path, name: str = NAME) -> dict:
+    result = complm("list", "--json", "--catalog", catalog)
+    assert result.exit_code == 0, result.output
+    return next(r for r in json.loads(result.stdout) if r["name"] == name)
+
+
+def assert_pulled(store: Store, expert: Expert, data: bytes) -> None:
+    assert store.is_pulled(expert)
+    final = store.path(expert)
+    assert final == store.root / expert.name / expert.file
+    assert final.read_bytes() == data
+    manifest = json.loads((store.folder(expert) / MANIFEST).read_text())
+    assert manifest["size"] == len(data)
+    assert manifest["sha256"] == sha256(data)
+    assert manifest["file"] == expert.file
+    assert not (store.folder(expert) / ".partial").exists()
+
+
+def assert_not_pulled(store: Store, expert: Expert) -> None:
+    assert not store.is_pulled(expert)
+    assert not store.path(expert).exists()
+    assert not (store.folder(expert) / MANIFEST).exists()
+
+
+def part_file(store: Store, expert: Expert) -> Path:
+    return store.folder(expert) / ".partial" / (expert.file + ".part")
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn_pull(catalog: Path, name: str = NAME) -> subprocess.Popen:
+    # The environment (COMPLM_CACHE_DIR, HF_ENDPOINT, ...) is this test's, set by its fixtures.
+    return subprocess.Popen(
+        [sys.executable, "-m", "complm_cli", "pull", name, "--catalog", str(catalog)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+# --- (1) a plain Hub pull -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("redirect", [False, True], ids=["direct", "cdn-redirect"])
+def test_hub_pull_through_the_store(hub, tmp_path, redirect):
+    data = blob()
+    hub.add(REPO, FILE, data)
+    hub.redirect = redirect
+    store, expert = open_store(write_catalog(tmp_path / "cat.toml", data, [hub_source()]))
+    installed = store.pull(expert)
+    assert_pulled(store, expert, data)
+    assert installed.sha256 == sha256(data) and installed.size == len(data)
+    assert installed.source.startswith(f"Hub {REPO}")
+    # A second pull finds it in place and asks the Hub for nothing.
+    before = hub.count()
+    assert store.pull(expert).path == installed.path
+    assert hub.count() == before
+
+
+def test_hub_pull_through_the_cli_shows_in_list(hub, tmp_path):
+    data = blob()
+    hub.add(REPO, FILE, data)
+    catalog = write_catalog(tmp_path / "cat.toml", data, [hub_source()])
+    assert list_row(catalog)["pulled"] is False
+    result = complm("pull", NAME, "--catalog", catalog)
+    assert result.exit_code == 0, result.output
+    store, expert = open_store(catalog)
+    assert_pulled(store, expert, data)
+    row = list_row(catalog)
+    assert row["pulled"] is True
+    assert row["size"] == len(data)
+    assert row["sha256"] == sha256(data)
+    assert row["path"] == str(store.root / NAME / FILE)
+    assert row["source"].startswith("Hub ")
+
+
+# --- (2) a download cut in the middle -------------------------------------------------
+
+
+@pytest.mark.parametrize("redirect", [False, True], ids=["direct", "cdn-redirect"])
+def test_cut_download_fails_then_resumes_with_range(hub, tmp_path, redirect):
+    data = blob()
+    half = len(data) // 2
+    hub.add(REPO, FILE, data)
+    hub.redirect = redirect
+    hub.cut(HUB_PATH, after=half)
+    store, expert = open_store(write_catalog(tmp_path / "cat.toml", data, [hub_source()]))
+
+    with pytest.raises(DownloadError) as info:
+        store.pull(expert)
+    assert info.value.code == ExitCode.DOWNLOAD
+    assert_not_pulled(store, expert)
+    assert part_file(store, expert).read_bytes() == data[:half]  # kept, for the resume
+
+    store.pull(expert)
+    assert hub.ranges(HUB_PATH) == [f"bytes={half}-"]
+    assert_pulled(store, expert, data)
+
+
+def test_cut_download_through_the_cli_exits_6_then_resumes(hub, tmp_path):
+    data = blob()
+    hub.add(REPO, FILE, data)
+    hub.cut(HUB_PATH, after=100_000)
+    catalog = write_catalog(tmp_path / "cat.toml", data, [hub_source()])
+
+    result = complm("pull", NAME, "--catalog", catalog)
+    assert result.exit_code == ExitCode.DOWNLOAD, result.output
+    assert NAME in one_line(result.stderr)
+    store, expert = open_store(catalog)
+    assert_not_pulled(store, expert)
+    assert list_row(catalog)["pulled"] is False
+
+    result = complm("pull", NAME, "--catalog", catalog)
+    assert result.exit_code == 0, result.output
+    assert hub.ranges(HUB_PATH) == ["bytes=100000-"]
+    assert_pulled(store, expert, data)
+
+
+@pytest.mark.xfail(strict=True, reason="library bug: without a pinned size, a short body is taken as complete "
+                   "(stream_url ignores Content-Length), so the cut turns into an IntegrityError and the partial is discarded")
+def test_cut_download_without_a_pinned_size_is_resumable(hub, tmp_path):
+    data = blob()
+    hub.add(REPO, FILE, data)
+    hub.cut(HUB_PATH, after=100_000)
+    store, expert = open_store(write_catalog(tmp_path / "cat.toml", data, [hub_source()], pin_size=False))
+    with pytest.raises(DownloadError):
+        store.pull(expert)
+    assert_not_pulled(store, expert)
+    store.pull(expert)
+    assert hub.ranges(HUB_PATH) == ["bytes=100000-"]
+    assert_pulled(store, expert, data)
+
+
+@pytest.mark.xfail(strict=True, reason="library bug: without a pinned size, a complete .part left by a killed pull "
+                   "gets HTTP 416 on every rerun and the model can never be pulled")
+def test_complete_partial_without_a_pinned_size_is_installed(hub, tmp_path):
+    data = blob()
+    hub.add(REPO, FILE, data)
+    store, expert = open_store(write_catalog(tmp_path / "cat.toml", data, [hub_source()], pin_size=False))
+    # What a pull killed between its last byte and the rename leaves behind.
+    part = part_file(store, expert)
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data)
+    store.pull(expert)
+    assert_pulled(store, expert, data)
+
+
+# --- (3) a wrong hash ------------------------------------------------------------------
+
+
+def test_wrong_bytes_raise_integrity_error_and_leave_nothing(hub, tmp_path):
+    data = blob()
+    hub.add(REPO, FILE, data)
+    hub.serve_wrong(HUB_PATH, blob(seed=2))  # same length, other bytes
+    store, expert = open_store(write_catalog(tmp_path / "cat.toml", data, [hub_source()]))
+    with pytest.raises(IntegrityError) as info:
+        store.pull(expert)
+    assert info.value.code == ExitCode.INTEGRITY
+    assert NAME in info.value.message and "does not match" in info.value.message
+    assert_not_pulled(store, expert)
+    assert not part_file(store, expert).exists()
+
+
+def test_wrong_bytes_through_the_cli_exit_7(hub, tmp_path):
+    data = blob()
+    hub.add(REPO, FILE, data)
+    hub.serve_wrong(HUB_PATH, blob(seed=2))
+    catalog = write_catalog(tmp_path / "cat.toml", data, [hub_source()])
+    result = complm("pull", NAME, "--catalog", catalog)
+    assert result.exit_code == ExitCode.INTEGRITY, result.output
+    line = one_line(result.stderr)
+    assert NAME in line and "sha256" in line
+    store, expert = open_store(catalog)
+    assert_not_pulled(store, expert)
+    assert not part_file(store, expert).exists()
+    assert list_row(catalog)["pulled"] is False
+    # A rerun starts over rather than resuming the discarded bytes.
+    result = complm("pull", NAME, "--catalog", catalog)
+    assert result.exit_code == ExitCode.INTEGRITY
+    assert hub.ranges(HUB_PATH) == []
+
+
+def test_wrong_bytes_from_the_hub_fall_over_to_a_good_mirror(hub, tmp_path):
+    data = blob()
+    hub.add(REPO, FILE, data)
+    hub.serve_wrong(HUB_PATH, blob(seed=2))
+    mirror = hub.put("/mirror/tiny.gguf", data)
+    catalog = write_catalog(tmp_path / "cat.toml", data, [hub_source(), {"type": "url", "url": hub.url_for(mirror)}])
+    store, expert = open_store(catalog)
+    installed = store.pull(expert)
+    assert installed.source.startswith("URL ")
+    assert hub.ranges(mirror) == []  # the discarded Hub bytes were not resumed from
+    assert_pulled(store, expert, data)
+
+
+# --- (4) the Hub unreachable --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fallback", ["path", "url"])
+@pytest.mark.parametrize("endpoint", ["closed-port", "unresolvable"])
+def test_unreachable_hub_falls_over_to_the_next_source(hub, tmp_path, monkeypatch, endpoint, fallback):
+    data = blob()
+    if fallback == "path":
+        local = tmp_path / "local.gguf"
+        local.write_bytes(data)
+        second = {"type": "path", "path": str(local)}
+    else:
+        second = {"type": "url", "url": hub.url_for(hub.put("/mirror/tiny.gguf", data))}
+    dead = f"http://127.0.0.1:{closed_port()}" if endpoint == "closed-port" else "http://hub.invalid"
+    monkeypatch.setenv("HF_ENDPOINT", dead)
+    catalog = write_catalog(tmp_path / "cat.toml", data, [hub_source(), second])
+
+    started = time.monotonic()
+    result = complm("pull", NAME, "--catalog", catalog)
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 0, result.output
+    assert elapsed < 10, f"falling over took {elapsed:.1f} s"
+    store, expert = open_store(catalog)
+    assert_pulled(store, expert, data)
+    assert store.installed(expert).source.startswith("local file" if fallback == "path" else "URL")
+
+
+def test_unreachable_hub_and_no_other_source_is_a_download_error(tmp_path, monkeypatch):
+    data = blob()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    catalog = write_catalog(tmp_path / "cat.toml", data, [hub_source()])
+    result = complm("pull", NAME, "--catalog", catalog)
+    assert result.exit_code == ExitCode.DOWNLOAD, result.output
+    assert "cannot be reached" in one_line(result.stderr)
+    assert_not_pulled(*open_store(catalog))
+
+
+# --- (5) no SHA-256 in the catalog: the Hub's linked etag -------------------------------
+
+
+@pytest.mark.parametrize("redirect", [False, True], ids=["direct", "cdn-redirect"])
+def test_entry_without_sha256_uses_the_hub_linked_etag(hub, tmp_path, redirect):
+    data = blob()
+    hub.add(REPO, FILE, data)
+    hub.redirect = redirect
+    store, expert = open_store(write_catalog(tmp_path / "cat.toml", data, [hub_source()], pin_sha=False))
+    assert expert.sha256 is None
+    store.pull(expert)
+    assert hub.count("HEAD", HUB_PATH) >= 1
+    assert_pulled(store, expert, data)
+
+
+def test_entry_without_sha256_rejects_bytes_the_etag_does_not_match(hub, tmp_path):
+    data = blob()
+    hub.add(REPO, FILE, data, etag=sha256(b"something else"))
+    store, expert = open_store(write_catalog(tmp_path / "cat.toml", data, [hub_source()], pin_sha=False))
+    with pytest.raises(IntegrityError):
+        store.pull(expert)
+    assert_not_pulled(store, expert)
+    assert not part_file(store, expert).exists()
+
+
+def test_entry_without_sha256_and_no_etag_is_refused(hub, tmp_path):
+    data = blob()
+    hub.add(REPO, FILE, data, etag=None)
+    catalog = write_catalog(tmp_path / "cat.toml", data, [hub_source()], pin_sha=False)
+    result = complm("pull", NAME, "--catalog", catalog)
+    assert result.exit_code == ExitCode.DOWNLOAD, result.output
+    assert "SHA-256" in one_line(result.stderr)
+    assert hub.count("GET", HUB_PATH) == 0
+    assert_not_pulled(*open_store(catalog))
+
+
+# --- (6) offline ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_offline_never_touches_the_network(hub, tmp_path, monkeypatch, how):
+    data = blob()
+    hub.add(REPO, FILE, data)
+    catalog = write_catalog(tmp_path / "cat.toml", data, [hub_source(), {"type": "url", "url": hub.url_for(hub.put("/m.gguf", data))}])
+    args = ["pull", NAME, "--catalog", catalog]
+    if how == "flag":
+        args.append("--offline")
+    else:
+        monkeypatch.setenv("COMPLM_OFFLINE", "1")
+    result = complm(*args)
+    assert result.exit_code == ExitCode.NOT_FOUND, result.output
+    line = one_line(result.stderr)
+    assert NAME in line and "offline" in line
+    assert hub.traffic() == 0
+    assert hub.count() == 0
+    assert_not_pulled(*open_store(catalog))
+
+
+def test_offline_store_pull_raises_not_found(hub, tmp_path, monkeypatch):
+    data = blob()
+    hub.add(REPO, FILE, data)
+    monkeypatch.setenv("COMPLM_OFFLINE", "1")
+    store, expert = open_store(write_catalog(tmp_path / "cat.toml", data, [hub_source()]))
+    with pytest.raises(NotFoundError):
+        store.pull(expert)
+    assert hub.traffic() == 0
+
+
+def test_offline_pull_of_a_pulled_model_succeeds_quietly(hub, tmp_path):
+    data = blob()
+    hub.add(REPO, FILE, data)
+    catalog = write_catalog(tmp_path / "cat.toml", data, [hub_source()])
+    assert complm("pull", NAME, "--catalog", catalog).exit_code == 0
+    before = hub.traffic()
+    result = complm("pull", NAME, "--offline", "--catalog", catalog)
+    assert result.exit_code == 0, result.output
+    assert hub.traffic() == before
+
+
+@pytest.mark.xfail(strict=True, reason="library bug: Store.pull refuses offline unless *every* source is a path, "
+                   "although _pull_locked is written to try the path sources offline")
+def test_offline_pull_uses_a_local_path_source(hub, tmp_path):
+    data = blob()
+    hub.add(REPO, FILE, data)
+    local = tmp_path / "local.gguf"
+    local.write_bytes(data)
+    catalog = write_catalog(tmp_path / "cat.toml", data, [hub_source(), {"type": "path", "path": str(local)}])
+    result = complm("pull", NAME, "--offline", "--catalog", catalog)
+    assert result.exit_code == 0, result.output
+    assert hub.traffic() == 0
+    assert_pulled(*open_store(catalog), data)
+
+
+# --- (7) two pulls at once ---------------------------------------------------------------
+
+
+def test_two_concurrent_pulls_share_one_download(hub, tmp_path):
+    data = blob()
+    hub.add(REPO, FILE, data)
+    hub.delay = 0.1  # ~2 s of body, so the second process arrives while the first holds the lock
+    catalog = write_catalog(tmp_path / "cat.toml", data, [hub_source()])
+    procs = [spawn_pull(catalog), spawn_pull(catalog)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    store, expert = open_store(catalog)
+    assert_pulled(store, expert, data)
+    # One process downloaded; the other waited for the lock and found it pulled.
+    assert hub.count("GET", HUB_PATH) == 1
+
+
+# --- (8) kill -9 halfway --------------------------------------------------------------------
+
+
+def test_kill_9_halfway_leaves_nothing_pulled_and_a_rerun_completes(hub, tmp_path):
+    data = blob(2 * 1024 * 1024)  # over one 1 MiB read, so part of it reaches the disk before the kill
+    hub.add(REPO, FILE, data)
+    hub.delay = 0.02
+    catalog = write_catalog(tmp_path / "cat.toml", data, [hub_source()])
+    proc = spawn_pull(catalog)
+    try:
+        deadline = time.monotonic() + 60
+        while hub.sent[HUB_PATH] < len(data) * 3 // 4:
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "the download never got going"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+    store, expert = open_store(catalog)
+    assert_not_pulled(store, expert)
+    assert list_row(catalog)["pulled"] is False
+    part = part_file(store, expert)
+    if part.exists():
+        assert data.startswith(part.read_bytes())
+
+    hub.delay = 0
+    rerun = spawn_pull(catalog)  # a subprocess, so a lock left held would time out instead of hanging the suite
+    _, err = rerun.communicate(timeout=60)
+    assert rerun.returncode == 0, err
+    assert_pulled(store, expert, data)
+
+
+# --- (9) not enough disk space ---------------------------------------------------------------
+
+
+def test_not_enough_disk_space_says_how_much_is_needed(hub, tmp_path, monkeypatch):
+    data = blob()
+    hub.add(REPO, FILE, data)
+    monkeypatch.setattr("complm_cli.store.shutil.disk_usage", lambda path: SimpleNamespace(total=10**6, used=10**6 - 1000, free=1000))
+    catalog = write_catalog(tmp_path / "cat.toml", data, [hub_source()])
+    result = complm("pull", NAME, "--catalog", catalog)
+    assert result.exit_code == ExitCode.DOWNLOAD, result.output
+    line = one_line(result.stderr)
+    assert "disk space" in line and "free" in line
+    needed = re.search(r"needs (\d+(?:\.\d+)? [KMGT]?B)", line)
+    assert needed, line
+    assert parse_size(needed.group(1)) >= len(data)
+    assert hub.count() == 0
+    assert_not_pulled(*open_store(catalog))
+
+
+# --- (10) verify and rm ----------------------------------------------------------------------
+
+
+def test_verify_catches_a_changed_file_and_rm_removes_it(hub, tmp_path):
+    data = blob()
+    hub.add(REPO, FILE, data)
+    catalog = write_catalog(tmp_path / "cat.toml", data, [hub_source()])
+    assert complm("pull", NAME, "--catalog", catalog).exit_code == 0
+    store, expert = open_store(catalog)
+
+    result = complm("verify", NAME, "--catalog", catalog)
+    assert result.exit_code == 0, result.output
+    assert f"{NAME}: ok" in result.stdout
+    assert complm("verify", "--catalog", catalog).exit_code == 0  # every pulled model
+
+    path = store.path(expert)
+    flipped = bytearray(path.read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF
+    path.write_bytes(bytes(flipped))
+    result = complm("verify", NAME, "--catalog", catalog)
+    assert result.exit_code == ExitCode.INTEGRITY, result.output
+    assert NAME in one_line(result.stderr)
+    result = complm("verify", "--json", "--catalog", catalog)
+    assert result.exit_code == ExitCode.INTEGRITY
+    assert [r["ok"] for r in json.loads(result.stdout) if r["name"] == NAME] == [False]
+
+    result = complm("rm", NAME, "--catalog", catalog)
+    assert result.exit_code == 0, result.output
+    assert not store.folder(expert).exists()
+    assert list_row(catalog)["pulled"] is False
+    assert complm("verify", NAME, "--catalog", catalog).exit_code == ExitCode.INTEGRITY  # "not pulled"
+
+
+# --- (11) the embedder: a folder from the Hub ---------------------------------------------------
+
+
+EMBED_REPO = "acme/tiny-embedder"
+EMBED_FILES = {
+    "modules.json": b'[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]',
+    "config.json": b'{"hidden_size": 8}',
+    "model.safetensors": blob(400_000, seed=3),
+    "tokenizer.json": b'{"version": "1.0"}',
+    "1_Pooling/config.json": b'{"pooling_mode_mean_tokens": true}',
+}
+
+
+def write_embedder_catalog(path: Path, *, pin_sha: bool = True) -> Path:
+    check = EMBED_FILES["model.safetensors"]
+    lines = [
+        '[embedders."tiny-embedder"]',
+        'description = "A tiny fake embedder for tests."',
+        'dir = "tiny-embedder-dir"',
+        'check_file = "model.safetensors"',
+        f"size = {len(check)}",
+        *([f'sha256 = "{sha256(check)}"'] if pin_sha else []),
+        '[[embedders."tiny-embedder".sources]]',
+        'type = "hub"',
+        f'repo = "{EMBED_REPO}"',
+        f"files = {_toml(list(EMBED_FILES))}",
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_embedder_folder_pulled_from_the_hub(hub, tmp_path):
+    for name, content in EMBED_FILES.items():
+        hub.add(EMBED_REPO, name, content)
+    catalog = write_embedder_catalog(tmp_path / "cat.toml")
+    result = complm("pull", "tiny-embedder", "--catalog", catalog)
+    assert result.exit_code == 0, result.output
+
+    store, expert = open_store(catalog, "tiny-embedder")
+    assert expert.kind == "embedder"
+    assert store.is_pulled(expert)
+    folder = store.path(expert)
+    assert folder == store.root / "tiny-embedder" / "tiny-embedder-dir" and folder.is_dir()
+    assert {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} == set(EMBED_FILES)
+    for name, content in EMBED_FILES.items():
+        assert (folder / name).read_bytes() == content, name
+    manifest = json.loads((store.folder(expert) / MANIFEST).read_text())
+    assert manifest["sha256"] == sha256(EMBED_FILES["model.safetensors"])
+    assert not (store.folder(expert) / ".partial").exists()
+    row = list_row(catalog, "tiny-embedder")
+    assert row["kind"] == "embedder" and row["pulled"] is True and row["size"] == len(EMBED_FILES["model.safetensors"])
+    assert complm("verify", "tiny-embedder", "--catalog", catalog).exit_code == 0
+
+
+def test_embedder_with_a_wrong_check_file_is_discarded(hub, tmp_path):
+    for name, content in EMBED_FILES.items():
+        hub.add(EMBED_REPO, name, content)
+    hub.serve_wrong(HubServer.resolve_path(EMBED_REPO, "model.safetensors"), blob(400_000, seed=4))
+    catalog = write_embedder_catalog(tmp_path / "cat.toml")
+    result = complm("pull", "tiny-embedder", "--catalog", catalog)
+    assert result.exit_code == ExitCode.INTEGRITY, result.output
+    store, expert = open_store(catalog, "tiny-embedder")
+    assert_not_pulled(store, expert)
+    assert not (store.folder(expert) / ".partial" / expert.file).exists()
+
+
+@pytest.mark.xfail(strict=True, reason="library bug: an embedder without sha256 is never checked against the "
+                   "Hub's X-Linked-Etag (_fetch_folder / fetch_hub_folder do not ask for it)")
+def test_embedder_without_sha256_checks_the_hub_etag(hub, tmp_path):
+    for name, content in EMBED_FILES.items():
+        hub.add(EMBED_REPO, name, content)
+    hub.serve_wrong(HubServer.resolve_path(EMBED_REPO, "model.safetensors"), blob(400_000, seed=4))
+    catalog = write_embedder_catalog(tmp_path / "cat.toml", pin_sha=False)
+    result = complm("pull", "tiny-embedder", "--catalog", catalog)
+    assert result.exit_code == ExitCode.INTEGRITY, result.output
+    assert_not_pulled(*open_store(catalog, "tiny-embedder"))
