@@ -6,8 +6,9 @@ reports top-1 routing accuracy on the rest, for each scoring rule of
 `complm_cli.route.score_matrix` and several exemplar counts:
 
   1. MMLU dev (57 subjects x 5 questions) grouped into 14 MMLU-Pro-style
-     domains (13 named ones plus 'other'). Repeated random splits: per subject
-     2 questions are test, 3 form the exemplar pool.
+     domains (13 named ones plus 'other'), then again with only the 13 named
+     ones ('other' and its subjects left out). Repeated random splits: per
+     subject 2 questions are test, 3 form the exemplar pool.
   2. LLMRouter train queries, one profile per task_name (13 tasks). A fixed
      held-out test set (50 per task); the exemplars are drawn several times
      from the remaining queries.
@@ -100,6 +101,7 @@ RULES: list[tuple[str, str, int]] = [  # (label, rule, k)
     ("topk k=3", "topk", 3),
     ("topk k=5", "topk", 5),
     ("centroid", "centroid", 1),
+    ("hybrid k=3 (default)", "hybrid", 3),
 ]
 
 
@@ -110,15 +112,18 @@ def fail(message: str, code: int = 2) -> None:
 
 # --- data ----------------------------------------------------------------------------------------
 
-def read_mmlu(folder: Path) -> dict[str, list[str]]:
-    """subject -> its dev questions (question text only, as a user would ask it)."""
+def read_mmlu(folder: Path, with_choices: bool = False) -> dict[str, list[str]]:
+    """subject -> its dev questions: the question text as a user would ask it, or with its four choices."""
     subjects = {}
     for subject in (s for subs in MMLU_DOMAINS.values() for s in subs):
         path = folder / f"{subject}_dev.csv"
         if not path.is_file():
             fail(f"{path} is missing; the MMLU dev set is expected under <data>/mmlu_dev/dev/.")
         with path.open(newline="", encoding="utf-8") as f:
-            subjects[subject] = [row["question"].strip() for row in csv.DictReader(f)]
+            subjects[subject] = [
+                "\n".join([row["question"].strip()] + ([f"{'ABCD'[i]}. {row[f'choice{i}']}" for i in range(4)] if with_choices else []))
+                for row in csv.DictReader(f)
+            ]
         if not subjects[subject]:
             fail(f"{path} has no questions.")
     return subjects
@@ -235,7 +240,7 @@ class Grid:
             cells = "".join(f"{self.mean((label, c)):>{width - 7}.3f} ±{self.sd((label, c)):.3f}" for c in self.counts)
             print(f"  {label:<18}{cells}")
         print(f"  ({header}; mean ± sd over draws; 'description only' ignores the exemplars)")
-        # the best cell; on a tie the fewer exemplars and the earlier rule win
+        # the best cell (a rule that uses exemplars); on a tie the earlier rule, then the fewer exemplars, wins
         best = max(((label, c) for label, _, _ in RULES if label != "description only" for c in self.counts),
                    key=lambda key: round(self.mean(key), 6))
         return best
@@ -256,10 +261,11 @@ class Grid:
 
 # --- experiments -----------------------------------------------------------------------------------------
 
-def run_mmlu(vectors: Vectors, subjects: dict[str, list[str]], seed: int, draws: int, test_per_subject: int,
-             counts: list[int]) -> None:
-    names = list(MMLU_DOMAINS)
-    vectors.add([q for qs in subjects.values() for q in qs] + list(MMLU_DESCRIPTIONS.values()))
+def run_mmlu(vectors: Vectors, subjects: dict[str, list[str]], domains: dict[str, list[str]], title: str, seed: int,
+             draws: int, test_per_subject: int, counts: list[int]) -> None:
+    names = list(domains)
+    used = {s: subjects[s] for subs in domains.values() for s in subs}
+    vectors.add([q for qs in used.values() for q in qs] + [MMLU_DESCRIPTIONS[n] for n in names])
     labels = [f"K={k}" for k in counts] + ["all"]
     grid = Grid(labels)
     pool_sizes: dict[str, int] = {}
@@ -267,7 +273,7 @@ def run_mmlu(vectors: Vectors, subjects: dict[str, list[str]], seed: int, draws:
     for d in range(draws):
         rng = random.Random(seed * 1000 + d)
         test, pools = [], {}
-        for domain, subs in MMLU_DOMAINS.items():
+        for domain, subs in domains.items():
             per_subject = []
             for s in subs:
                 qs = subjects[s][:]
@@ -283,10 +289,10 @@ def run_mmlu(vectors: Vectors, subjects: dict[str, list[str]], seed: int, draws:
             profiles = [profile_texts(n, MMLU_DESCRIPTIONS[n], pools[n][:k]) for n in names]
             grid.add(label, evaluate(vectors, names, profiles, test), n_test)
     pool_text = ", ".join(f"{n} {pool_sizes[n]}" for n in names)
-    print(f"\n== MMLU dev: {len(names)} domains from {len(subjects)} subjects; {n_test} test questions per draw "
+    print(f"\n== MMLU dev, {title}: {len(names)} domains from {len(used)} subjects; {n_test} test questions per draw "
           f"({test_per_subject} per subject), {draws} random splits (seed {seed})")
-    print(f"   K = exemplars per domain, taken round-robin over its subjects from a pool of the other "
-          f"{5 - test_per_subject} per subject; 'all' = the whole pool ({pool_text})")
+    print(f"   K = exemplars per domain, taken round-robin over its subjects from the pool of each subject's "
+          f"other questions; 'all' = the whole pool ({pool_text})")
     best = grid.print(f"{len(names)} domains, {n_test} test questions x {draws} splits")
     grid.confusion(best)
 
@@ -340,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=("mmlu", "llmrouter"), help="run one experiment")
     ap.add_argument("--mmlu-splits", type=int, default=10, help="random MMLU splits (default 10)")
     ap.add_argument("--mmlu-test", type=int, default=2, choices=(1, 2, 3, 4), help="test questions per subject (default 2)")
+    ap.add_argument("--with-choices", action="store_true", help="MMLU: embed each question with its four choices")
     ap.add_argument("--router-draws", type=int, default=5, help="exemplar draws for LLMRouter (default 5)")
     ap.add_argument("--router-test", type=int, default=50, help="test queries per task (default 50)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for the embedder (default: torch's choice)")
@@ -356,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"{mmlu_dir} does not exist; pass --data DIR, or --only llmrouter.")
     if want_router and not router_file.is_file():
         fail(f"{router_file} does not exist; pass --data DIR, or --only mmlu.")
-    subjects = read_mmlu(mmlu_dir) if want_mmlu else {}
+    subjects = read_mmlu(mmlu_dir, args.with_choices) if want_mmlu else {}
     tasks = read_llmrouter(router_file) if want_router else {}
 
     embedder, embedder_name = load_embedder(args.threads)
@@ -366,7 +373,11 @@ def main(argv: list[str] | None = None) -> int:
           f"torch threads {torch.get_num_threads()}; model loaded in {time.perf_counter() - t0:.1f} s")
     vectors = Vectors(embedder)
     if want_mmlu:
-        run_mmlu(vectors, subjects, args.seed, args.mmlu_splits, args.mmlu_test, [1, 3, 5, 10])
+        text = "question and choices" if args.with_choices else "question text only"
+        mmlu = (args.seed, args.mmlu_splits, args.mmlu_test, [1, 3, 5, 10])
+        run_mmlu(vectors, subjects, MMLU_DOMAINS, f"all 57 subjects, 'other' included, {text}", *mmlu)
+        named = {d: subs for d, subs in MMLU_DOMAINS.items() if d != "other"}
+        run_mmlu(vectors, subjects, named, f"the 13 named domains ('other' and its subjects left out), {text}", *mmlu)
     if want_router:
         run_llmrouter(vectors, tasks, args.seed, args.router_draws, args.router_test, [5, 10, 20])
     print(f"\n{len(vectors.cache)} texts embedded once each in {vectors.encode_s:.1f} s; "

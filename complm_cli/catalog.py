@@ -97,10 +97,11 @@ class Expert:
 
     @property
     def profile_texts(self) -> tuple[str, ...]:
-        """What the router embeds for this expert: its description, domains and examples."""
-        head = self.description
-        if self.domains:
-            head = f"{head} Domains: {', '.join(self.domains)}."
+        """What the router embeds for this expert: first a line about its domains, then its examples.
+
+        The domains make a better first line than the description, which names the
+        model and its size: words no question is about."""
+        head = f"Questions about {', '.join(self.domains)}." if self.domains else self.description
         return (head, *self.examples)
 
 

@@ -97,7 +97,7 @@ def validate(plan: Plan, max_nodes: int) -> list[str]:
             elif d >= n.id:
                 problems.append(f"step {n.id} depends on step {d}, which does not come before it")
         refs = references(n.question)
-        if refs != set(n.depends_on):
+        if refs != set(n.depends_on) and len(plan.nodes) > 1:  # a lone node has nothing to refer to
             problems.append(f"step {n.id} refers to {sorted(refs)} in its text but lists {sorted(n.depends_on)} as dependencies")
     if not problems and not nx.is_directed_acyclic_graph(plan.graph()):
         problems.append("the plan has a cycle")

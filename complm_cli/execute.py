@@ -71,7 +71,9 @@ class ModelPool:
                 if worker.memory > self.budget:
                     raise ModelError(f"The model '{expert.name}' needs about {format_size(worker.memory)}, more than the memory "
                                      f"budget of {format_size(self.budget)}; raise --max-memory.")
-                while self.used + worker.memory > self.budget and self._idle:
+                idle = sum(w.memory for w in self._idle.values())
+                # Evict only when that makes room; otherwise wait for a busy worker instead.
+                while self.used + worker.memory > self.budget and self._idle and self.used - idle + worker.memory <= self.budget:
                     _, old = self._idle.popitem(last=False)
                     old.unload()
                     self.evictions += 1
@@ -161,6 +163,16 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
     execution = Execution(results, 0.0)
 
     def run_node(node_id: int, threads: int) -> None:
+        try:
+            _run_node(node_id, threads)
+        except BaseException as exc:  # never leave a node pending, nor the scheduler waiting for it
+            res = results[node_id]
+            if res.status == "pending":
+                res.status, res.reason = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            finished.put(node_id)
+
+    def _run_node(node_id: int, threads: int) -> None:
         node, res = plan.node(node_id), results[node_id]
         try:
             answers = {d: results[d].answer or "" for d in node.depends_on}
@@ -170,20 +182,18 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
             worker = pool.acquire(experts[node_id], cancel)
         except Cancelled:
             res.status, res.reason = "cancelled", "cancelled before it started"
-            finished.put(node_id)
             return
         except Exception as exc:
             _fail(res, exc, on_event)
-            finished.put(node_id)
             return
         start = time.perf_counter()
         res.started, res.threads = start - t0, threads
         with lock:
             execution.events.append((start - t0, "start", node_id))
-        on_event(NodeStarted(node_id, res.expert, res.question))
         gen = experts[node_id].generation
         pieces: list[str] = []
         try:
+            on_event(NodeStarted(node_id, res.expert, res.question))
             stream = worker.stream(prompts.expert_messages(res.question, context),
                                    max_tokens=options.max_tokens or gen.max_tokens,
                                    temperature=gen.temperature if options.temperature is None else options.temperature,
@@ -196,7 +206,7 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
                     if cancel.is_set():
                         raise Cancelled()
                     if time.perf_counter() - start > options.node_timeout:
-                        raise TimeoutError(f"timed out after {options.node_timeout:.0f} s")
+                        raise TimeoutError(f"timed out after {options.node_timeout:g} s")
             finally:
                 close = getattr(stream, "close", None)
                 if close:
@@ -214,7 +224,6 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
             with lock:
                 execution.events.append((time.perf_counter() - t0, "end", node_id))
             pool.release(worker)
-            finished.put(node_id)
 
     executor = ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="complm-node")
     try:
@@ -225,7 +234,8 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
                 if bad:
                     pending.remove(node_id)
                     res = results[node_id]
-                    res.status, res.reason = "skipped", f"depends on step {bad[0]}, which {results[bad[0]].status.replace('done', 'failed')}"
+                    why = {"failed": "failed", "skipped": "was skipped", "cancelled": "was cancelled"}[results[bad[0]].status]
+                    res.status, res.reason = "skipped", f"depends on step {bad[0]}, which {why}"
                     on_event(NodeFailed(node_id, res.reason, skipped=True))
             ready = [i for i in pending if all(results[d].status == "done" for d in plan.node(i).depends_on)]
             # Group by expert: a node whose model is already resident and idle goes first.

@@ -64,14 +64,14 @@ class Parsed:
 def _load_json(raw: str) -> Any:
     try:
         return json.loads(raw)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         pass
     # A model may wrap the JSON in prose or a code fence.
     start, end = raw.find("{"), raw.rfind("}")
     if 0 <= start < end:
         try:
             return json.loads(raw[start : end + 1])
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
     return None
 

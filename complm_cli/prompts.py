@@ -77,9 +77,12 @@ def planner_repair(problems: list[str]) -> str:
     return "That plan is not valid: " + "; ".join(problems) + ". Reply with a corrected plan as JSON only."
 
 
+# Measured on the 1.5B and 0.5B models: asking for "a name or a number" only
+# made them drop units and get facts wrong ("100" for water's boiling point in
+# Fahrenheit); asking for the key fact with its units kept answers short and right.
 EXPERT_SYSTEM = (
-    "Answer the question correctly and briefly: a name, a number, a short phrase, or one or two sentences. "
-    "For a programming question, give a short code block. Do not explain unless asked."
+    "You are a helpful assistant. Give a short, accurate answer that includes the key fact, "
+    "with units where they apply. For a programming question, give a short code block."
 )
 
 
@@ -108,7 +111,8 @@ def aggregator_messages(question: str, parts: list[tuple[str, str | None]]) -> l
     return [{"role": "system", "content": AGGREGATOR_SYSTEM}, {"role": "user", "content": content}]
 
 
-MONOLITHIC_SYSTEM = "Answer the question correctly and briefly. For a programming question, give a short code block."
+# The monolithic baseline gets the same instruction as an expert, so the modes differ only in composition.
+MONOLITHIC_SYSTEM = EXPERT_SYSTEM
 
 
 def monolithic_messages(question: str) -> list[dict]:

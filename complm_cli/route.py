@@ -2,9 +2,10 @@
 
 An expert's profile is its description (with its domains) and its example
 questions, each embedded with the catalog's sentence-transformers model. A
-query's score for an expert is the mean of its top-k cosine similarities to
-the profile's vectors; below the threshold the query goes to the fallback
-expert. Profile vectors are cached on disk, keyed by embedder and text.
+query's score for an expert is half its cosine similarity to the description
+and half the mean of its top-k similarities to the examples (bench/routing.py
+compares this with other rules); below the threshold the query goes to the
+fallback expert. Profile vectors are cached on disk, keyed by embedder and text.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from complm_cli.catalog import Expert
 from complm_cli.errors import ModelError
 
 TOP_K = 3
+RULE = "hybrid"
 
 
 class Embedder:
@@ -130,12 +132,26 @@ class Route:
                 "scores": {k: round(v, 4) for k, v in self.scores.items()}}
 
 
-def score_matrix(query_vecs, profile_vecs: list, rule: str = "topk", k: int = TOP_K):
-    """Scores (queries x experts) under a scoring rule: 'topk' (mean of top-k), 'max', 'centroid', 'description'."""
+def score_matrix(query_vecs, profile_vecs: list, rule: str = RULE, k: int = TOP_K):
+    """Scores (queries x experts) under a scoring rule. Row 0 of each profile is its description.
+
+    'hybrid' (the default): half the similarity to the description, half the mean of the
+    top-k similarities to the example questions; bench/routing.py measured it best.
+    Also 'topk' (mean of top-k over all rows), 'max', 'centroid' and 'description'.
+    """
     import numpy as np
 
     columns = []
     for vecs in profile_vecs:
+        if rule == "hybrid":
+            desc = query_vecs @ vecs[0]
+            if len(vecs) == 1:
+                columns.append(desc)
+                continue
+            sims = query_vecs @ vecs[1:].T
+            kk = min(k, sims.shape[1])
+            columns.append(0.5 * desc + 0.5 * np.sort(sims, axis=1)[:, -kk:].mean(axis=1))
+            continue
         if rule == "centroid":
             c = vecs.mean(axis=0)
             c = c / (np.linalg.norm(c) or 1.0)
@@ -154,7 +170,7 @@ def score_matrix(query_vecs, profile_vecs: list, rule: str = "topk", k: int = TO
 
 class Router:
     def __init__(self, experts: list[Expert], fallback: Expert, embedder: Embedder, cache: VectorCache,
-                 threshold: float, rule: str = "topk", k: int = TOP_K):
+                 threshold: float, rule: str = RULE, k: int = TOP_K):
         self.experts, self.fallback, self.embedder, self.cache = experts, fallback, embedder, cache
         self.threshold, self.rule, self.k = threshold, rule, k
         self._profiles = None

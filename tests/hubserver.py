@@ -21,6 +21,7 @@ import hashlib
 import re
 import threading
 import time
+import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,6 +45,7 @@ class Seen:
     method: str
     path: str
     headers: dict[str, str] = field(default_factory=dict)
+    status: int = 0
 
     @property
     def range(self) -> str | None:
@@ -107,8 +109,6 @@ class HubServer:
         Connections are accepted in order, so once the probe is answered every
         earlier connect has been counted; the probe itself is left out.
         """
-        import urllib.request
-
         with urllib.request.urlopen(self.url + "/_probe", timeout=10):
             pass
         with self._lock:
@@ -117,9 +117,9 @@ class HubServer:
             return self.connections
 
     def ranges(self, path: str) -> list[str]:
-        """The Range headers of the GETs of a path (through the CDN redirect too)."""
+        """The Range headers of the GETs of a path that got an answer other than the CDN redirect."""
         with self._lock:
-            return [r.range for r in self.requests if r.method == "GET" and r.path.endswith(path) and r.range]
+            return [r.range for r in self.requests if r.method == "GET" and r.status != 302 and r.path.endswith(path) and r.range]
 
     # --- running ------------------------------------------------------------------
 
@@ -150,9 +150,11 @@ class HubServer:
 
     # --- called by the handler ---------------------------------------------------------
 
-    def _record(self, method: str, path: str, headers) -> None:
+    def _record(self, method: str, path: str, headers) -> Seen:
+        seen = Seen(method, path, {k.lower(): v for k, v in headers.items()})
         with self._lock:
-            self.requests.append(Seen(method, path, {k.lower(): v for k, v in headers.items()}))
+            self.requests.append(seen)
+        return seen
 
     def _take(self, knobs: dict[str, list[int]], path: str) -> int | None:
         with self._lock:
@@ -193,7 +195,7 @@ def _handler_for(hub: HubServer) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, body: bool) -> None:
             path = self.path.split("?", 1)[0]
-            hub._record(self.command, path, self.headers)
+            self.seen = hub._record(self.command, path, self.headers)
             lookup = path[len(CDN):] if path.startswith(CDN + "/") else path
             served = hub.files.get(lookup)
             if served is None:
@@ -251,6 +253,10 @@ def _handler_for(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):
                 pass
             # Returning ends the connection (HTTP/1.0): a cut body stops here, short of Content-Length.
+
+        def send_response(self, code: int, message: str | None = None) -> None:
+            self.seen.status = code
+            super().send_response(code, message)
 
         def _linked_headers(self, served: Served) -> None:
             if served.etag is not None:

@@ -26,9 +26,10 @@ def assert_valid(plan: Plan, max_nodes: int = MAX_NODES) -> None:
     assert [n.id for n in plan.nodes] == list(range(1, len(plan.nodes) + 1))
     for n in plan.nodes:
         assert n.question.strip()
-        assert references(n.question) == set(n.depends_on)
         assert all(1 <= d < n.id for d in n.depends_on)
         assert list(n.depends_on) == sorted(set(n.depends_on))
+        if len(plan.nodes) > 1:  # a lone node has nothing to refer to: its text may say "#1" for other reasons
+            assert references(n.question) == set(n.depends_on)
     assert len(plan.levels()) >= 1
 
 
@@ -76,7 +77,7 @@ replies = st.one_of(
 )
 questions = st.text(min_size=1, max_size=80).filter(str.strip)
 
-FAST = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @FAST
@@ -106,7 +107,6 @@ def test_parse_plan_accepts_non_text(raw) -> None:
     assert parsed.problems
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: deeply nested JSON raises RecursionError out of _load_json")
 def test_parse_plan_survives_deep_nesting() -> None:
     assert parse_plan("Q?", "[" * 5000 + "]" * 5000).problems
 
@@ -294,7 +294,6 @@ def test_single_node() -> None:
     assert single_node("Q?", "why").to_dict()["fallback"] == "why"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a one-step plan fails validation when the question itself contains #N or {N}")
 def test_one_step_plan_with_a_hash_number_in_the_question() -> None:
     question = "What did GitHub issue #1 of CPython ask for?"
     assert parse_plan(question, reply((question, []))).problems == []

@@ -33,7 +33,7 @@ OFF_TOPIC = ["asdf qwerty zxcv", "Recommend a good pizza topping", "I feel sad t
 def test_code_questions_go_to_the_code_expert(embedder, tmp_path):
     routes = make_router(embedder, tmp_path).route(CODE)
     assert [r.expert for r in routes] == ["qwen2.5-coder-0.5b"] * len(CODE)
-    assert all(r.reason == "score" and r.score >= 0.3 for r in routes)
+    assert all(r.reason == "score" and r.score >= load_catalog().route_threshold for r in routes)
 
 
 def test_word_questions_go_to_the_language_expert(embedder, tmp_path):
@@ -44,7 +44,7 @@ def test_off_topic_questions_go_to_the_fallback(embedder, tmp_path):
     routes = make_router(embedder, tmp_path).route(OFF_TOPIC)
     assert all(r.reason == "fallback" and r.expert == "qwen2.5-coder-1.5b" for r in routes)
     # the score shown is still the best candidate's, so a user sees why it fell back
-    assert all(r.score == max(r.scores.values()) < 0.3 for r in routes)
+    assert all(r.score == max(r.scores.values()) < load_catalog().route_threshold for r in routes)
 
 
 def test_scores_cover_every_candidate(embedder, tmp_path):

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from complm_cli.catalog import Expert, catalog_for
@@ -80,7 +81,7 @@ def open_store(catalog: Path, name: str = NAME) -> tuple[Store, Expert]:
     return Store(settings), catalog_for(settings).get(name)
 
 
-def complm(*args) -> "CliRunner.invoke":
+def complm(*args) -> Result:
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
@@ -211,8 +212,6 @@ def test_cut_download_through_the_cli_exits_6_then_resumes(hub, tmp_path):
     assert_pulled(store, expert, data)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: without a pinned size, a short body is taken as complete "
-                   "(stream_url ignores Content-Length), so the cut turns into an IntegrityError and the partial is discarded")
 def test_cut_download_without_a_pinned_size_is_resumable(hub, tmp_path):
     data = blob()
     hub.add(REPO, FILE, data)
@@ -226,8 +225,6 @@ def test_cut_download_without_a_pinned_size_is_resumable(hub, tmp_path):
     assert_pulled(store, expert, data)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: without a pinned size, a complete .part left by a killed pull "
-                   "gets HTTP 416 on every rerun and the model can never be pulled")
 def test_complete_partial_without_a_pinned_size_is_installed(hub, tmp_path):
     data = blob()
     hub.add(REPO, FILE, data)
@@ -404,8 +401,6 @@ def test_offline_pull_of_a_pulled_model_succeeds_quietly(hub, tmp_path):
     assert hub.traffic() == before
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: Store.pull refuses offline unless *every* source is a path, "
-                   "although _pull_locked is written to try the path sources offline")
 def test_offline_pull_uses_a_local_path_source(hub, tmp_path):
     data = blob()
     hub.add(REPO, FILE, data)
@@ -589,8 +584,6 @@ def test_embedder_with_a_wrong_check_file_is_discarded(hub, tmp_path):
     assert not (store.folder(expert) / ".partial" / expert.file).exists()
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: an embedder without sha256 is never checked against the "
-                   "Hub's X-Linked-Etag (_fetch_folder / fetch_hub_folder do not ask for it)")
 def test_embedder_without_sha256_checks_the_hub_etag(hub, tmp_path):
     for name, content in EMBED_FILES.items():
         hub.add(EMBED_REPO, name, content)
