@@ -94,7 +94,7 @@ def run(session: Session, examples: list[Example], modes: tuple[str, ...], *, ou
                 routes = session.route(plan)
             result = session.ask(ex.question, mode=mode, plan=plan if mode != "monolithic" else None,
                                  routes=routes if mode != "monolithic" else None)
-            scores = score(result.answer, ex.answers)
+            scores = score(result.answer, ex.answers, ex.question)
             row = {
                 "id": ex.id, "mode": mode, "question": ex.question, "prediction": result.answer, "gold": ex.answers,
                 "scores": scores, "status": result.status,

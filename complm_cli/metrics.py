@@ -212,13 +212,30 @@ def _gold_letter(gold: str) -> str | None:
     return match.group(1).upper() if match else None
 
 
-def score(prediction: str, gold: Gold) -> dict:
-    """em, f1, contains, kind ("yesno" | "choice" | "text") and correct, for one answer."""
+def _without_echo(prediction: str, question: str, n: int = 3) -> str:
+    """The prediction less the phrases it copies from the question.
+
+    Answers often restate the question ("the tuple (4, 5, 6, 7) has 6
+    elements"), so a gold of 7 would be 'contained' in a wrong answer. Words
+    covered by a run of `n` words that also occurs in the question are dropped."""
+    pred, ques = normalize(prediction).split(), normalize(question).split()
+    grams = {tuple(ques[i : i + n]) for i in range(len(ques) - n + 1)}
+    echoed = [False] * len(pred)
+    for i in range(len(pred) - n + 1):
+        if tuple(pred[i : i + n]) in grams:
+            echoed[i : i + n] = [True] * n
+    return " ".join(t for t, e in zip(pred, echoed) if not e)
+
+
+def score(prediction: str, gold: Gold, question: str | None = None) -> dict:
+    """em, f1, contains, kind ("yesno" | "choice" | "text") and correct, for one answer.
+
+    With `question`, `contains` ignores what the prediction copies from the question."""
     golds = _golds(gold)
     row: dict = {
         "em": exact_match(prediction, golds),
         "f1": token_f1(prediction, golds),
-        "contains": contains(prediction, golds),
+        "contains": contains(_without_echo(prediction, question) if question else prediction, golds),
     }
     verdicts = [_YES.get(normalize(g)) for g in golds]
     letters = [_gold_letter(g) for g in golds]

@@ -30,28 +30,33 @@ PLANNER_SYSTEM = (
 
 # (question, steps): each step is (sub-question, deps).
 PLANNER_EXAMPLES: list[tuple[str, list[tuple[str, list[int]]]]] = [
-    ("What is the capital of Japan?", [("What is the capital of Japan?", [])]),
-    (
-        "Who painted the Mona Lisa, and what is the largest ocean on Earth?",
-        [("Who painted the Mona Lisa?", []), ("What is the largest ocean on Earth?", [])],
-    ),
     (
         "In which country was the author of Don Quixote born?",
         [("Who wrote Don Quixote?", []), ("In which country was {1} born?", [1])],
     ),
     (
-        "Which is older, the Eiffel Tower or the Statue of Liberty?",
-        [("In what year was the Eiffel Tower completed?", []), ("In what year was the Statue of Liberty completed?", [])],
+        "Who painted the Mona Lisa, and what is the largest ocean on Earth?",
+        [("Who painted the Mona Lisa?", []), ("What is the largest ocean on Earth?", [])],
     ),
     (
-        "Write a Python function that checks whether a number is prime.",
-        [("Write a Python function that checks whether a number is prime.", [])],
+        "Who was born first, Mozart or Beethoven?",
+        [("When was Mozart born?", []), ("When was Beethoven born?", [])],
     ),
     (
         "How many years after the fall of the Berlin Wall did the country where it stood host the FIFA World Cup?",
         [("In what year did the Berlin Wall fall?", []), ("In which country did the Berlin Wall stand?", []),
          ("In what year after {1} did {2} host the FIFA World Cup?", [1, 2])],
     ),
+    (
+        "Write a Python function that checks whether a number is prime.",
+        [("Write a Python function that checks whether a number is prime.", [])],
+    ),
+    (
+        "What is the longest river in the country whose capital is Nairobi?",
+        [("Which country has Nairobi as its capital?", []), ("What is the longest river in {1}?", [1])],
+    ),
+    # A simple question stays one step; it comes last so the model does not learn to copy first.
+    ("What is the capital of Japan?", [("What is the capital of Japan?", [])]),
 ]
 
 
@@ -98,7 +103,8 @@ def expert_messages(question: str, context: list[tuple[str, str]]) -> list[dict]
 AGGREGATOR_SYSTEM = (
     "You write the final answer to a question from the answers to its sub-questions. "
     "Use the sub-answers as facts; do any comparison or arithmetic the question needs, step by step if it helps, "
-    "then give the answer. Be brief and direct. If a sub-answer is missing, say what could not be found."
+    "then give the answer. Be brief and direct; if the question asks yes or no, begin with Yes or No. "
+    "If a sub-answer is missing, say what could not be found."
 )
 
 

@@ -80,6 +80,8 @@ class LiveView:
                 if self.answer_tokens:
                     label += f", {self.answer_tokens} tokens"
                 parts.append(Spinner("dots", text=Text(label, style="cyan")))
+            if self.plan is not None and self.plan.fallback:
+                parts.append(Text(f"plan fell back to a single node: {self.plan.fallback}", style="yellow"))
             if self.nodes:
                 table = Table(box=None, pad_edge=False, show_edge=False, expand=False)
                 for col, kw in (("id", {"justify": "right"}), ("sub-query", {"max_width": 60}), ("needs", {}), ("expert (score)", {}),
@@ -107,6 +109,8 @@ def summary_line(result) -> str:
         if len(result.nodes) > 1 and result.mode == "parallel":
             saved = t["nodes_sum_s"] - t["execute_s"]
             line += f" · nodes one after another: {t['nodes_sum_s']:.1f} s ({'saved' if saved >= 0 else 'lost'} {abs(saved):.1f} s)"
+    if result.plan is not None and result.plan.fallback:
+        line += " · plan fell back to one node"
     if result.status != "ok":
         line += f" · {result.status}"
     return line

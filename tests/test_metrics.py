@@ -222,3 +222,11 @@ def test_scores_are_bounded(prediction: str, gold: str) -> None:
     for key in ("em", "f1", "contains", "correct"):
         assert 0.0 <= row[key] <= 1.0
     assert row["correct"] >= row["em"] or row["kind"] != "text"
+
+
+def test_contains_ignores_what_the_prediction_copies_from_the_question():
+    question = "In Python, how many elements do the list [1, 2, 3] and the tuple (4, 5, 6, 7) have in total?"
+    wrong = "In Python, the list [1, 2, 3] and the tuple (4, 5, 6, 7) have a total of 6 elements."
+    assert score(wrong, "7")["correct"] == 1.0  # fooled without the question
+    assert score(wrong, "7", question)["correct"] == 0.0
+    assert score("There are 7 elements in all.", "7", question)["correct"] == 1.0

@@ -80,6 +80,8 @@ def _plain_progress(e):
         if isinstance(event, Stage):
             print(f"[{event.name}] {event.detail}", file=e.stderr)
         elif isinstance(event, PlanReady):
+            if event.plan.fallback:
+                print(f"  plan fell back to a single node: {event.plan.fallback}", file=e.stderr)
             for n in event.plan.nodes:
                 r = event.routes[n.id]
                 print(f"  node {n.id}: {n.question} -> {r.expert} ({r.score:.2f}, {r.reason})", file=e.stderr)

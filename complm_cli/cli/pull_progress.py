@@ -64,8 +64,10 @@ class RichPullProgress(PullProgress):
         self.console.print(f"pulled {self.name} ({format_size(installed.size)}, sha256 {installed.sha256[:12]}…) from {installed.source} in {seconds:.1f} s")
 
 
-def pull_all(store, experts, console, interactive: bool, force: bool = False, verbose: bool = False) -> list:
-    """Pull each expert that is missing, with bars; used by `pull` and by `ask` on first use."""
+def pull_all(store, experts, console, interactive: bool, force: bool = False, verbose: bool = False, quiet: bool = False) -> list:
+    """Pull each expert that is missing, with bars; used by `pull` and by `ask` on first use.
+
+    `quiet` drops the final line too (ask in a pipeline keeps stderr for errors)."""
     results = []
     for expert in experts:
         if not force and (found := store.installed(expert)):
@@ -76,6 +78,7 @@ def pull_all(store, experts, console, interactive: bool, force: bool = False, ve
             installed = store.pull(expert, force=force, progress=bars)
         finally:
             bars.close()
-        bars.done(installed)
+        if not quiet:
+            bars.done(installed)
         results.append(installed)
     return results

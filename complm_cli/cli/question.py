@@ -41,5 +41,5 @@ def prepare(catalog: Path | None, offline: bool, expert: str | None, modes: tupl
             console = e.err_console()
             if e.stderr_isatty or verbose:
                 console.print(f"pulling {', '.join(m.name for m in missing)} (first use)")
-            pull_all(store, missing, console, e.stderr_isatty, verbose=verbose)
+            pull_all(store, missing, console, e.stderr_isatty, verbose=verbose, quiet=not (e.stderr_isatty or verbose))
     return Session(settings, cat, expert=expert, pull=False, modes=modes, monolithic=monolithic)
