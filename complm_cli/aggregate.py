@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Iterator
-
 from complm_cli import prompts
 from complm_cli.dag import Plan
 from complm_cli.execute import NodeResult
@@ -17,9 +15,3 @@ def needs_aggregation(plan: Plan, results: dict[int, NodeResult]) -> bool:
 def aggregation_messages(plan: Plan, results: dict[int, NodeResult]) -> list[dict]:
     parts = [(results[n.id].question, results[n.id].answer if results[n.id].status == "done" else None) for n in plan.nodes]
     return prompts.aggregator_messages(plan.question, parts)
-
-
-def stream_answer(worker, plan: Plan, results: dict[int, NodeResult], *, max_tokens: int, temperature: float,
-                  seed: int, threads: int) -> Iterator[str]:
-    return worker.stream(aggregation_messages(plan, results), max_tokens=max_tokens, temperature=temperature,
-                         seed=seed, threads=threads)

@@ -6,6 +6,7 @@ Paths come from platformdirs; COMPLM_CACHE_DIR and COMPLM_CONFIG_DIR move them
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -63,6 +64,24 @@ def parse_size(text: str | int | float) -> int:
     return int(number * scale)
 
 
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write a file so that readers see the old or the new content, never a part."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def format_size(n: int | float) -> str:
     n = float(n)
     for unit in ("B", "KB", "MB", "GB"):
@@ -80,7 +99,7 @@ class Settings:
     offline: bool = False
     workers: int = 0  # 0: fit the machine
     threads: int = field(default_factory=cpu_count)
-    gpu_layers: int = 0
+    gpu_layers: int | None = None  # None: each expert's catalog setting, else 0; a flag wins over both
     max_memory: int = 0  # bytes of resident models; 0: 60% of RAM
     node_timeout: float = 180.0
     seed: int = 0
@@ -138,9 +157,10 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             return parse_size(value)
         if "float" in str(kind):
             return float(value)
-        return int(value)
+        return int(value)  # int, or int | None
     except (TypeError, ValueError):
-        raise UsageError(f"{source}: '{value}' is not a valid value for {name}.") from None
+        error = UsageError if source.startswith("COMPLM_") else CatalogError
+        raise error(f"{source}: '{value}' is not a valid value for {name}.") from None
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -164,4 +184,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     for name, var in _ENV.items():
         if env.get(var, "") != "":
             values[name] = _coerce(name, env[var], var)
-    return settings.replace(**values)
+    result = settings.replace(**values)
+    for name in ("workers", "threads", "gpu_layers", "node_timeout", "hub_timeout"):
+        value = getattr(result, name)
+        low = -1 if name == "gpu_layers" else 0
+        if value is not None and (value < low or (name.endswith("timeout") and value <= 0)):
+            raise UsageError(f"{name} = {value} is out of range; check {_ENV[name]} and {result.config_file}.")
+    return result

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -63,12 +62,6 @@ def _append(out: Path, row: dict) -> None:
         os.fsync(f.fileno())
 
 
-@dataclass
-class Progress:
-    total: int
-    on_step: Callable[[str, str, dict | None], None]  # (example id, mode, row or None when skipped)
-
-
 def run(session: Session, examples: list[Example], modes: tuple[str, ...], *, out: Path | None = None,
         monolithic: Expert | None = None, on_step: Callable[[str, str, dict | None], None] | None = None) -> dict:
     """Run every example in every mode; return the summary (over this run and a resumed --out)."""
@@ -79,7 +72,7 @@ def run(session: Session, examples: list[Example], modes: tuple[str, ...], *, ou
     rows = [r for r in previous if r.get("id") in wanted_ids and r.get("mode") in modes]
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-    mono = monolithic or default_monolithic(session)
+    mono = session.forced or monolithic or default_monolithic(session)
     if "monolithic" in modes:
         session.monolithic = mono
     for ex in examples:

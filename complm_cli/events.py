@@ -13,7 +13,7 @@ class Event:
 
 @dataclass
 class Stage(Event):
-    """A pipeline stage starts: 'pull', 'load', 'plan', 'route', 'execute', 'aggregate'."""
+    """A pipeline stage starts: 'plan', 'route', 'execute', 'aggregate'."""
 
     name: str
     detail: str = ""

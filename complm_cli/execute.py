@@ -43,6 +43,7 @@ class ModelPool:
         self._idle: "OrderedDict[int, Worker]" = OrderedDict()  # oldest first
         self._busy: dict[int, Worker] = {}
         self._cond = threading.Condition()
+        self._closed = False
         self.loads = 0
         self.evictions = 0
         self.peak = 0
@@ -97,7 +98,10 @@ class ModelPool:
         with self._cond:
             key = id(worker)
             self._busy.pop(key, None)
-            self._idle[key] = worker
+            if self._closed:
+                worker.unload()
+            else:
+                self._idle[key] = worker
             self._cond.notify_all()
 
     def resident(self) -> list[str]:
@@ -105,11 +109,12 @@ class ModelPool:
             return [w.expert.name for w in (*self._busy.values(), *self._idle.values())]
 
     def close(self) -> None:
+        """Unload idle workers now; a worker still busy in a thread is unloaded when it is released."""
         with self._cond:
-            for w in (*self._idle.values(), *self._busy.values()):
+            self._closed = True
+            for w in self._idle.values():
                 w.unload()
             self._idle.clear()
-            self._busy.clear()
 
 
 @dataclass

@@ -118,7 +118,9 @@ def _tokens(text: str) -> list[str]:
         pos = match.end()
     parts.append(_strip_punctuation(text[pos:]))
     words = _words_to_numbers("".join(parts).split())
-    return [w for w in words if w not in _ARTICLES]
+    # Digits the number pattern skipped (".00" after its "." is stripped) are
+    # canonicalized too, so normalize() stays idempotent.
+    return [_canonical_number(w) if w.isdigit() else w for w in words if w not in _ARTICLES]
 
 
 def normalize(text: str) -> str:

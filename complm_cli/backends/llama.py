@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from complm_cli.catalog import Expert
+from complm_cli.config import atomic_write
 from complm_cli.errors import ModelError
 
 
@@ -24,11 +25,12 @@ def estimate_memory(expert: Expert, path: Path, shares_weights: bool) -> int:
 
 
 class LlamaWorker:
-    def __init__(self, expert: Expert, path: Path, shares_weights: bool, *, gpu_layers: int = 0,
+    def __init__(self, expert: Expert, path: Path, shares_weights: bool, *, gpu_layers: int | None = None,
                  threads: int = 1, seed: int = 0, n_ctx: int | None = None, state_dir: Path | None = None):
         self.expert, self.path, self.state_dir = expert, path, state_dir
         self._formatter = None
-        self.gpu_layers = expert.generation.gpu_layers if expert.generation.gpu_layers is not None else gpu_layers
+        # An explicit --gpu-layers (or COMPLM_GPU_LAYERS, config) wins over the catalog's per-expert value.
+        self.gpu_layers = gpu_layers if gpu_layers is not None else (expert.generation.gpu_layers or 0)
         self.threads, self.seed = threads, seed
         self.n_ctx = n_ctx or expert.generation.n_ctx
         self.memory = estimate_memory(expert, path, shares_weights)
@@ -37,7 +39,6 @@ class LlamaWorker:
     def load(self) -> None:
         if self.llm is not None:
             return
-        os.environ.setdefault("LLAMA_LOG_LEVEL", "error")
         try:
             from llama_cpp import Llama
 
@@ -59,6 +60,16 @@ class LlamaWorker:
                threads: int, schema: dict | None = None, prefix: int = 0) -> Iterator[str]:
         """`prefix`: how many leading messages never change (the planner's examples): their
         evaluated state is kept on disk and reused, so only the new question is processed."""
+        try:
+            yield from self._stream(messages, max_tokens=max_tokens, temperature=temperature, seed=seed,
+                                    threads=threads, schema=schema, prefix=prefix)
+        except (ValueError, RuntimeError, OSError) as exc:
+            # llama.cpp's failures (a prompt longer than the context, a failed decode) become one sentence.
+            raise ModelError(f"The model '{self.expert.name}' failed to generate ({exc}); a shorter question, "
+                             f"or a larger n_ctx in the catalog, may help.") from None
+
+    def _stream(self, messages: list[dict], *, max_tokens: int, temperature: float, seed: int,
+                threads: int, schema: dict | None, prefix: int) -> Iterator[str]:
         self.load()
         self.set_threads(threads)
         prompt = self._cached_prompt(messages, prefix) if prefix else None
@@ -155,11 +166,7 @@ class LlamaWorker:
         if path is None:
             return
         try:
-            state = self.llm.save_state()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(state.llama_state)
-            os.replace(tmp, path)
+            atomic_write(path, self.llm.save_state().llama_state)
         except OSError:
             pass  # without the cache the next run only costs more time
 
@@ -170,7 +177,7 @@ class LlamaWorker:
             self.llm = None
 
 
-def llama_factory(gpu_layers: int, seed: int, state_dir: Path | None = None):
+def llama_factory(gpu_layers: int | None, seed: int, state_dir: Path | None = None):
     def make(expert: Expert, path: Path, shares_weights: bool) -> LlamaWorker:
         return LlamaWorker(expert, path, shares_weights, gpu_layers=gpu_layers, seed=seed, state_dir=state_dir)
 

@@ -32,6 +32,7 @@ def ask(
     from complm_cli import render
     from complm_cli.cli.question import prepare, read_question
     from complm_cli.config import parse_size
+    from complm_cli.events import ignore
     from complm_cli.pipeline import MODES
 
     e = env()
@@ -41,13 +42,14 @@ def ask(
     overrides = dict(workers=workers, threads=threads, gpu_layers=gpu_layers, seed=seed, node_timeout=timeout,
                      max_memory=parse_size(max_memory) if max_memory else None)
     session = prepare(catalog, offline, expert, (mode,), e, verbose, **overrides)
-    live = e.stderr_isatty and not as_json
+    # A live view only for a person at a terminal: a pipe gets the answer alone.
+    live = e.stderr_isatty and e.stdout_isatty and not as_json
     try:
         if live:
             with render.LiveView(e.err_console()) as view:
                 result = session.ask(text, mode=mode, on_event=view)
         else:
-            result = session.ask(text, mode=mode, on_event=_plain_progress(e) if verbose else _ignore)
+            result = session.ask(text, mode=mode, on_event=_plain_progress(e) if verbose else ignore)
     finally:
         session.close()
     if as_json:
@@ -64,12 +66,9 @@ def ask(
         raise typer.Exit(int(ExitCode.PARTIAL))
     if result.status == "failed":
         reasons = "; ".join(f"step {n.id}: {n.reason}" for n in result.nodes if n.reason)
-        print(f"complm: no answer: every step failed ({reasons}).", file=e.stderr)
+        why = f"steps failed ({reasons})" if reasons else "the model returned an empty answer"
+        print(f"complm: no answer: {why}.", file=e.stderr)
         raise typer.Exit(int(ExitCode.MODEL))
-
-
-def _ignore(_event) -> None:
-    pass
 
 
 def _plain_progress(e):

@@ -77,6 +77,13 @@ def handles_errors(func: Callable) -> Callable:
             raise fail(exc.message, exc.code) from None
         except KeyboardInterrupt:
             raise fail("interrupted.", ExitCode.INTERRUPTED) from None
+        except BrokenPipeError:
+            # The reader went away (`complm ask ... | head -c1`): stop quietly, as Unix tools do.
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            raise typer.Exit(int(ExitCode.OK)) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug: say so in one line, --debug shows where

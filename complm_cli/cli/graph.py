@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
@@ -29,14 +30,11 @@ def graph(
     fmt = fmt or ("tree" if e.stdout_isatty else "json")
     if fmt not in FORMATS:
         raise UsageError(f"Unknown format '{fmt}'; use one of {', '.join(FORMATS)}.")
-    session = prepare(catalog, offline, expert, ("parallel",), e)
+    session = prepare(catalog, offline, expert, ("plan",), e)
     try:
         session.warm_up()
-        if e.stderr_isatty:
-            with e.err_console().status(f"planning with {session.planner.name}…"):
-                plan = session.plan(text)
-                routes = session.route(plan)
-        else:
+        waiting = e.err_console().status(f"planning with {session.planner.name}…") if e.stderr_isatty else contextlib.nullcontext()
+        with waiting:
             plan = session.plan(text)
             routes = session.route(plan)
     finally:

@@ -92,6 +92,9 @@ def verify(
         experts = [cat.get(n) for n in names]
     else:
         experts = [x for x in cat.experts.values() if (store.folder(x) / "complm.json").exists()]
+    missing = [x.name for x in experts if not (store.folder(x) / "complm.json").exists()]
+    if missing:
+        raise fail(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not pulled; run `complm pull {' '.join(missing)}` first.", ExitCode.NOT_FOUND)
     results = [store.verify(x) for x in experts]
     e = env()
     if as_json:
