@@ -123,11 +123,24 @@ class Store:
         try:
             # The other process may have pulled it while we waited.
             if not force and (found := self.installed(expert)):
-                progress.finish(True, f"{expert.name} already pulled")
                 return found
+            if not force and (adopted := self._adopt(expert)):
+                return adopted
             return self._pull_locked(expert, force, progress)
         finally:
             lock.release()
+
+    def _adopt(self, expert: Expert) -> Installed | None:
+        """A file in place without its manifest (a pull killed between the two renames): re-hash it, keep it if right."""
+        final = self.path(expert)
+        if expert.kind != "llm" or not expert.sha256 or not final.is_file() or final.stat().st_size != expert.size:
+            return None
+        if sources.hash_prefix(final).hexdigest() != expert.sha256:
+            return None
+        record = {"name": expert.name, "file": expert.file, "size": expert.size, "sha256": expert.sha256,
+                  "pulled_at": time.time(), "source": "re-verified file already in the cache"}
+        atomic_write(self.folder(expert) / MANIFEST, json.dumps(record, indent=2))
+        return self.installed(expert)
 
     def _pull_locked(self, expert: Expert, force: bool, progress: PullProgress) -> Installed:
         staging = self._staging(expert)

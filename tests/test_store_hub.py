@@ -592,3 +592,17 @@ def test_embedder_without_sha256_checks_the_hub_etag(hub, tmp_path):
     result = complm("pull", "tiny-embedder", "--catalog", catalog)
     assert result.exit_code == ExitCode.INTEGRITY, result.output
     assert_not_pulled(*open_store(catalog, "tiny-embedder"))
+
+
+def test_a_file_left_without_its_manifest_is_re_verified_not_downloaded_again(hub, tmp_path):
+    """A pull killed between renaming the file and writing its manifest costs a re-hash, not a download."""
+    data = blob()
+    hub.add(REPO, FILE, data)
+    store, expert = open_store(write_catalog(tmp_path / "cat.toml", data, [hub_source()]))
+    store.pull(expert)
+    (store.folder(expert) / MANIFEST).unlink()
+    assert not store.is_pulled(expert)
+    before = hub.count("GET", HUB_PATH)
+    store.pull(expert)
+    assert_pulled(store, expert, data)
+    assert hub.count("GET", HUB_PATH) == before
