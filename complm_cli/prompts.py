@@ -103,9 +103,12 @@ def expert_messages(question: str, context: list[tuple[str, str]]) -> list[dict]
 AGGREGATOR_SYSTEM = (
     "You write the final answer to a question from the answers to its sub-questions. "
     "Use the sub-answers as facts; do any comparison or arithmetic the question needs, step by step if it helps, "
-    "then give the answer. Be brief and direct; if the question asks yes or no, begin with Yes or No. "
-    "If a sub-answer is missing, say what could not be found."
+    "then give the answer. Be brief and direct. If a sub-answer is missing, say what could not be found."
 )
+# Told to every aggregation, "begin with Yes or No" made the 1.5B model answer
+# "No." to "How many ...?" questions; so it is said only to yes/no questions.
+YES_NO_HINT = " Begin the answer with Yes or No."
+_YES_NO_QUESTION = re.compile(r"^\s*(is|are|was|were|do|does|did|can|could|has|have|had|will|would|should|shall)\b", re.I)
 
 
 def aggregator_messages(question: str, parts: list[tuple[str, str | None]]) -> list[dict]:
@@ -114,7 +117,8 @@ def aggregator_messages(question: str, parts: list[tuple[str, str | None]]) -> l
     for i, (q, a) in enumerate(parts, 1):
         lines.append(f"{i}. {q}\n   Answer: {a if a is not None else '(missing: this step failed)'}")
     content = f"Question: {question}\n\nSub-questions and their answers:\n" + "\n".join(lines) + "\n\nFinal answer:"
-    return [{"role": "system", "content": AGGREGATOR_SYSTEM}, {"role": "user", "content": content}]
+    system = AGGREGATOR_SYSTEM + (YES_NO_HINT if _YES_NO_QUESTION.match(question) else "")
+    return [{"role": "system", "content": system}, {"role": "user", "content": content}]
 
 
 # The monolithic baseline gets the same instruction as an expert, so the modes differ only in composition.
