@@ -8,6 +8,7 @@ Nothing here touches the final place of a model in the cache.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -104,30 +105,17 @@ def stream_url(
     with response:
         if have and response.status == 206:
             digest = hash_prefix(dest)
-            mode = "ab"
         else:
-            digest, have, mode = hashlib.sha256(), 0, "wb"
+            digest, have = hashlib.sha256(), 0
         length = response.headers.get("Content-Length")
         total = expected_size or (have + int(length) if length else None)
         progress.start(dest.name, total)
         progress.update(have, total)
-        done = have
         try:
-            with open(dest, mode) as out:
-                while True:
-                    block = response.read(CHUNK)
-                    if not block:
-                        break
-                    out.write(block)
-                    digest.update(block)
-                    done += len(block)
-                    progress.update(done, total)
-                out.flush()
-                os.fsync(out.fileno())
-        except (OSError, urllib.error.URLError) as exc:
-            if isinstance(exc, OSError) and exc.errno == 28:
-                raise DownloadError(f"The disk filled up while writing {dest}; free some space and run the pull again (it resumes).") from None
-            raise SourceFailed(f"the download of {url} broke off after {done} bytes ({exc})") from None
+            _, done = copy_hashing([response], dest, progress, total, append_to=digest, start=have)
+        except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
+            got = dest.stat().st_size if dest.exists() else 0
+            raise SourceFailed(f"the download of {url} broke off after {got} bytes ({exc})") from None
     whole = expected_size if expected_size is not None else total  # total: what the server announced
     if whole is not None and done < whole:
         raise SourceFailed(f"the download of {url} ended after {done} of {whole} bytes")
