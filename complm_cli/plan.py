@@ -39,7 +39,7 @@ def plan_schema(max_nodes: int = MAX_NODES, max_chars: int = MAX_QUESTION_CHARS)
         "properties": {
             "steps": {
                 "type": "array",
-                "minItems": 0,  # no steps: a simple question, answered as one node
+                "minItems": 1,
                 "maxItems": max_nodes,
                 "items": {
                     "type": "object",
@@ -96,12 +96,8 @@ def parse_plan(question: str, raw: str, max_nodes: int = MAX_NODES) -> Parsed:
     if data is None:
         return Parsed(plan, ["the planner's reply is not JSON"])
     steps = data.get("steps") if isinstance(data, dict) else data
-    if not isinstance(steps, list):
+    if not isinstance(steps, list) or not steps:
         return Parsed(plan, ["the reply has no list of steps"])
-    if not steps:
-        # The planner's way of saying "simple question": one node, the question itself.
-        plan.nodes = [Node(1, question, ())]
-        return Parsed(plan, [])
     problems: list[str] = []
     for index, step in enumerate(steps, 1):
         if isinstance(step, str):

@@ -25,11 +25,10 @@ PLANNER_SYSTEM = (
     "Each sub-question asks for one fact or one calculation and must make sense on its own. "
     "If a sub-question needs an earlier answer, write {N} for answer N in its text and list N in deps. "
     "Do not add a step that only combines or compares earlier answers. "
-    'A simple question (one fact, or one piece of code to write) needs no splitting: reply {"steps": []}. '
-    "Reply with JSON only."
+    "A simple question is a single step. Reply with JSON only."
 )
 
-# (question, steps): each step is (sub-question, deps); no steps: answer the question as it is.
+# (question, steps): each step is (sub-question, deps).
 PLANNER_EXAMPLES: list[tuple[str, list[tuple[str, list[int]]]]] = [
     (
         "In which country was the author of Don Quixote born?",
@@ -48,15 +47,16 @@ PLANNER_EXAMPLES: list[tuple[str, list[tuple[str, list[int]]]]] = [
         [("In what year did the Berlin Wall fall?", []), ("In which country did the Berlin Wall stand?", []),
          ("In what year after {1} did {2} host the FIFA World Cup?", [1, 2])],
     ),
-    ("Write a Python function that checks whether a number is prime.", []),
+    (
+        "Write a Python function that checks whether a number is prime.",
+        [("Write a Python function that checks whether a number is prime.", [])],
+    ),
     (
         "What is the longest river in the country whose capital is Nairobi?",
         [("Which country has Nairobi as its capital?", []), ("What is the longest river in {1}?", [1])],
     ),
-    # A simple question is not split: an empty plan costs a few tokens, where
-    # copying the question into one step cost a second of decoding. It comes
-    # last, so the model does not learn that "no split" is the usual answer.
-    ("What is the capital of Japan?", []),
+    # A simple question stays one step; it comes last so the model does not learn to copy first.
+    ("What is the capital of Japan?", [("What is the capital of Japan?", [])]),
 ]
 
 

@@ -221,6 +221,7 @@ def test_too_many_steps_is_a_problem() -> None:
     ("raw", "fragment"),
     [
         ("I cannot help with that.", "not JSON"),
+        ('{"steps": []}', "no list of steps"),
         ('{"plan": [{"q": "A?"}]}', "no list of steps"),
         ('{"steps": [{"q": "A?"}, 7]}', "step 2 is not an object"),
         ('{"steps": [{"q": "A?"}, {"q": ""}]}', "step 2 is empty"),
@@ -228,13 +229,6 @@ def test_too_many_steps_is_a_problem() -> None:
 )
 def test_problems(raw: str, fragment: str) -> None:
     assert any(fragment in p for p in parse_plan("Q?", raw).problems)
-
-
-def test_no_steps_means_a_simple_question_answered_as_it_is() -> None:
-    parsed = parse_plan("What is the capital of Japan?", '{"steps": []}')
-    assert parsed.problems == []
-    assert parsed.plan.nodes == [Node(1, "What is the capital of Japan?", ())]
-    assert parsed.plan.fallback is None
 
 
 def test_json_wrapped_in_prose_is_read() -> None:
