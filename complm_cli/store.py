@@ -154,8 +154,8 @@ class Store:
                 continue
             try:
                 progress.note(f"{expert.name}: trying {source.describe()}")
-                sha, size, name = self._fetch(expert, source, staging, progress)
-                return self._install(expert, staging, sha, size, source.describe(), name, force)
+                sha, size = self._fetch(expert, source, staging, progress)
+                return self._install(expert, staging, sha, size, source.describe())
             except sources.SourceFailed as exc:
                 integrity_only = False
                 failures.append(f"{source.describe()}: {exc}")
@@ -182,8 +182,8 @@ class Store:
                 f"and only {format_size(free)} is free."
             )
 
-    def _fetch(self, expert: Expert, source, staging: Path, progress: PullProgress) -> tuple[str, int, str]:
-        """Fetch into staging; return (sha256, size, expected sha256)."""
+    def _fetch(self, expert: Expert, source, staging: Path, progress: PullProgress) -> tuple[str, int]:
+        """Fetch into staging and check; return (sha256, size) of what is now there."""
         timeout = self.settings.hub_timeout
         part = staging / (expert.file + ".part")
         if expert.kind == "embedder":
@@ -203,7 +203,7 @@ class Store:
             progress.start(expert.file, expert.size)
             sha, size = sources.fetch_path(source, expert, part, progress)
         self._check(expert, sha, size, expected, part)
-        return sha, size, expected or sha
+        return sha, size
 
     def _check(self, expert: Expert, sha: str, size: int, expected: str | None, remove: Path) -> None:
         if (expert.size and size != expert.size) or (expected and sha != expected):
@@ -248,7 +248,7 @@ class Store:
             atomic_write(state_file, json.dumps(state))
         return digest.hexdigest(), done_bytes
 
-    def _fetch_folder(self, expert: Expert, source, staging: Path, progress: PullProgress) -> tuple[str, int, str]:
+    def _fetch_folder(self, expert: Expert, source, staging: Path, progress: PullProgress) -> tuple[str, int]:
         folder = staging / expert.file
         expected = expert.sha256
         if expected is None and not isinstance(source, HubSource):
@@ -273,9 +273,10 @@ class Store:
         sha = sources.hash_prefix(check).hexdigest()
         size = check.stat().st_size
         self._check(expert, sha, size, expected, folder)
-        return sha, size, expected or sha
+        return sha, size
 
-    def _install(self, expert: Expert, staging: Path, sha: str, size: int, source: str, expected: str, force: bool) -> Installed:
+    def _install(self, expert: Expert, staging: Path, sha: str, size: int, source: str) -> Installed:
+        """Move checked bytes into place; the manifest, written last, is what makes them count as pulled."""
         final = self.path(expert)
         staged = staging / (expert.file if expert.kind == "embedder" else expert.file + ".part")
         manifest = self.folder(expert) / MANIFEST
