@@ -97,3 +97,35 @@ def test_eval_bad_dataset_names_the_line(tmp_path, isolated):
     data.write_text('{"question": "q", "answer": "a"}\nnot json\n')
     result = runner.invoke(app, ["eval", str(data)])
     assert result.exit_code == 9 and "Line 2" in result.output
+
+
+def test_bad_value_in_config_file_is_a_catalog_error(isolated):
+    isolated["config"].mkdir(parents=True)
+    (isolated["config"] / "config.toml").write_text('workers = "many"\n')
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 5 and "config.toml" in result.output
+
+
+def test_out_of_range_setting_is_a_usage_error(isolated, monkeypatch):
+    monkeypatch.setenv("COMPLM_WORKERS", "-1")
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 2 and "workers" in result.output
+
+
+def test_graph_needs_only_the_planner_and_the_embedder():
+    from complm_cli.catalog import load_catalog
+    from complm_cli.pipeline import models_needed
+
+    cat = load_catalog()
+    assert {m.name for m in models_needed(cat, mode="plan")} == {"qwen2.5-coder-1.5b", "all-minilm-l6-v2"}
+    assert {m.name for m in models_needed(cat, mode="monolithic")} == {"qwen2.5-coder-1.5b"}
+    assert {m.name for m in models_needed(cat, mode="parallel")} == {
+        "qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "smollm2-135m", "all-minilm-l6-v2"}
+    assert {m.name for m in models_needed(cat, "smollm2-135m", "parallel")} == {
+        "qwen2.5-coder-1.5b", "smollm2-135m", "all-minilm-l6-v2"}
+
+
+def test_graph_offline_names_the_missing_planner(isolated):
+    result = runner.invoke(app, ["graph", "Who wrote Hamlet?", "--offline"])
+    assert result.exit_code == 4
+    assert "qwen2.5-coder-1.5b" in result.output and "Traceback" not in result.output

@@ -623,6 +623,65 @@ class KeywordEmbedder:
         return np.asarray(rows, dtype=np.float32)
 
 
+def fake_session(tmp_path, fake: "Fake"):
+    """A Session over the catalog above, its models 'installed' as fake files."""
+    from complm_cli.catalog import load_catalog
+    from complm_cli.config import Settings
+    from complm_cli.pipeline import Session
+
+    sha = "ab" * 32
+    catalog_file = tmp_path / "models.toml"
+    catalog_file.write_text(CATALOG.format(sha=sha))
+    catalog = load_catalog([catalog_file])
+    settings = Settings(cache_dir=tmp_path / "cache", config_dir=tmp_path / "config", threads=2, workers=2,
+                        max_memory=10_000, node_timeout=30)
+    for name in ("qwen2.5-coder-1.5b", "smollm2-135m", "qwen2.5-coder-0.5b"):
+        e = catalog.get(name)
+        folder = settings.models_dir / name
+        folder.mkdir(parents=True)
+        (folder / e.file).write_bytes(b"GGUF")
+        (folder / "complm.json").write_text(json.dumps({"name": name, "file": e.file, "size": 4, "sha256": sha}))
+    return Session(settings, catalog, pull=False, factory=fake.factory, embedder=KeywordEmbedder())
+
+
+CHAIN_QUESTION = "What is the capital of the country where Picasso was born, and what is 17 times 3?"
+CHAIN_PLAN = json.dumps({"steps": [{"q": "In which country was Picasso born?", "deps": []},
+                                   {"q": "What is the capital of {1}?", "deps": [1]},
+                                   {"q": "What is 17 times 3?", "deps": []}]})
+
+
+def test_a_failed_node_gives_a_partial_answer_that_names_what_is_missing(tmp_path) -> None:
+    fake = Fake(answers={CHAIN_QUESTION: CHAIN_PLAN, "In which country was Picasso born?": "Spain",
+                         "What is 17 times 3?": "51"},
+                fail={"In which country was Picasso born?": RuntimeError("the expert crashed")})
+    fake.tokens, fake.sleep = 2, 0.0
+    fake.respond = lambda messages: "51, and the capital is unknown" if messages[0]["content"] == prompts.AGGREGATOR_SYSTEM else None
+    session = fake_session(tmp_path, fake)
+    try:
+        result = session.ask(CHAIN_QUESTION)
+    finally:
+        session.close()
+    assert result.status == "partial" and result.answer
+    assert [n.status for n in result.nodes] == ["failed", "skipped", "done"]
+    assert "crashed" in result.nodes[0].reason and "step 1" in result.nodes[1].reason
+    aggregator_call = fake.streams[-1]
+    assert aggregator_call.messages[-1]["content"].count("(missing") == 2
+
+
+def test_an_empty_final_answer_is_a_failure_not_ok(tmp_path) -> None:
+    fake = Fake(answers={CHAIN_QUESTION: CHAIN_PLAN, "In which country was Picasso born?": "Spain",
+                         "What is the capital of Spain?": "Madrid", "What is 17 times 3?": "51"})
+    fake.tokens, fake.sleep = 1, 0.0
+    fake.respond = lambda messages: " " if messages[0]["content"] == prompts.AGGREGATOR_SYSTEM else None
+    session = fake_session(tmp_path, fake)
+    try:
+        result = session.ask(CHAIN_QUESTION)
+    finally:
+        session.close()
+    assert all(n.status == "done" for n in result.nodes)
+    assert result.answer == "" and result.status == "failed"
+
+
 def test_session_ask_end_to_end_with_fakes(tmp_path) -> None:
     from complm_cli.catalog import load_catalog
     from complm_cli.config import Settings
