@@ -10,6 +10,7 @@ one-call library entry point:
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from complm_cli.dag import Plan
 from complm_cli.errors import UsageError
 from complm_cli.events import AnswerDone, AnswerToken, Listener, PlanReady, Stage, ignore
 from complm_cli.execute import ModelPool, NodeResult, RunOptions, run_plan
-from complm_cli.plan import MAX_PLAN_TOKENS, make_plan, single_node
+from complm_cli.plan import MAX_PLAN_TOKENS, copies_question, make_plan, single_node
 from complm_cli.route import Embedder, Route, Router, VectorCache
 from complm_cli.store import Store
 
@@ -143,7 +144,9 @@ class Session:
         return self._router
 
     def _generate(self, expert: Expert, messages: list[dict], *, schema: dict | None = None, max_tokens: int,
-                  temperature: float, on_token=None, cancel: threading.Event | None = None, prefix: int = 0) -> tuple[str, int]:
+                  temperature: float, on_token=None, cancel: threading.Event | None = None, prefix: int = 0,
+                  stop=None) -> tuple[str, int]:
+        """Generate on a worker of `expert`; `stop(text so far)` may end generation early."""
         worker = self.pool.acquire(expert, cancel)
         try:
             pieces = []
@@ -155,6 +158,8 @@ class Session:
                     on_token(piece)
                 if cancel is not None and cancel.is_set():
                     raise KeyboardInterrupt
+                if stop is not None and stop("".join(pieces)):
+                    break
             return prompts.strip_reasoning("".join(pieces)), len(pieces)
         finally:
             self.pool.release(worker)
@@ -163,8 +168,12 @@ class Session:
 
     def plan(self, question: str, cancel: threading.Event | None = None) -> Plan:
         def generate(messages: list[dict], schema: dict) -> tuple[str, int]:
-            return self._generate(self.planner, messages, schema=schema, max_tokens=MAX_PLAN_TOKENS, temperature=0.0,
-                                  cancel=cancel, prefix=prompts.planner_prefix_length())
+            text, tokens = self._generate(self.planner, messages, schema=schema, max_tokens=MAX_PLAN_TOKENS, temperature=0.0,
+                                          cancel=cancel, prefix=prompts.planner_prefix_length(),
+                                          stop=lambda partial: copies_question(partial, question))
+            if copies_question(text, question):
+                text = json.dumps({"steps": [{"q": question, "deps": []}]})
+            return text, tokens
 
         return make_plan(question, generate)
 

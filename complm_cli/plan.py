@@ -33,6 +33,24 @@ _ANAPHORA = re.compile(
 )
 
 
+_FIRST_STEP = re.compile(r'^\s*\{\s*"steps"\s*:\s*\[\s*\{\s*"q"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def copies_question(partial: str, question: str) -> bool:
+    """True once the planner's first step is the whole question, word for word.
+
+    That is how the planner says "a simple question": the rest of the reply
+    (`, "deps": []}]}`) is then known, so generation can stop here."""
+    m = _FIRST_STEP.match(partial)
+    if not m:
+        return False
+    try:
+        first = json.loads(f'"{m.group(1)}"')
+    except ValueError:
+        return False
+    return " ".join(first.split()) == " ".join(question.split())
+
+
 def plan_schema(max_nodes: int = MAX_NODES, max_chars: int = MAX_QUESTION_CHARS) -> dict:
     return {
         "type": "object",

@@ -297,3 +297,27 @@ def test_single_node() -> None:
 def test_one_step_plan_with_a_hash_number_in_the_question() -> None:
     question = "What did GitHub issue #1 of CPython ask for?"
     assert parse_plan(question, reply((question, []))).problems == []
+
+
+@pytest.mark.parametrize(
+    ("partial", "expected"),
+    [
+        ('{"steps": [{"q": "What is the capital of Japan?"', True),
+        ('{"steps": [{"q": "What is the capital of Japan?", "deps": []}]}', True),
+        ('{ "steps" : [ { "q" : "What  is the capital of Japan?"', True),  # whitespace differs only
+        ('{"steps": [{"q": "What is the capital', False),  # not closed yet
+        ('{"steps": [{"q": "What is the capital of Japan"', False),  # a different question
+        ('{"steps": [{"q": "Who wrote it?"', False),
+        ("not json", False),
+    ],
+)
+def test_copies_question(partial: str, expected: bool) -> None:
+    from complm_cli.plan import copies_question
+
+    assert copies_question(partial, "What is the capital of Japan?") is expected
+
+
+def test_copies_question_reads_escapes() -> None:
+    from complm_cli.plan import copies_question
+
+    assert copies_question('{"steps": [{"q": "Who wrote \\"1984\\"?"', 'Who wrote "1984"?')
