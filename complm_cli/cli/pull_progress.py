@@ -71,6 +71,8 @@ def pull_all(store, experts, console, interactive: bool, force: bool = False, ve
     results = []
     for expert in experts:
         if not force and (found := store.installed(expert)):
+            if not quiet:
+                console.print(f"{expert.name} is already pulled ({format_size(found.size)}); --force pulls it again")
             results.append(found)
             continue
         bars = RichPullProgress(console, expert.name, interactive, verbose)
