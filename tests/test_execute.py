@@ -683,35 +683,16 @@ def test_an_empty_final_answer_is_a_failure_not_ok(tmp_path) -> None:
 
 
 def test_session_ask_end_to_end_with_fakes(tmp_path) -> None:
-    from complm_cli.catalog import load_catalog
-    from complm_cli.config import Settings
     from complm_cli.events import AnswerDone, PlanReady, Stage
-    from complm_cli.pipeline import Session
 
-    sha = "ab" * 32
-    catalog_file = tmp_path / "models.toml"
-    catalog_file.write_text(CATALOG.format(sha=sha))
-    catalog = load_catalog([catalog_file])
-    settings = Settings(cache_dir=tmp_path / "cache", config_dir=tmp_path / "config", threads=2, workers=2,
-                        max_memory=10_000, node_timeout=30)
-    for name in ("qwen2.5-coder-1.5b", "smollm2-135m", "qwen2.5-coder-0.5b"):  # installed, as Store.installed() sees it
-        e = catalog.get(name)
-        folder = settings.models_dir / name
-        folder.mkdir(parents=True)
-        (folder / e.file).write_bytes(b"GGUF")
-        (folder / "complm.json").write_text(json.dumps({"name": name, "file": e.file, "size": 4, "sha256": sha}))
-
-    question = "What is the capital of the country where Picasso was born, and what is 17 times 3?"
-    plan_reply = json.dumps({"steps": [{"q": "In which country was Picasso born?", "deps": []},
-                                       {"q": "What is the capital of {1}?", "deps": [1]},
-                                       {"q": "What is 17 times 3?", "deps": []}]})
-    fake = Fake(answers={question: plan_reply, "In which country was Picasso born?": "Spain",
+    question = CHAIN_QUESTION
+    fake = Fake(answers={question: CHAIN_PLAN, "In which country was Picasso born?": "Spain",
                          "What is the capital of Spain?": "Madrid", "What is 17 times 3?": "51"})
     fake.tokens, fake.sleep = 1, 0.0
     fake.respond = lambda messages: "Madrid; 51" if messages[0]["content"] == prompts.AGGREGATOR_SYSTEM else None
 
-    embedder = KeywordEmbedder()
-    session = Session(settings, catalog, pull=False, factory=fake.factory, embedder=embedder)
+    session = fake_session(tmp_path, fake)
+    embedder = session.embedder
     events = []
     try:
         result = session.ask(question, on_event=events.append)
