@@ -35,6 +35,7 @@ class LiveView:
         self.routes: dict[int, Route] = {}
         self.nodes: dict[int, dict[str, Any]] = {}
         self.answer_tokens = 0
+        self.answer = ""  # the aggregator's text as it streams; printed for good as Markdown at the end
         self.live = Live(self._render(), console=console, refresh_per_second=8, transient=False, get_renderable=self._render)
 
     def __enter__(self) -> "LiveView":
@@ -63,6 +64,7 @@ class LiveView:
                 self.nodes[event.node_id].update(status="skipped" if event.skipped else "failed", end=now, reason=event.reason)
             elif isinstance(event, AnswerToken):
                 self.answer_tokens += 1
+                self.answer += event.text
             elif isinstance(event, AnswerDone):
                 self.stage = "done"
 
@@ -98,6 +100,8 @@ class LiveView:
                     table.add_row(str(node_id), _clip(n["question"], 60), ",".join(map(str, deps)) or "-", expert,
                                   Text(status, style=STATUS_STYLE.get(n["status"], "")), f"{seconds:.1f}s" if start else "", rate)
                 parts.append(table)
+            if self.answer and self.stage != "done":
+                parts.append(Text(self.answer[-2000:]))
             return Group(*parts)
 
 
