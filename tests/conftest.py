@@ -13,6 +13,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# A loaded 2-core CI machine can take longer than hypothesis' 200 ms per
+# example; the properties are about results, not speed.
+settings.register_profile("complm", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("complm")
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
