@@ -285,6 +285,9 @@ class Store:
             shutil.rmtree(final)
         os.replace(staged, final)
         record = {"name": expert.name, "file": expert.file, "size": size, "sha256": sha, "pulled_at": time.time(), "source": source}
+        if expert.kind == "embedder":
+            # Only check_file is pinned by the catalog; the hashes of the rest let `verify` notice a changed file too.
+            record["files"] = _folder_hashes(final)
         atomic_write(manifest, json.dumps(record, indent=2))
         shutil.rmtree(staging, ignore_errors=True)
         return Installed(expert, final, size, sha, record["pulled_at"], source)
@@ -303,6 +306,12 @@ class Store:
         want = expert.sha256 or manifest.get("sha256") or "?"
         if sha != want:
             return VerifyResult(expert.name, False, f"changed since it was pulled (sha256 {sha[:12]}…, want {want[:12]}…); run `complm pull --force {expert.name}`")
+        recorded = manifest.get("files") or {}
+        if recorded:
+            now = _folder_hashes(self.path(expert))
+            changed = sorted(name for name, digest in recorded.items() if now.get(name) != digest)
+            if changed:
+                return VerifyResult(expert.name, False, f"{changed[0]} changed since it was pulled; run `complm pull --force {expert.name}`")
         return VerifyResult(expert.name, True, "ok")
 
     def remove(self, expert: Expert) -> bool:
@@ -314,3 +323,7 @@ class Store:
             (folder / MANIFEST).unlink(missing_ok=True)
             shutil.rmtree(folder, ignore_errors=True)
         return True
+
+
+def _folder_hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): sources.hash_prefix(p).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -570,6 +570,12 @@ def test_embedder_folder_pulled_from_the_hub(hub, tmp_path):
     row = list_row(catalog, "tiny-embedder")
     assert row["kind"] == "embedder" and row["pulled"] is True and row["size"] == len(EMBED_FILES["model.safetensors"])
     assert complm("verify", "tiny-embedder", "--catalog", catalog).exit_code == 0
+    assert set(manifest["files"]) == set(EMBED_FILES)
+
+    # Any file of the folder, not only the pinned one, is checked by verify.
+    (folder / "tokenizer.json").write_bytes(b'{"version": "2.0"}')
+    result = complm("verify", "tiny-embedder", "--catalog", catalog)
+    assert result.exit_code == ExitCode.INTEGRITY and "tokenizer.json" in result.stdout
 
 
 def test_embedder_with_a_wrong_check_file_is_discarded(hub, tmp_path):
