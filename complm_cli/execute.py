@@ -3,9 +3,9 @@
 Every node whose parents are done is ready; ready nodes run at the same time,
 up to `workers`, each on a worker it owns while it runs (one Llama per
 worker, never shared between threads). The CPU threads are divided among
-the nodes that run at once. The ModelPool keeps models resident within a
-memory budget and unloads the least recently used idle one when another
-must load.
+the nodes that run at once, and handed on when one of them finishes. The
+ModelPool keeps models resident within a memory budget and unloads the
+least recently used idle one when another must load.
 """
 
 from __future__ import annotations
@@ -166,6 +166,11 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
     finished: "queue.Queue[int]" = queue.Queue()
     lock = threading.Lock()
     execution = Execution(results, 0.0)
+    streaming = [0]  # nodes generating right now, to share the CPU threads among
+
+    def fair_share() -> int:
+        with lock:
+            return max(1, options.threads // max(1, streaming[0]))
 
     def run_node(node_id: int, threads: int) -> None:
         try:
@@ -195,7 +200,9 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
         res.started, res.threads = start - t0, threads
         with lock:
             execution.events.append((start - t0, "start", node_id))
+            streaming[0] += 1
         gen = experts[node_id].generation
+        set_threads = getattr(worker, "set_threads", None)
         pieces: list[str] = []
         try:
             on_event(NodeStarted(node_id, res.expert, res.question))
@@ -207,6 +214,11 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
                 for piece in stream:
                     pieces.append(piece)
                     res.tokens += 1
+                    # A node that finished frees its threads: the ones still running take them
+                    # (between tokens, in this thread, so the Llama is never touched twice at once).
+                    if set_threads is not None and (share := fair_share()) != threads:
+                        set_threads(share)
+                        threads = share
                     on_event(NodeToken(node_id, piece))
                     if cancel.is_set():
                         raise Cancelled()
@@ -228,6 +240,7 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
         finally:
             with lock:
                 execution.events.append((time.perf_counter() - t0, "end", node_id))
+                streaming[0] -= 1
             pool.release(worker)
 
     executor = ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="complm-node")

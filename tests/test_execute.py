@@ -715,3 +715,19 @@ def test_session_ask_end_to_end_with_fakes(tmp_path) -> None:
     assert any(isinstance(e, PlanReady) for e in events)
     assert isinstance(events[-1], AnswerDone) and events[-1].result is result
     assert sorted(set(fake.unloads)) == sorted(set(fake.loads))  # close() unloaded every model
+
+
+def test_threads_freed_by_a_finished_node_go_to_the_ones_still_running() -> None:
+    class ThreadedWorker(FakeWorker):
+        calls: list[tuple[str, int]] = []
+
+        def set_threads(self, n: int) -> None:
+            ThreadedWorker.calls.append((self.expert.name, n))
+
+    fake = Fake(answers={"short?": "a", "long?": " ".join(["word"] * 30)}, sleep=0.01)
+    fake.factory = lambda exp, path, shares: ThreadedWorker(fake, exp, path)
+    experts = {1: expert("a"), 2: expert("b")}
+    execution = run(plan_of(("short?", ()), ("long?", ())), fake, workers=2, experts=experts, threads=4)
+    assert execution.results[1].threads == 2 and execution.results[2].threads == 2  # split while both run
+    # once the short node is done, the long one takes all four threads
+    assert ("b", 4) in ThreadedWorker.calls
