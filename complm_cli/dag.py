@@ -53,6 +53,11 @@ class Plan:
             out[d].append(node_id)
         return out
 
+    def sinks(self) -> list[int]:
+        """Nodes no other node depends on: their answers feed the final answer directly."""
+        needed = {d for n in self.nodes for d in n.depends_on}
+        return [n.id for n in self.nodes if n.id not in needed]
+
     @property
     def width(self) -> int:
         return max((len(level) for level in self.levels()), default=0)

@@ -72,7 +72,7 @@ def run(session: Session, examples: list[Example], modes: tuple[str, ...], *, ou
     rows = [r for r in previous if r.get("id") in wanted_ids and r.get("mode") in modes]
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-    mono = session.forced or monolithic or default_monolithic(session)
+    mono = session.forced or monolithic or session.monolithic or default_monolithic(session)
     if "monolithic" in modes:
         session.monolithic = mono
     for ex in examples:

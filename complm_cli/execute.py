@@ -57,7 +57,9 @@ class ModelPool:
             return any(w.expert.name == expert_name for w in self._idle.values())
 
     def acquire(self, expert: Expert, cancel: threading.Event | None = None) -> Worker:
-        path = self._paths.setdefault(expert.name, self.path_of(expert))
+        if expert.name not in self._paths:  # path_of reads the store's manifest: once per expert is enough
+            self._paths[expert.name] = self.path_of(expert)
+        path = self._paths[expert.name]
         with self._cond:
             while True:
                 if cancel is not None and cancel.is_set():

@@ -156,9 +156,8 @@ def mermaid(plan: Plan, routes: dict[int, Route]) -> str:
     for n in plan.nodes:
         for d in n.depends_on:
             lines.append(f"    N{d} --> N{n.id}")
-    sinks = {n.id for n in plan.nodes} - {d for n in plan.nodes for d in n.depends_on}
     lines.append('    A(["answer"])')
-    for s in sorted(sinks):
+    for s in plan.sinks():
         lines.append(f"    N{s} --> A")
     return "\n".join(lines)
 
@@ -174,9 +173,8 @@ def dot(plan: Plan, routes: dict[int, Route]) -> str:
     for n in plan.nodes:
         for d in n.depends_on:
             lines.append(f"  n{d} -> n{n.id};")
-    sinks = {n.id for n in plan.nodes} - {d for n in plan.nodes for d in n.depends_on}
     lines.append('  answer [shape=oval];')
-    for s in sorted(sinks):
+    for s in plan.sinks():
         lines.append(f"  n{s} -> answer;")
     lines.append("}")
     return "\n".join(lines)

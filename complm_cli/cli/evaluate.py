@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -43,22 +44,21 @@ def evaluate(
     session = prepare(catalog, offline, expert, modes, e, monolithic=monolithic_expert, workers=workers, seed=seed)
     total = len(examples) * len(modes)
     try:
+        # The session already holds --monolithic-expert; eval.run falls back to it.
         if e.stderr_isatty:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-            with Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                          TimeElapsedColumn(), TimeRemainingColumn(), console=e.err_console()) as bars:
-                task = bars.add_task("", total=total)
+            bars = Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=e.err_console())
+            task = bars.add_task("", total=total)
 
-                def step(ex_id: str, m: str, row: dict | None) -> None:
-                    mark = "skipped (done)" if row is None else ("✓" if row["scores"]["correct"] else "✗")
-                    bars.update(task, advance=1, description=f"{ex_id} {m} {mark}")
-
-                result = ev.run(session, examples, modes, out=out, on_step=step,
-                                monolithic=session.catalog.get(monolithic_expert) if monolithic_expert else None)
+            def step(ex_id: str, m: str, row: dict | None) -> None:
+                mark = "skipped (done)" if row is None else ("✓" if row["scores"]["correct"] else "✗")
+                bars.update(task, advance=1, description=f"{ex_id} {m} {mark}")
         else:
-            result = ev.run(session, examples, modes, out=out,
-                            monolithic=session.catalog.get(monolithic_expert) if monolithic_expert else None)
+            bars, step = contextlib.nullcontext(), None
+        with bars:
+            result = ev.run(session, examples, modes, out=out, on_step=step)
     finally:
         session.close()
     result["dataset"] = str(path)
