@@ -1,17 +1,87 @@
-"""Response Aggregator: one model writes the final answer from the sub-answers."""
+"""Response Aggregator: the final answer from the sub-answers, keeping every part.
+
+A model call is made only where the sub-answers must be combined. When one
+node's answer is the answer (a chain, or a calculation) it is used as is;
+when the question asks independent things (a fan-out, nothing to compare)
+the answers are joined. Otherwise the aggregator model writes the answer,
+and a part it dropped is put back from its node.
+"""
 
 from __future__ import annotations
+
+import re
 
 from complm_cli import prompts
 from complm_cli.dag import Plan
 from complm_cli.execute import NodeResult
+from complm_cli.numbers import find_numbers
+
+# Words that ask to combine or compare parts: such a fan-out needs the aggregator.
+_COMBINES = re.compile(
+    r"\b(or|than|both|either|neither|same|compare[ds]?|comparison|differen(?:ce|t)|total|sum|together|altogether|combined|"
+    r"first|last|earlier|later|older|younger|more|less|fewer|most|least|bigger|smaller|larger|longer|shorter|higher|lower)\b",
+    re.I,
+)
 
 
-def needs_aggregation(plan: Plan, results: dict[int, NodeResult]) -> bool:
-    """A single node that answered already answers the question."""
-    return not (len(plan.nodes) == 1 and results[plan.nodes[0].id].status == "done")
+def direct_answer(plan: Plan, results: dict[int, NodeResult]) -> str | None:
+    """The final answer without a model call, or None when the parts must be combined."""
+    sinks = plan.sinks()
+    if not sinks or any(results[s].status != "done" for s in sinks):
+        return None
+    if len(sinks) == 1:
+        return results[sinks[0]].shown
+    fan_out = all(not n.depends_on for n in plan.nodes)
+    if fan_out and not _COMBINES.search(plan.question) and not prompts.is_yes_no(plan.question):
+        return join([results[s].shown or "" for s in sinks])
+    return None
+
+
+def join(answers: list[str]) -> str:
+    parts = [a.strip() for a in answers if a and a.strip()]
+    if any("\n" in a for a in parts):
+        return "\n\n".join(parts)
+    return " ".join(a if a[-1] in ".!?)\"'`" else a + "." for a in parts)
 
 
 def aggregation_messages(plan: Plan, results: dict[int, NodeResult]) -> list[dict]:
-    parts = [(results[n.id].question, results[n.id].answer if results[n.id].status == "done" else None) for n in plan.nodes]
+    parts = [(results[n.id].question, results[n.id].shown if results[n.id].status == "done" else None) for n in plan.nodes]
     return prompts.aggregator_messages(plan.question, parts)
+
+
+def _key_facts(answer: str, question: str) -> set[str]:
+    """What identifies a sub-answer: its numbers, else its capitalised names, that the sub-question does not state."""
+    stated = {v for _, v, _ in find_numbers(question)}
+    numbers = {str(v) for _, v, _ in find_numbers(answer) if v not in stated}
+    if numbers:
+        return numbers
+    asked = set(re.findall(r"\b[A-Z][\w'-]+", question))
+    words = re.findall(r"(?<![.!?]\s)(?<!^)\b[A-Z][\w'-]{2,}", answer)
+    return {w for w in words if w not in asked}
+
+
+def _mentions(text: str, facts: set[str]) -> bool:
+    numbers = {str(v) for _, v, _ in find_numbers(text)}
+    lowered = text.lower()
+    return any(f in numbers or f.lower() in lowered for f in facts)
+
+
+def missing_parts(answer: str, plan: Plan, results: dict[int, NodeResult]) -> list[int]:
+    """Final nodes whose answer the final answer does not mention."""
+    out = []
+    for s in plan.sinks():
+        res = results[s]
+        if res.status != "done" or not res.answer:
+            continue
+        facts = _key_facts(res.answer, res.question)
+        if facts and not _mentions(answer, facts):
+            out.append(s)
+    return out
+
+
+def repair(answer: str, plan: Plan, results: dict[int, NodeResult]) -> tuple[str, list[int]]:
+    """The answer with every dropped part put back from its node; and which parts were."""
+    missing = missing_parts(answer, plan, results)
+    if not missing:
+        return answer, []
+    return join([answer, *(results[s].shown or "" for s in missing)]), missing

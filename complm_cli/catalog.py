@@ -77,7 +77,7 @@ class Generation:
 
 @dataclass(frozen=True)
 class Expert:
-    """A catalog entry: a GGUF chat model (kind 'llm') or the sentence embedder (kind 'embedder')."""
+    """A catalog entry: a GGUF chat model (kind 'llm'), a built-in tool (kind 'tool') or the sentence embedder."""
 
     name: str
     description: str
@@ -94,6 +94,12 @@ class Expert:
     default: bool = False
     note: str = ""
     origin: str = ""  # catalog file the entry (or its last override) came from
+    tool: str = ""  # for kind 'tool': which built-in tool answers (the calculator)
+
+    @property
+    def pullable(self) -> bool:
+        """Has files to pull into the cache (a tool has none)."""
+        return self.kind != "tool"
 
     @property
     def profile_texts(self) -> tuple[str, ...]:
@@ -122,8 +128,11 @@ class Catalog:
         try:
             return self.experts[name]
         except KeyError:
-            names = ", ".join(n for n, e in self.experts.items() if e.kind == "llm")
+            names = ", ".join(n for n, e in self.experts.items() if e.kind != "embedder")
             raise NotFoundError(f"No expert named '{name}' in the catalog; known experts: {names}.") from None
+
+    def tools(self) -> list[Expert]:
+        return [e for e in self.experts.values() if e.kind == "tool"]
 
     def llms(self) -> list[Expert]:
         return [e for e in self.experts.values() if e.kind == "llm"]
@@ -258,6 +267,8 @@ def _parse_entry(name: str, table: dict[str, Any], kind: str, origins: dict[str,
     c = _Checker(table, where, origins)
     if not _NAME_RE.match(name) or ".." in name:
         raise c.fail("", "the name must be letters, digits, '.', '_' or '-' (no '..')")
+    if kind == "llm" and table.get("kind", "llm") != "llm":
+        return _parse_tool(name, table, c, origins)
     description = c.get("description", str)
     file = c.get("file", str) if kind == "llm" else c.get("dir", str, name)
     if not safe_relpath(file, allow_dirs=False):
@@ -306,6 +317,28 @@ def _parse_entry(name: str, table: dict[str, Any], kind: str, origins: dict[str,
         check_file=check_file, generation=generation, default=c.get("default", bool, False),
         note=c.get("note", str, ""), origin=origins.get("", ""),
     )
+
+
+TOOLS = ("calculator",)
+
+
+def _parse_tool(name: str, table: dict[str, Any], c: _Checker, origins: dict[str, str]) -> Expert:
+    """An expert that is not a language model: nothing to pull, answers computed exactly."""
+    if c.get("kind", str) != "tool":
+        raise c.fail("kind", f"'{table['kind']}' is not one of llm, tool")
+    tool = c.get("tool", str)
+    if tool not in TOOLS:
+        raise c.fail("tool", f"'{tool}' is not a built-in tool (known: {', '.join(TOOLS)})")
+    roles = c.strings("roles", ("expert",))
+    if any(r != "expert" for r in roles):
+        raise c.fail("roles", "a tool can only have the role 'expert'")
+    known = {"kind", "tool", "description", "roles", "domains", "examples", "note"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise c.fail(unknown[0], f"is not a known key of a tool (known: {', '.join(sorted(known))})")
+    return Expert(name=name, description=c.get("description", str), file="", sources=(), kind="tool", roles=roles,
+                  domains=c.strings("domains", ()), examples=c.strings("examples", ()), note=c.get("note", str, ""),
+                  origin=origins.get("", ""), tool=tool)
 
 
 def _read_toml(text: str, origin: str) -> dict[str, Any]:

@@ -132,6 +132,14 @@ class NodeResult:
     seconds: float = 0.0
     tokens: int = 0
     threads: int = 0
+    calculation: dict | None = None  # for a calculator node: formula, expression and result
+
+    @property
+    def shown(self) -> str | None:
+        """The answer as a reader sees it: a calculation with its working ("8 + 4 = 12")."""
+        if self.calculation and self.status == "done":
+            return f"{self.calculation['expression']} = {self.calculation['result']}"
+        return self.answer
 
     @property
     def tokens_per_second(self) -> float:
@@ -168,6 +176,8 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
     finished: "queue.Queue[int]" = queue.Queue()
     lock = threading.Lock()
     execution = Execution(results, 0.0)
+    # A calculation reads a number from each parent: those parents are asked for one.
+    numeric = {d for n in plan.nodes if experts[n.id].kind == "tool" for d in n.depends_on}
     streaming = [0]  # nodes generating right now, to share the CPU threads among
 
     def fair_share() -> int:
@@ -186,6 +196,9 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
 
     def _run_node(node_id: int, threads: int) -> None:
         node, res = plan.node(node_id), results[node_id]
+        if experts[node_id].kind == "tool":
+            _calculate(plan, node, res, results, t0, on_event)
+            return
         try:
             answers = {d: results[d].answer or "" for d in node.depends_on}
             res.question = substitute(node.question, answers)
@@ -208,7 +221,7 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
         pieces: list[str] = []
         try:
             on_event(NodeStarted(node_id, res.expert, res.question))
-            stream = worker.stream(prompts.expert_messages(res.question, context),
+            stream = worker.stream(prompts.expert_messages(res.question, context, numeric=node_id in numeric),
                                    max_tokens=options.max_tokens or gen.max_tokens,
                                    temperature=gen.temperature if options.temperature is None else options.temperature,
                                    seed=options.seed, threads=threads)
@@ -293,6 +306,28 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
         executor.shutdown(wait=True, cancel_futures=True)
         execution.seconds = time.perf_counter() - t0
     return execution
+
+
+def _calculate(plan: Plan, node, res: NodeResult, results: dict[int, NodeResult], t0: float, on_event: Listener) -> None:
+    """A calculator node: no model, no worker; exact arithmetic over the parents' numbers."""
+    from complm_cli.calculator import calculate
+
+    start = time.perf_counter()
+    res.started = start - t0
+    on_event(NodeStarted(node.id, res.expert, node.question))
+    parents = {d: (results[d].question, results[d].answer or "") for d in node.depends_on}
+    try:
+        calc = calculate(node.question, parents)
+    except Exception as exc:
+        res.seconds = time.perf_counter() - start
+        _fail(res, exc, on_event)
+        return
+    res.question = calc.expression
+    res.answer = calc.result
+    res.calculation = {"formula": calc.formula, "expression": calc.expression, "result": calc.result}
+    res.status = "done"
+    res.seconds = time.perf_counter() - start
+    on_event(NodeDone(node.id, res.shown or "", res.seconds, 0))
 
 
 def _fail(res: NodeResult, exc: BaseException, on_event: Callable) -> None:

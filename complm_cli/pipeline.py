@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from complm_cli import prompts
-from complm_cli.aggregate import aggregation_messages, needs_aggregation
+from complm_cli import calculator
+from complm_cli.aggregate import aggregation_messages, direct_answer, repair
 from complm_cli.catalog import Catalog, Expert, catalog_for
 from complm_cli.config import Settings, load_settings
 from complm_cli.dag import Plan
 from complm_cli.errors import UsageError
 from complm_cli.events import AnswerDone, AnswerToken, Listener, PlanReady, Stage, ignore
 from complm_cli.execute import ModelPool, NodeResult, RunOptions, run_plan
-from complm_cli.plan import MAX_PLAN_TOKENS, copies_question, make_plan, single_node
+from complm_cli.plan import MAX_PLAN_TOKENS, copies_question, make_plan, plan_finished, single_node
 from complm_cli.route import Embedder, Route, Router, VectorCache
 from complm_cli.store import Store
 
@@ -44,6 +45,7 @@ class Result:
     tokens: dict[str, int]
     aggregated: bool
     experts: list[str] = field(default_factory=list)  # models used
+    restored: list[int] = field(default_factory=list)  # final nodes the aggregator left out, put back
     memory: int = 0  # peak resident model bytes (estimated)
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,6 +55,7 @@ class Result:
             "answer": self.answer,
             "status": self.status,
             "aggregated": self.aggregated,
+            "restored_parts": self.restored,
             "plan_fallback": self.plan.fallback if self.plan else None,
             "plan_repairs": self.plan.repairs if self.plan else [],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
@@ -67,6 +70,7 @@ class Result:
                     "expert": n.expert,
                     "score": round(self.routes[n.id].score, 4) if n.id in self.routes else None,
                     "route": self.routes[n.id].reason if n.id in self.routes else None,
+                    "calculation": n.calculation,
                     "answer": n.answer,
                     "status": n.status,
                     "reason": n.reason,
@@ -107,6 +111,7 @@ class Session:
         self.aggregator = self.catalog.for_role("aggregator")
         self.fallback = self.catalog.for_role("fallback")
         self.routable = self.catalog.routable()
+        self.calculator = next((t for t in self.catalog.tools() if t.tool == "calculator"), None)
         if self.forced and self.forced.kind != "llm":
             raise UsageError(f"'{expert}' is an embedder, not an expert that can answer.")
         self.modes = modes
@@ -170,7 +175,7 @@ class Session:
         def generate(messages: list[dict], schema: dict) -> tuple[str, int]:
             text, tokens = self._generate(self.planner, messages, schema=schema, max_tokens=MAX_PLAN_TOKENS, temperature=0.0,
                                           cancel=cancel, prefix=prompts.planner_prefix_length(),
-                                          stop=lambda partial: copies_question(partial, question))
+                                          stop=lambda partial: copies_question(partial, question) or plan_finished(partial))
             if copies_question(text, question):
                 text = json.dumps({"steps": [{"q": question, "deps": []}]})
             return text, tokens
@@ -178,10 +183,18 @@ class Session:
         return make_plan(question, generate)
 
     def route(self, plan: Plan) -> dict[int, Route]:
-        if self.forced:
-            return {n.id: Route(self.forced.name, 1.0, {}, "forced") for n in plan.nodes}
-        routes = self.router().route([n.question for n in plan.nodes])
-        return {n.id: r for n, r in zip(plan.nodes, routes)}
+        """Calculations go to the calculator; the rest to --expert, or by embedding similarity."""
+        routes: dict[int, Route] = {}
+        for n in plan.nodes:
+            formula = calculator.to_formula(n.question) if self.calculator else None
+            if formula:
+                routes[n.id] = Route(self.calculator.name, 1.0, {}, "calculation", formula)
+            elif self.forced:
+                routes[n.id] = Route(self.forced.name, 1.0, {}, "forced")
+        rest = [n for n in plan.nodes if n.id not in routes]
+        if rest:
+            routes.update(zip((n.id for n in rest), self.router().route([n.question for n in rest])))
+        return routes
 
     def ask(self, question: str, *, mode: str = "parallel", on_event: Listener = ignore,
             cancel: threading.Event | None = None, plan: Plan | None = None,
@@ -219,16 +232,19 @@ class Session:
         timings["execute_s"] = execution.seconds
         timings["nodes_sum_s"] = sum(r.seconds for r in results.values())
         t = time.perf_counter()
-        aggregated = needs_aggregation(plan, results)
         done = [r for r in results.values() if r.status == "done"]
         agg_tokens = 0
-        if not aggregated:
-            answer = results[plan.nodes[0].id].answer or ""
+        restored: list[int] = []
+        direct = direct_answer(plan, results)
+        aggregated = direct is None and bool(done)
+        if direct is not None:
+            answer = direct
         elif not done:
             answer = ""
         else:
             on_event(Stage("aggregate", self.aggregator.name))
             answer, agg_tokens = self._aggregate(plan, results, on_event, cancel)
+            answer, restored = repair(answer, plan, results)
         timings["aggregate_s"] = time.perf_counter() - t
         # A reused plan (eval shares one between modes) still counts in the latency.
         timings["wall_s"] = time.perf_counter() - start + (plan.seconds if reused else 0.0)
@@ -243,7 +259,7 @@ class Session:
                     "total": plan.tokens + sum(r.tokens for r in results.values()) + agg_tokens},
             aggregated=aggregated,
             experts=sorted({self.planner.name, *(e.name for e in experts.values())} | ({self.aggregator.name} if aggregated else set())),
-            memory=self.pool.peak,
+            memory=self.pool.peak, restored=restored,
         )
         on_event(AnswerDone(answer, result))
         return result

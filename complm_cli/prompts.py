@@ -3,14 +3,14 @@
 The planner's examples are written for complm (not copied from a dataset);
 their shapes follow the multi-hop decompositions in MuSiQue, HotpotQA and
 StrategyQA: independent look-ups (a fan-out) and chains where a later step
-names an earlier answer as {N}. Plans leave combining and comparing to the
-aggregator, which sees every answer: that keeps plans short, and short plans
-are cheap to generate.
+names an earlier answer as {N}. Arithmetic is written as a formula step
+(`{1} + {2}`) that the calculator expert computes exactly; comparing is left
+to the aggregator, which sees every answer: that keeps plans short, and short
+plans are cheap to generate.
 """
 
 from __future__ import annotations
 
-import json
 import re
 
 _THINK = re.compile(r"<think>.*?(</think>|$)", re.S)
@@ -21,54 +21,49 @@ def strip_reasoning(text: str) -> str:
     return _THINK.sub("", text).strip()
 
 PLANNER_SYSTEM = (
-    "You split a question into the fewest simple sub-questions that answer it. "
-    "Each sub-question asks for one fact or one calculation and must make sense on its own. "
-    "If a sub-question needs an earlier answer, write {N} for answer N in its text and list N in deps. "
-    "Do not add a step that only combines or compares earlier answers. "
-    "A simple question is a single step. Reply with JSON only."
+    "You turn a question into a short plan written like Python. Each line sets one variable:\n"
+    "- name = ask(\"sub-question\") asks an expert one simple question that makes sense on its own; "
+    "write {other_name} inside the text to use an earlier answer.\n"
+    "- name = formula computes arithmetic exactly, over the numbers the question gives and earlier variables "
+    "(+ - * / ** round min max).\n"
+    "Ask for each fact the question does not give (such as how many legs an animal has) in its own ask line. "
+    "Use the fewest lines. A simple question is one ask line. Do not ask a question that only compares earlier answers. "
+    "Reply with the plan only."
 )
 
-# (question, steps): each step is (sub-question, deps).
-PLANNER_EXAMPLES: list[tuple[str, list[tuple[str, list[int]]]]] = [
-    (
-        "In which country was the author of Don Quixote born?",
-        [("Who wrote Don Quixote?", []), ("In which country was {1} born?", [1])],
-    ),
-    (
-        "Who painted the Mona Lisa, and what is the largest ocean on Earth?",
-        [("Who painted the Mona Lisa?", []), ("What is the largest ocean on Earth?", [])],
-    ),
-    (
-        "Who was born first, Mozart or Beethoven?",
-        [("When was Mozart born?", []), ("When was Beethoven born?", [])],
-    ),
-    (
-        "How many years after the fall of the Berlin Wall did the country where it stood host the FIFA World Cup?",
-        [("In what year did the Berlin Wall fall?", []), ("In which country did the Berlin Wall stand?", []),
-         ("In what year after {1} did {2} host the FIFA World Cup?", [1, 2])],
-    ),
-    (
-        "Write a Python function that checks whether a number is prime.",
-        [("Write a Python function that checks whether a number is prime.", [])],
-    ),
-    (
-        "What is the longest river in the country whose capital is Nairobi?",
-        [("Which country has Nairobi as its capital?", []), ("What is the longest river in {1}?", [1])],
-    ),
-    # A simple question stays one step; it comes last so the model does not learn to copy first.
-    ("What is the capital of Japan?", [("What is the capital of Japan?", [])]),
+# (question, plan): each line is `name = ask("...")` or `name = formula`.
+# Written for complm, not taken from a dataset.
+PLANNER_EXAMPLES: list[tuple[str, str]] = [
+    ("In which country was the author of Don Quixote born?",
+     'author = ask("Who wrote Don Quixote?")\ncountry = ask("In which country was {author} born?")'),
+    ("Who painted the Mona Lisa, and what is the largest ocean on Earth?",
+     'painter = ask("Who painted the Mona Lisa?")\nocean = ask("What is the largest ocean on Earth?")'),
+    ("How many legs do three spiders and two dogs have in total?",
+     'spider_legs = ask("How many legs does a spider have?")\ndog_legs = ask("How many legs does a dog have?")\n'
+     "total = 3 * spider_legs + 2 * dog_legs"),
+    ("Who was born first, Mozart or Beethoven?",
+     'mozart = ask("When was Mozart born?")\nbeethoven = ask("When was Beethoven born?")'),
+    ("Tom buys 3 notebooks at $4 each and a pen for $2, and pays with a $20 bill. How much change does he get?",
+     "notebooks = 3 * 4\ncost = notebooks + 2\nchange = 20 - cost"),
+    ("How many years passed between the first Moon landing and the fall of the Berlin Wall?",
+     'landing = ask("In what year was the first Moon landing?")\nwall = ask("In what year did the Berlin Wall fall?")\n'
+     "years = wall - landing"),
+    ("Write a Python function that checks whether a number is prime.",
+     'code = ask("Write a Python function that checks whether a number is prime.")'),
+    ("A shop sells 14 boxes of tea a day for 6 days, then gives away a quarter of them. How many boxes does it keep?",
+     "sold = 14 * 6\nkept = sold - sold / 4"),
+    ("What is the longest river in the country whose capital is Nairobi?",
+     'country = ask("Which country has Nairobi as its capital?")\nriver = ask("What is the longest river in {country}?")'),
+    # A simple question stays one line; it comes last so the model does not learn to copy first.
+    ("What is the capital of Japan?", 'capital = ask("What is the capital of Japan?")'),
 ]
-
-
-def plan_json(steps: list[tuple[str, list[int]]]) -> str:
-    return json.dumps({"steps": [{"q": q, "deps": deps} for q, deps in steps]}, ensure_ascii=False)
 
 
 def planner_messages(question: str) -> list[dict]:
     messages = [{"role": "system", "content": PLANNER_SYSTEM}]
-    for example, steps in PLANNER_EXAMPLES:
+    for example, plan in PLANNER_EXAMPLES:
         messages.append({"role": "user", "content": example})
-        messages.append({"role": "assistant", "content": plan_json(steps)})
+        messages.append({"role": "assistant", "content": plan})
     messages.append({"role": "user", "content": question})
     return messages
 
@@ -79,7 +74,12 @@ def planner_prefix_length() -> int:
 
 
 def planner_repair(problems: list[str]) -> str:
-    return "That plan is not valid: " + "; ".join(problems) + ". Reply with a corrected plan as JSON only."
+    hint = ""
+    if any("does not come before it" in p or "unknown step" in p for p in problems):
+        # The usual cause: a formula written first, over facts no step asks for yet.
+        hint = (" A formula may only use variables set on earlier lines: first write one ask line for each fact "
+                "the formula needs, then the formula.")
+    return "That plan is not valid: " + "; ".join(problems) + "." + hint + " Reply with a corrected plan for the same question only."
 
 
 # Measured on the 1.5B and 0.5B models: asking for "a name or a number" only
@@ -91,13 +91,17 @@ EXPERT_SYSTEM = (
 )
 
 
-def expert_messages(question: str, context: list[tuple[str, str]]) -> list[dict]:
+# A parent of a calculation: its number is read out of the answer, so the answer must state one.
+NUMERIC_HINT = " Answer in one short sentence that states the number."
+
+
+def expert_messages(question: str, context: list[tuple[str, str]], numeric: bool = False) -> list[dict]:
     """`context`: (earlier sub-question, its answer) pairs this question builds on."""
     content = question
     if context:
         facts = "\n".join(f"- {q} {a}" for q, a in context)
         content = f"Facts from earlier steps:\n<<<\n{facts}\n>>>\n\nQuestion: {question}"
-    return [{"role": "system", "content": EXPERT_SYSTEM}, {"role": "user", "content": content}]
+    return [{"role": "system", "content": EXPERT_SYSTEM + (NUMERIC_HINT if numeric else "")}, {"role": "user", "content": content}]
 
 
 AGGREGATOR_SYSTEM = (
@@ -111,13 +115,17 @@ YES_NO_HINT = " Begin the answer with Yes or No."
 _YES_NO_QUESTION = re.compile(r"^\s*(is|are|was|were|do|does|did|can|could|has|have|had|will|would|should|shall)\b", re.I)
 
 
+def is_yes_no(question: str) -> bool:
+    return bool(_YES_NO_QUESTION.match(question))
+
+
 def aggregator_messages(question: str, parts: list[tuple[str, str | None]]) -> list[dict]:
     """`parts`: (sub-question, answer or None when that node failed)."""
     lines = []
     for i, (q, a) in enumerate(parts, 1):
         lines.append(f"{i}. {q}\n   Answer: {a if a is not None else '(missing: this step failed)'}")
     content = f"Question: {question}\n\nSub-questions and their answers:\n" + "\n".join(lines) + "\n\nFinal answer:"
-    system = AGGREGATOR_SYSTEM + (YES_NO_HINT if _YES_NO_QUESTION.match(question) else "")
+    system = AGGREGATOR_SYSTEM + (YES_NO_HINT if is_yes_no(question) else "")
     return [{"role": "system", "content": system}, {"role": "user", "content": content}]
 
 

@@ -91,7 +91,7 @@ class LiveView:
                     table.add_column(col, **kw)
                 for node_id, n in self.nodes.items():
                     route = self.routes.get(node_id)
-                    expert = f"{route.expert} ({route.score:.2f}{', fallback' if route.reason == 'fallback' else ''})" if route else ""
+                    expert = route.label() if route else ""
                     start, end = n["start"], n["end"]
                     seconds = (end or now) - start if start else 0.0
                     rate = f"{n['tokens'] / seconds:.1f}" if seconds > 0 and n["tokens"] else ""
@@ -152,7 +152,7 @@ def mermaid(plan: Plan, routes: dict[int, Route]) -> str:
     lines = ["flowchart TD", f'    Q["{_label(plan.question)}"]']
     for n in plan.nodes:
         r = routes[n.id]
-        lines.append(f'    N{n.id}["{n.id}. {_label(n.question)}<br/><i>{r.expert} ({r.score:.2f})</i>"]')
+        lines.append(f'    N{n.id}["{n.id}. {_label(n.question)}<br/><i>{_label(r.label())}</i>"]')
     for n in plan.nodes:
         for d in n.depends_on:
             lines.append(f"    N{d} --> N{n.id}")
@@ -169,7 +169,7 @@ def dot(plan: Plan, routes: dict[int, Route]) -> str:
     lines = ["digraph complm {", "  rankdir=TB;", "  node [shape=box];", f'  q [label="{esc(_clip(plan.question, 80))}", shape=plaintext];']
     for n in plan.nodes:
         r = routes[n.id]
-        lines.append(f'  n{n.id} [label="{n.id}. {esc(_clip(n.question, 70))}\\n{esc(r.expert)} ({r.score:.2f})"];')
+        lines.append(f'  n{n.id} [label="{n.id}. {esc(_clip(n.question, 70))}\\n{esc(r.label())}"];')
     for n in plan.nodes:
         for d in n.depends_on:
             lines.append(f"  n{d} -> n{n.id};")
@@ -191,7 +191,7 @@ def tree(plan: Plan, routes: dict[int, Route]):
             n, r = plan.node(node_id), routes[node_id]
             line = Text(f"{n.id}. {n.question}  ")
             line.append(f"→ {r.expert}", style="magenta")
-            line.append(f" {r.score:.2f}", style="dim")
+            line.append(f" = {r.formula}" if r.formula else f" {r.score:.2f}", style="dim")
             if r.reason == "fallback":
                 line.append(" (below threshold: fallback)", style="yellow")
             if n.depends_on:

@@ -130,11 +130,21 @@ class Route:
     expert: str
     score: float  # the chosen expert's score (the best score, even when it fell back)
     scores: dict[str, float] = field(default_factory=dict)  # every candidate's score
-    reason: str = "score"  # 'score', 'fallback' (no score passed the threshold), 'forced' (--expert), 'monolithic'
+    reason: str = "score"  # 'score', 'fallback' (no score passed the threshold), 'forced' (--expert), 'monolithic', 'calculation'
+    formula: str = ""  # for a calculation: what the calculator evaluates, with {N} for earlier answers
 
     def to_dict(self) -> dict:
-        return {"expert": self.expert, "score": round(self.score, 4), "reason": self.reason,
-                "scores": {k: round(v, 4) for k, v in self.scores.items()}}
+        out = {"expert": self.expert, "score": round(self.score, 4), "reason": self.reason,
+               "scores": {k: round(v, 4) for k, v in self.scores.items()}}
+        if self.formula:
+            out["formula"] = self.formula
+        return out
+
+    def label(self) -> str:
+        """How renderers name the route: the expert and its score, or the formula it computes."""
+        if self.formula:
+            return f"{self.expert}: {self.formula}"
+        return f"{self.expert} ({self.score:.2f}{', fallback' if self.reason == 'fallback' else ''})"
 
 
 def score_matrix(query_vecs, profile_vecs: list, rule: str = RULE, k: int = TOP_K):

@@ -21,7 +21,7 @@ def list_models(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
     store = Store(settings)
     rows = []
     for expert in cat.experts.values():
-        found = store.installed(expert)
+        found = store.installed(expert) if expert.pullable else None
         rows.append({
             "name": expert.name,
             "kind": expert.kind,
@@ -31,7 +31,7 @@ def list_models(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
             "description": expert.description,
             "size": found.size if found else expert.size,
             "sha256": expert.sha256 or (found.sha256 if found else None),
-            "pulled": bool(found),
+            "pulled": bool(found) if expert.pullable else None,
             "path": str(store.path(expert)) if found else None,
             "source": found.source if found else None,
             "catalog": expert.origin,
@@ -46,10 +46,11 @@ def list_models(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
     for col in ("name", "roles", "domains", "size", "pulled", "path"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        roles = ", ".join(r["roles"]) if r["kind"] == "llm" else "embedder"
+        roles = {"llm": ", ".join(r["roles"]), "tool": "tool (" + ", ".join(r["roles"]) + ")"}.get(r["kind"], r["kind"])
         name = r["name"] + (" *" if r["default"] else "")
-        table.add_row(name, roles, ", ".join(r["domains"][:3]), format_size(r["size"]) if r["size"] else "?",
-                      "[green]yes[/]" if r["pulled"] else "no", r["path"] or "")
+        pulled = "built-in" if r["pulled"] is None else ("[green]yes[/]" if r["pulled"] else "no")
+        table.add_row(name, roles, ", ".join(r["domains"][:3]), format_size(r["size"]) if r["size"] else "-" if r["pulled"] is None else "?",
+                      pulled, r["path"] or "")
     console = e.out_console()
     console.print(table)
     console.print("* default set: pulled by a bare `complm pull` and used by `complm ask`.")
@@ -71,6 +72,10 @@ def rm(
     experts = list(cat.experts.values()) if all_ else [cat.get(n) for n in names]
     e = env()
     for expert in experts:
+        if not expert.pullable:
+            if not all_:
+                print(f"{expert.name} is a built-in {expert.kind}: nothing to remove", file=e.stderr)
+            continue
         if store.remove(expert):
             print(f"removed {expert.name}", file=e.stderr)
         elif not all_:
@@ -90,8 +95,11 @@ def verify(
     store = Store(settings)
     if names:
         experts = [cat.get(n) for n in names]
+        for skipped in [x for x in experts if not x.pullable]:
+            print(f"{skipped.name} is a built-in {skipped.kind}: nothing to verify", file=env().stderr)
+        experts = [x for x in experts if x.pullable]
     else:
-        experts = [x for x in cat.experts.values() if (store.folder(x) / "complm.json").exists()]
+        experts = [x for x in cat.experts.values() if x.pullable and (store.folder(x) / "complm.json").exists()]
     missing = [x.name for x in experts if not (store.folder(x) / "complm.json").exists()]
     if missing:
         raise fail(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not pulled; run `complm pull {' '.join(missing)}` first.", ExitCode.NOT_FOUND)

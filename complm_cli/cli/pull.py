@@ -30,4 +30,7 @@ def pull(
     else:
         experts = [*cat.defaults(), cat.embedder]
     e = env()
+    for skipped in [x for x in experts if not x.pullable]:
+        print(f"{skipped.name} is a built-in {skipped.kind}: nothing to pull", file=e.stderr)
+    experts = [x for x in experts if x.pullable]
     pull_all(Store(settings), experts, e.err_console(), e.stderr_isatty, force=force, verbose=verbose)
