@@ -22,12 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from complm_cli import sources
-from complm_cli.catalog import Expert, HubSource, PathSource, PypiSource, UrlSource
+from complm_cli.catalog import MANIFEST, Expert, HubSource, PathSource, PypiSource, UrlSource
 from complm_cli.config import Settings, atomic_write, format_size
 from complm_cli.errors import DownloadError, IntegrityError, NotFoundError
 from complm_cli.progress import PullProgress
-
-MANIFEST = "complm.json"
 
 
 @dataclass
