@@ -129,3 +129,34 @@ def test_graph_offline_names_the_missing_planner(isolated):
     result = runner.invoke(app, ["graph", "Who wrote Hamlet?", "--offline"])
     assert result.exit_code == 4
     assert "qwen2.5-coder-1.5b" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args, words", [
+    (["ask", "q", "--timeout", "0"], ["--timeout"]),
+    (["ask", "q", "--timeout", "-1"], ["--timeout"]),
+    (["ask", "q", "--timeout", "nan"], ["--timeout"]),
+    (["ask", "q", "--gpu-layers", "-5"], ["--gpu-layers"]),
+    (["ask", "q", "--max-memory", "lots"], ["--max-memory"]),
+])
+def test_bad_flags_are_usage_errors_before_anything_loads(isolated, args, words):
+    result = runner.invoke(app, [*args, "--offline"])
+    assert result.exit_code == 2, result.output
+    assert all(w in result.output for w in words) and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("line", ["workers = -3", 'max_memory = "lots"', "max_memory = -1", 'offline = "nope"'])
+def test_bad_config_values_exit_5_naming_file_and_key(isolated, line):
+    isolated["config"].mkdir(parents=True)
+    (isolated["config"] / "config.toml").write_text(line + "\n")
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 5, result.output
+    assert "config.toml" in result.output and line.split()[0] in result.output
+
+
+def test_cache_dir_that_is_a_file(isolated, tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("COMPLM_CACHE_DIR", str(tmp_path / "afile"))
+    result = runner.invoke(app, ["pull", "smollm2-135m"])
+    assert result.exit_code == 2, result.output
+    assert "COMPLM_CACHE_DIR" in result.output and "Traceback" not in result.output

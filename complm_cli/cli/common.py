@@ -99,7 +99,7 @@ def load(catalog: Path | None = None, offline: bool | None = None, **overrides: 
     from complm_cli.catalog import catalog_for
     from complm_cli.config import load_settings
 
-    settings = load_settings().replace(catalog=catalog, offline=offline or None, **overrides)
+    settings = load_settings(flags=dict(catalog=catalog, offline=offline or None, **overrides))
     return settings, catalog_for(settings)
 
 
