@@ -192,7 +192,8 @@ def test_stdout_on_a_full_device(isolated):
 
 def test_usage_errors_pull_no_model(isolated):
     """Usage errors are found before anything is pulled: the cache stays empty."""
-    assert runner.invoke(app, ["ask", "   "]).exit_code == 2
+    result = runner.invoke(app, ["ask", "   "])
+    assert result.exit_code == 2 and "empty" in result.output
     assert runner.invoke(app, ["ask", "q", "--mode", "turbo"]).exit_code == 2
     result = runner.invoke(app, ["ask", "q", "--expert", "nobody"])
     assert result.exit_code == 4 and "nobody" in result.output
