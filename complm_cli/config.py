@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -125,7 +126,8 @@ class Settings:
         return self.workers or max(1, min(4, self.threads))
 
     def replace(self, **changes: Any) -> "Settings":
-        changes = {k: v for k, v in changes.items() if v is not None}
+        """A copy with `changes` (None leaves a setting as it is), each checked like a flag."""
+        changes = {k: check_setting(k, v, f"{k}={v!r}", "argument") for k, v in changes.items() if v is not None}
         return dataclasses.replace(self, **changes)
 
 
@@ -144,30 +146,93 @@ _ENV = {
 }
 
 
-def _coerce(name: str, value: Any, source: str) -> Any:
-    kind = {f.name: f.type for f in dataclasses.fields(Settings)}[name]
+# The flag that sets each setting, for messages about a bad flag value.
+FLAGS = {
+    "catalog": "--catalog", "offline": "--offline", "workers": "--workers", "threads": "--threads",
+    "gpu_layers": "--gpu-layers", "max_memory": "--max-memory", "node_timeout": "--timeout", "seed": "--seed",
+}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _number(value: Any, kind: type) -> int | float:
+    # TOML gives ints and floats, the environment and flags strings or numbers;
+    # `true` or `2.5` for a count is a mistake, not 1 or 2.
+    if isinstance(value, bool):
+        raise ValueError
+    if kind is int:
+        if isinstance(value, float):
+            raise ValueError
+        return int(str(value).strip()) if isinstance(value, str) else int(value)
+    return float(value)
+
+
+def _checked(name: str, value: Any) -> tuple[Any, str | None]:
+    """(the value coerced to the setting's type, or a phrase saying why it is not valid)."""
+    if name in ("cache_dir", "config_dir", "catalog"):
+        path = Path(os.path.expanduser(str(value)))
+        if name != "catalog" and path.exists() and not path.is_dir():
+            return None, "is not a folder (it names a file)"
+        return path, None
+    if name == "offline":
+        if isinstance(value, bool):
+            return value, None
+        word = str(value).strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE, None
+        return None, "must be true or false (1/0, yes/no, on/off)"
+    if name == "max_memory":
+        try:
+            size = parse_size(value) if not isinstance(value, bool) else None
+        except (UsageError, ValueError, OverflowError):
+            size = None
+        if size is None or size < 0:
+            return None, "must be a size like 8GB or 512MiB (0: 60% of RAM)"
+        return size, None
+    kind = float if name in ("node_timeout", "hub_timeout", "route_threshold") else int
     try:
-        if name in ("cache_dir", "config_dir", "catalog"):
-            return Path(os.path.expanduser(str(value)))
-        if name == "offline":
-            if isinstance(value, bool):
-                return value
-            return str(value).strip().lower() in ("1", "true", "yes", "on")
-        if name == "max_memory":
-            return parse_size(value)
-        if "float" in str(kind):
-            return float(value)
-        return int(value)  # int, or int | None
-    except (TypeError, ValueError):
-        error = UsageError if source.startswith("COMPLM_") else CatalogError
-        raise error(f"{source}: '{value}' is not a valid value for {name}.") from None
+        number = _number(value, kind)
+    except (TypeError, ValueError, OverflowError):
+        return None, f"must be {'a number' if kind is float else 'a whole number'}"
+    problem = {
+        "workers": "must be 0 (fit the machine) or more" if number < 0 else None,
+        "threads": "must be 1 or more" if number < 1 else None,
+        "gpu_layers": "must be -1 (all layers) or 0 or more" if number < -1 else None,
+        "node_timeout": "must be a number of seconds above 0" if not (math.isfinite(number) and number > 0) else None,
+        "hub_timeout": "must be a number of seconds above 0" if not (math.isfinite(number) and number > 0) else None,
+        "route_threshold": "must be a number from -1 to 1" if not (math.isfinite(number) and -1 <= number <= 1) else None,
+    }.get(name)
+    return (None, problem) if problem else (number, None)
 
 
-def load_settings(env: dict[str, str] | None = None) -> Settings:
+def check_setting(name: str, value: Any, where: str, origin: str) -> Any:
+    """The one check every setting passes, wherever it comes from; returns the coerced value.
+
+    `origin` is 'file' (a config file: exit 5, naming the file and key), 'env'
+    or 'flag' (exit 2, naming the variable or flag) or 'argument' (a library
+    caller's Settings.replace)."""
+    if name not in SETTING_NAMES:
+        raise UsageError(f"'{name}' is not a setting; known: {', '.join(sorted(SETTING_NAMES))}.")
+    coerced, problem = _checked(name, value)
+    if problem is None:
+        return coerced
+    if origin == "file":
+        raise CatalogError(f"The config file {where}, key '{name}': '{value}' is not valid; {name} {problem}.")
+    if origin == "env":
+        raise UsageError(f"{where}={value!r} is not valid: {name} {problem}.")
+    if origin == "flag":
+        raise UsageError(f"{where} {value}: the value {problem}.")
+    raise UsageError(f"{where}: {name} {problem}.")
+
+
+SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(Settings))
+
+
+def load_settings(env: dict[str, str] | None = None, flags: dict[str, Any] | None = None) -> Settings:
+    """Defaults < config file < COMPLM_* environment < `flags` (None: not given), each value checked."""
     env = dict(os.environ if env is None else env)
     base: dict[str, Any] = {}
     if env.get("COMPLM_CONFIG_DIR"):
-        base["config_dir"] = Path(env["COMPLM_CONFIG_DIR"]).expanduser()
+        base["config_dir"] = check_setting("config_dir", env["COMPLM_CONFIG_DIR"], "COMPLM_CONFIG_DIR", "env")
     settings = Settings(**base)
     values: dict[str, Any] = {}
     path = settings.config_file
@@ -176,18 +241,15 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
             raise CatalogError(f"The config file {path} is not valid TOML ({exc}); fix or remove it.") from None
-        known = {f.name for f in dataclasses.fields(Settings)} - {"config_dir"}
+        known = SETTING_NAMES - {"config_dir"}
         for key, value in data.items():
             if key not in known:
                 raise CatalogError(f"The config file {path} has an unknown key '{key}'; known keys: {', '.join(sorted(known))}.")
-            values[key] = _coerce(key, value, str(path))
+            values[key] = check_setting(key, value, str(path), "file")
     for name, var in _ENV.items():
         if env.get(var, "") != "":
-            values[name] = _coerce(name, env[var], var)
-    result = settings.replace(**values)
-    for name in ("workers", "threads", "gpu_layers", "node_timeout", "hub_timeout"):
-        value = getattr(result, name)
-        low = -1 if name == "gpu_layers" else 0
-        if value is not None and (value < low or (name.endswith("timeout") and value <= 0)):
-            raise UsageError(f"{name} = {value} is out of range; check {_ENV[name]} and {result.config_file}.")
-    return result
+            values[name] = check_setting(name, env[var], var, "env")
+    for name, value in (flags or {}).items():
+        if value is not None:
+            values[name] = check_setting(name, value, FLAGS.get(name, name), "flag")
+    return dataclasses.replace(settings, **values)

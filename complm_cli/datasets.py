@@ -72,6 +72,8 @@ def _records(path: Path) -> Iterator[tuple[str, Any]]:
                 yield f"line {number}", json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"Line {number} of {path} is not valid JSON ({exc.msg}).") from None
+            except RecursionError:
+                raise DatasetError(_too_deep(f"Line {number} of {path}")) from None
 
 
 def _array_records(path: Path, first_line: int, data: bytes) -> Iterator[tuple[str, Any]]:
@@ -82,8 +84,14 @@ def _array_records(path: Path, first_line: int, data: bytes) -> Iterator[tuple[s
     except json.JSONDecodeError as exc:
         line = first_line + exc.lineno - 1
         raise DatasetError(f"Line {line} of {path} is not valid JSON ({exc.msg}).") from None
+    except RecursionError:
+        raise DatasetError(_too_deep(f"Dataset file {path}")) from None
     for number, item in enumerate(value, start=1):
         yield f"item {number}", item
+
+
+def _too_deep(place: str) -> str:
+    return f"{place} nests its JSON too deeply to read; a record is an object of a question and an answer."
 
 
 def _kind(value: Any) -> str:
@@ -145,7 +153,10 @@ def read_dataset(
     examples: list[Example] = []
     seen: set[str] = set()
     for where, record in _records(path):
-        example = _example(path, where, record, question_field, answer_field)
+        try:
+            example = _example(path, where, record, question_field, answer_field)
+        except RecursionError:
+            raise DatasetError(_too_deep(f"{where.capitalize()} of {path}")) from None
         # Duplicate ids are kept, made unique so results can be keyed by id.
         base, n = example.id, 1
         while example.id in seen:

@@ -7,6 +7,7 @@ returns; the CLI never shows a traceback for one (unless --debug).
 from __future__ import annotations
 
 import enum
+import errno
 
 
 class ExitCode(enum.IntEnum):
@@ -20,6 +21,7 @@ class ExitCode(enum.IntEnum):
     INTEGRITY = 7  # a size or SHA-256 mismatch, or a pulled file that changed since
     MODEL = 8  # a model failed to load or generate, so no answer could be given
     DATASET = 9  # an evaluation dataset that cannot be read
+    STORAGE = 10  # a file or folder complm must write cannot be written (read-only, permissions, full)
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -61,3 +63,18 @@ class ModelError(ComplmError):
 
 class DatasetError(ComplmError):
     code = ExitCode.DATASET
+
+
+class StorageError(ComplmError):
+    code = ExitCode.STORAGE
+
+
+# The errno values that mean "this cannot be written here", as opposed to a bug.
+WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
+                          errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.EMLINK, errno.EFBIG})
+
+
+def storage_error(exc: OSError, lead: str) -> StorageError:
+    """One sentence for an OSError met while writing: `lead` says what, e.g. "Cannot write to the model cache"."""
+    where = f" {exc.filename}" if exc.filename else ""
+    return StorageError(f"{lead}{where}: {exc.strerror or exc}; check that the folder exists, is writable and has free space.")

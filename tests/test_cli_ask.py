@@ -74,25 +74,6 @@ def test_ask_in_a_real_pipe(models):
     assert proc.stderr == "" or proc.returncode == 3
 
 
-def test_empty_question_is_a_usage_error(models):
-    result = invoke("ask", "   ")
-    assert result.exit_code == 2
-    assert "empty" in result.output
-
-
-def test_unknown_mode_and_expert(models):
-    assert invoke("ask", Q, "--mode", "turbo").exit_code == 2
-    result = invoke("ask", Q, "--expert", "nobody")
-    assert result.exit_code == 4 and "nobody" in result.output
-
-
-def test_offline_with_an_unpulled_expert(models):
-    # The shipped catalog's planner (the 1.5B model) is not in this test's cache.
-    result = runner.invoke(app, ["ask", Q, "--offline"])
-    assert result.exit_code == 4, result.output
-    assert "not pulled" in result.output and "Traceback" not in result.output
-
-
 @pytest.mark.parametrize("fmt", ["json", "mermaid", "dot"])
 def test_graph_formats(models, fmt):
     result = invoke("graph", Q, "--format", fmt)

@@ -1,6 +1,7 @@
 """The CLI shell: help without the ML stack, list, doctor, error handling."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -129,3 +130,75 @@ def test_graph_offline_names_the_missing_planner(isolated):
     result = runner.invoke(app, ["graph", "Who wrote Hamlet?", "--offline"])
     assert result.exit_code == 4
     assert "qwen2.5-coder-1.5b" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args, words", [
+    (["ask", "q", "--timeout", "0"], ["--timeout"]),
+    (["ask", "q", "--timeout", "-1"], ["--timeout"]),
+    (["ask", "q", "--timeout", "nan"], ["--timeout"]),
+    (["ask", "q", "--gpu-layers", "-5"], ["--gpu-layers"]),
+    (["ask", "q", "--max-memory", "lots"], ["--max-memory"]),
+])
+def test_bad_flags_are_usage_errors_before_anything_loads(isolated, args, words):
+    result = runner.invoke(app, [*args, "--offline"])
+    assert result.exit_code == 2, result.output
+    assert all(w in result.output for w in words) and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("line", ["workers = -3", 'max_memory = "lots"', "max_memory = -1", 'offline = "nope"'])
+def test_bad_config_values_exit_5_naming_file_and_key(isolated, line):
+    isolated["config"].mkdir(parents=True)
+    (isolated["config"] / "config.toml").write_text(line + "\n")
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 5, result.output
+    assert "config.toml" in result.output and line.split()[0] in result.output
+
+
+def test_cache_dir_that_is_a_file(isolated, tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("COMPLM_CACHE_DIR", str(tmp_path / "afile"))
+    result = runner.invoke(app, ["pull", "smollm2-135m"])
+    assert result.exit_code == 2, result.output
+    assert "COMPLM_CACHE_DIR" in result.output and "Traceback" not in result.output
+
+
+def _complm_process(*args, stdin: bytes = b"", stdout=subprocess.PIPE, env: dict | None = None):
+    return subprocess.run([sys.executable, "-m", "complm_cli", *args], input=stdin, stdout=stdout,
+                          stderr=subprocess.PIPE, env={**os.environ, **(env or {})}, timeout=120)
+
+
+@pytest.mark.parametrize("locale", ["C.UTF-8", "C"])
+def test_question_on_stdin_that_is_not_utf8(isolated, locale):
+    proc = _complm_process("ask", "--offline", stdin=b"What is caf\xe9 in \xff English?\n", env={"LC_ALL": locale})
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert "UTF-8" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_question_argument_that_is_not_utf8(isolated):
+    proc = subprocess.run([sys.executable, "-m", "complm_cli", "ask", b"caf\xe9?", "--offline"], capture_output=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert b"UTF-8" in proc.stderr
+
+
+def test_stdout_on_a_full_device(isolated):
+    with open("/dev/full", "wb") as full:
+        proc = _complm_process("list", "--json", stdout=full)
+    err = proc.stderr.decode()
+    assert proc.returncode == 10, err
+    assert "No space left on device" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_usage_errors_pull_no_model(isolated):
+    """Usage errors are found before anything is pulled: the cache stays empty."""
+    result = runner.invoke(app, ["ask", "   "])
+    assert result.exit_code == 2 and "empty" in result.output
+    assert runner.invoke(app, ["ask", "q", "--mode", "turbo"]).exit_code == 2
+    result = runner.invoke(app, ["ask", "q", "--expert", "nobody"])
+    assert result.exit_code == 4 and "nobody" in result.output
+    result = runner.invoke(app, ["ask", "q", "--offline"])
+    assert result.exit_code == 4 and "not pulled" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["eval", "--sample", "--mode", "parallel,turbo"])
+    assert result.exit_code == 2 and "turbo" in result.output
+    assert not (isolated["cache"] / "models").exists()

@@ -44,3 +44,73 @@ def test_parse_size(text, value):
 def test_parse_size_rejects_nonsense():
     with pytest.raises(UsageError):
         parse_size("lots")
+
+
+# --- one check for the config file, the environment and flags ----------------------------
+
+
+@pytest.mark.parametrize("line, key", [
+    ("workers = -3", "workers"),
+    ("workers = 2.5", "workers"),
+    ("workers = true", "workers"),
+    ("threads = 0", "threads"),
+    ("gpu_layers = -5", "gpu_layers"),
+    ("max_memory = -1", "max_memory"),
+    ('max_memory = "lots"', "max_memory"),
+    ('offline = "nope"', "offline"),
+    ("node_timeout = 0", "node_timeout"),
+    ("node_timeout = nan", "node_timeout"),
+    ("hub_timeout = -1", "hub_timeout"),
+    ("route_threshold = inf", "route_threshold"),
+])
+def test_bad_config_value_names_file_and_key(isolated, line, key):
+    isolated["config"].mkdir(parents=True)
+    path = isolated["config"] / "config.toml"
+    path.write_text(line + "\n")
+    with pytest.raises(CatalogError) as err:
+        load_settings()
+    assert str(path) in err.value.message and f"'{key}'" in err.value.message, err.value.message
+
+
+@pytest.mark.parametrize("var, value", [
+    ("COMPLM_THREADS", "0"), ("COMPLM_GPU_LAYERS", "-5"), ("COMPLM_NODE_TIMEOUT", "nan"),
+    ("COMPLM_NODE_TIMEOUT", "-1"), ("COMPLM_MAX_MEMORY", "-1"), ("COMPLM_OFFLINE", "nope"), ("COMPLM_WORKERS", "2.5"),
+])
+def test_bad_environment_value_names_the_variable(monkeypatch, var, value):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(UsageError, match=var):
+        load_settings()
+
+
+@pytest.mark.parametrize("text, value", [("0", False), ("false", False), ("no", False), ("OFF", False), ("1", True), ("yes", True)])
+def test_offline_words(monkeypatch, text, value):
+    monkeypatch.setenv("COMPLM_OFFLINE", text)
+    assert load_settings().offline is value
+
+
+@pytest.mark.parametrize("flags, flag", [
+    ({"node_timeout": 0.0}, "--timeout"), ({"node_timeout": -1.0}, "--timeout"), ({"node_timeout": float("nan")}, "--timeout"),
+    ({"gpu_layers": -5}, "--gpu-layers"), ({"threads": 0}, "--threads"), ({"max_memory": "lots"}, "--max-memory"),
+    ({"max_memory": "-1"}, "--max-memory"),
+])
+def test_bad_flag_value_names_the_flag(flags, flag):
+    with pytest.raises(UsageError, match=flag):
+        load_settings(flags=flags)
+
+
+def test_flags_win_and_are_checked_like_the_rest(monkeypatch):
+    monkeypatch.setenv("COMPLM_GPU_LAYERS", "3")
+    s = load_settings(flags={"gpu_layers": -1, "node_timeout": 2.5, "max_memory": "1GB", "seed": None})
+    assert (s.gpu_layers, s.node_timeout, s.max_memory) == (-1, 2.5, 1_000_000_000)
+
+
+def test_library_replace_is_checked_too():
+    with pytest.raises(UsageError, match="node_timeout"):
+        load_settings().replace(node_timeout=0)
+
+
+def test_cache_dir_that_is_a_file_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("COMPLM_CACHE_DIR", str(tmp_path / "afile"))
+    with pytest.raises(UsageError, match="COMPLM_CACHE_DIR.*not a folder"):
+        load_settings()

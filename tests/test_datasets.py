@@ -222,3 +222,36 @@ def test_sample_dataset() -> None:
     for example in examples:
         # every gold must score as correct against itself
         assert score(example.answers[0], example.answers)["correct"] == 1.0
+
+
+@pytest.mark.parametrize("text", [
+    '{"question": "q", "answer": ' + "[" * 100_000 + "]" * 100_000 + "}\n",  # deeper than json can parse
+    '{"question": "q", "answer": ' + "[" * 900 + '"a"' + "]" * 900 + "}\n",  # parses, deeper than the answer walk
+    "[" * 100_000 + "\n",  # a JSON array file
+], ids=["too-deep-to-parse", "too-deep-to-walk", "array-file"])
+def test_deeply_nested_json_is_a_dataset_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "deep.jsonl"
+    path.write_text(text)
+    with pytest.raises(DatasetError) as info:
+        read_dataset(path)
+    assert info.value.code == ExitCode.DATASET and str(path) in info.value.message
+
+
+def test_deeply_nested_dataset_exits_9(tmp_path: Path, isolated) -> None:
+    from typer.testing import CliRunner
+
+    from complm_cli.cli.app import app
+
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"question": "q", "answer": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    result = CliRunner().invoke(app, ["eval", str(path)])
+    assert result.exit_code == 9, result.output
+    assert "Traceback" not in result.output
+
+
+def test_sample_set_is_shipped_and_readable() -> None:
+    from complm_cli.evaluate import sample_path
+
+    examples = read_dataset(sample_path())
+    assert 25 <= len(examples) <= 40
+    assert all(ex.question and ex.answers for ex in examples)

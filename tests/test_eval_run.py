@@ -12,15 +12,6 @@ pytestmark = pytest.mark.model
 runner = CliRunner()
 
 
-def test_sample_set_is_shipped_and_readable():
-    from complm_cli.datasets import read_dataset
-    from complm_cli.evaluate import sample_path
-
-    examples = read_dataset(sample_path())
-    assert 25 <= len(examples) <= 40
-    assert all(ex.question and ex.answers for ex in examples)
-
-
 def test_eval_limit_2_all_modes_then_resume(models, tmp_path):
     out = tmp_path / "run.jsonl"
     args = ["eval", "--sample", "--limit", "2", "--out", str(out), "--json", "--catalog", str(TINY_CATALOG),
@@ -60,8 +51,3 @@ def test_eval_own_dataset_with_field_names(models, tmp_path):
     result = runner.invoke(app, ["eval", str(data), "--mode", "monolithic", "--json", "--catalog", str(TINY_CATALOG)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["modes"]["monolithic"]["count"] == 1
-
-
-def test_eval_unknown_mode(isolated):
-    result = runner.invoke(app, ["eval", "--sample", "--mode", "parallel,turbo"])
-    assert result.exit_code == 2 and "turbo" in result.output

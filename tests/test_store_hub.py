@@ -612,3 +612,156 @@ def test_a_file_left_without_its_manifest_is_re_verified_not_downloaded_again(hu
     store.pull(expert)
     assert_pulled(store, expert, data)
     assert hub.count("GET", HUB_PATH) == before
+
+
+# --- (12) a source that sends more than the catalog says ------------------------------------
+
+
+def test_hub_file_larger_than_the_catalog_size_is_not_downloaded(hub, tmp_path):
+    data = blob()
+    hub.add(REPO, FILE, data + blob(50_000, seed=9))
+    catalog = write_catalog(tmp_path / "cat.toml", data, [hub_source()])
+    result = complm("pull", NAME, "--catalog", catalog)
+    assert result.exit_code == ExitCode.DOWNLOAD, result.output
+    line = one_line(result.stderr)
+    assert str(len(data)) in line and "resume" not in line
+    assert hub.count("GET", HUB_PATH) == 0
+    store, expert = open_store(catalog)
+    assert_not_pulled(store, expert)
+    assert not part_file(store, expert).exists()
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["content-length", "no-length"])
+def test_url_source_that_sends_more_than_the_catalog_size_is_cut_off(hub, tmp_path, announced):
+    data = blob()
+    mirror = hub.put("/mirror/tiny.gguf", data + blob(3 * 1024 * 1024, seed=9))
+    if not announced:
+        hub.omit_length.add(mirror)
+    catalog = write_catalog(tmp_path / "cat.toml", data, [{"type": "url", "url": hub.url_for(mirror)}])
+    result = complm("pull", NAME, "--catalog", catalog)
+    assert result.exit_code == ExitCode.DOWNLOAD, result.output
+    line = one_line(result.stderr)
+    assert "more than" in line and "resume" not in line
+    store, expert = open_store(catalog)
+    assert_not_pulled(store, expert)
+    assert not part_file(store, expert).exists()  # nothing kept that a rerun would append to
+
+
+def test_copy_is_capped_at_the_limit(tmp_path):
+    import io
+
+    from complm_cli import sources
+    from complm_cli.progress import PullProgress
+
+    dest = tmp_path / "out.part"
+    with pytest.raises(sources.SourceFailed, match="more than 1000 bytes"):
+        sources.copy_hashing([io.BytesIO(b"x" * 5000)], dest, PullProgress(), None, limit=1000)
+    assert not dest.exists()
+
+
+# --- (13) what a user can get wrong around the sources ------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint", ["huggingface.co", "http://[::1", "http://example.org:port", "ftp://example.org", "https://"])
+def test_malformed_hf_endpoint_is_a_clear_usage_error(tmp_path, monkeypatch, endpoint):
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    catalog = write_catalog(tmp_path / "cat.toml", blob(), [hub_source()])
+    result = complm("pull", NAME, "--catalog", catalog)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "HF_ENDPOINT" in one_line(result.stderr)
+
+
+def test_path_source_that_is_a_folder_says_so(tmp_path):
+    folder = tmp_path / "models-here"
+    folder.mkdir()
+    catalog = write_catalog(tmp_path / "cat.toml", blob(), [{"type": "path", "path": str(folder)}])
+    result = complm("pull", NAME, "--catalog", catalog)
+    assert result.exit_code == ExitCode.DOWNLOAD, result.output
+    line = one_line(result.stderr)
+    assert "is a folder" in line and "Check the network" not in line
+
+
+# --- (14) cache files that parse but have the wrong shape -----------------------------------------
+
+
+@pytest.mark.parametrize("content", ["null", "[]", '"text"', "{}", '{"sha256": 1}'])
+def test_manifest_of_the_wrong_shape_is_reported_or_rebuilt(hub, tmp_path, content):
+    data = blob()
+    hub.add(REPO, FILE, data)
+    catalog = write_catalog(tmp_path / "cat.toml", data, [hub_source()])
+    assert complm("pull", NAME, "--catalog", catalog).exit_code == 0
+    store, expert = open_store(catalog)
+    manifest = store.folder(expert) / MANIFEST
+    manifest.write_text(content)
+
+    assert list_row(catalog)["pulled"] is False
+    result = complm("verify", NAME, "--catalog", catalog)
+    assert result.exit_code == ExitCode.INTEGRITY, result.output
+    assert str(manifest) in result.stdout and "Traceback" not in result.output
+    result = complm("verify", "--json", "--catalog", catalog)
+    assert result.exit_code == ExitCode.INTEGRITY, result.output
+    before = hub.count("GET", HUB_PATH)
+    assert complm("pull", NAME, "--catalog", catalog).exit_code == 0  # re-hashed in place, not downloaded
+    assert hub.count("GET", HUB_PATH) == before
+    assert_pulled(store, expert, data)
+
+
+# --- (15) a cache that cannot be written ----------------------------------------------------------
+
+
+def _read_only_under(monkeypatch, root: Path, *names: str) -> None:
+    """Path methods that write raise EROFS below `root`, as on a read-only mount (root ignores chmod)."""
+    import errno
+    import pathlib
+
+    for name in names:
+        original = getattr(pathlib.Path, name)
+
+        def refuse(self, *args, _original=original, **kwargs):
+            if str(self).startswith(str(root)):
+                raise OSError(errno.EROFS, "Read-only file system", str(self))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(pathlib.Path, name, refuse)
+
+
+def test_read_only_cache_on_pull_is_a_storage_error(hub, tmp_path, monkeypatch, isolated):
+    data = blob()
+    hub.add(REPO, FILE, data)
+    catalog = write_catalog(tmp_path / "cat.toml", data, [hub_source()])
+    _read_only_under(monkeypatch, isolated["cache"], "mkdir")
+    result = complm("pull", NAME, "--catalog", catalog)
+    assert result.exit_code == ExitCode.STORAGE, result.output
+    line = one_line(result.stderr)
+    assert "Read-only file system" in line and str(isolated["cache"]) in line and "unexpected" not in line
+
+
+def test_read_only_cache_on_rm_is_a_storage_error(hub, tmp_path, monkeypatch, isolated):
+    data = blob()
+    hub.add(REPO, FILE, data)
+    catalog = write_catalog(tmp_path / "cat.toml", data, [hub_source()])
+    assert complm("pull", NAME, "--catalog", catalog).exit_code == 0
+    _read_only_under(monkeypatch, isolated["cache"], "unlink", "rmdir")
+    result = complm("rm", NAME, "--catalog", catalog)
+    assert result.exit_code == ExitCode.STORAGE, result.output
+    assert "Read-only file system" in one_line(result.stderr)
+    store, expert = open_store(catalog)
+    assert store.is_pulled(expert)  # nothing half-removed
+
+
+def test_rm_that_cannot_remove_the_folder_does_not_say_removed(hub, tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    data = blob()
+    hub.add(REPO, FILE, data)
+    catalog = write_catalog(tmp_path / "cat.toml", data, [hub_source()])
+    assert complm("pull", NAME, "--catalog", catalog).exit_code == 0
+
+    def refuse(path, *args, **kwargs):
+        raise OSError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(shutil, "rmtree", refuse)
+    result = complm("rm", NAME, "--catalog", catalog)
+    assert result.exit_code == ExitCode.STORAGE, result.output
+    assert f"removed {NAME}" not in result.stderr

@@ -19,6 +19,10 @@ class Worker(Protocol):
 
     def load(self) -> None: ...
 
+    def set_threads(self, threads: int) -> None:
+        """Use `threads` CPU threads from the next token on (the scheduler shares the CPU among running nodes)."""
+        ...
+
     def stream(self, messages: list[dict], *, max_tokens: int, temperature: float, seed: int,
                threads: int, schema: dict | None = None, prefix: int = 0) -> Iterator[str]:
         """Yield the reply piece by piece (about one token each); stop early when closed.

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import os
+import re
+import signal
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -29,6 +33,95 @@ def estimate_memory(expert: Expert, path: Path, shares_weights: bool) -> int:
     return context + (0 if shares_weights else weights)
 
 
+# --- llama-cpp-python's internals, in one place --------------------------------------
+
+# The versions the adapter below was written and tested against (pyproject.toml pins the same range).
+TESTED = "0.3.36"
+SUPPORTED = ((0, 3, 36), (0, 4, 0))  # from, up to but not including
+
+
+def _unknown(version: str, what: str) -> ModelError:
+    return ModelError(f"llama-cpp-python {version} is not a version complm knows ({what}); complm was tested with "
+                      f"{TESTED}: install it with `pip install llama-cpp-python=={TESTED}`.")
+
+
+def check_llama_cpp_version() -> None:
+    import llama_cpp
+
+    version = str(getattr(llama_cpp, "__version__", "?"))
+    numbers = tuple(int(n) for n in re.findall(r"\d+", version)[:3])
+    if not SUPPORTED[0] <= numbers < SUPPORTED[1]:
+        raise _unknown(version, f"complm supports {'.'.join(map(str, SUPPORTED[0]))} up to, not including, "
+                                f"{'.'.join(map(str, SUPPORTED[1]))}")
+
+
+class LlamaInternals:
+    """What complm needs of a Llama beyond its public API: setting the thread count
+    of a loaded context, a token's text for the chat template, and building a
+    LlamaState from a saved KV cache. Checked when a model loads, so an
+    llama-cpp-python that moved them fails with one sentence, not an AttributeError."""
+
+    def __init__(self, llm):
+        import llama_cpp
+        from llama_cpp.llama import LlamaState
+
+        version = str(getattr(llama_cpp, "__version__", "?"))
+        if not hasattr(getattr(llm, "_ctx", None), "ctx"):
+            raise _unknown(version, "Llama._ctx.ctx is missing")
+        if not hasattr(getattr(llm, "_model", None), "token_get_text"):
+            raise _unknown(version, "Llama._model.token_get_text is missing")
+        if not isinstance(getattr(llm, "_seed", None), int):
+            raise _unknown(version, "Llama._seed is missing")
+        fields = set(inspect.signature(LlamaState).parameters)
+        if fields != {"input_ids", "scores", "n_tokens", "llama_state", "llama_state_size", "seed"}:
+            raise _unknown(version, "LlamaState takes other fields")
+        self.llm, self._state_class, self._set_threads = llm, LlamaState, llama_cpp.llama_set_n_threads
+
+    def set_threads(self, threads: int) -> None:
+        self._set_threads(self.llm._ctx.ctx, threads, threads)
+
+    def token_text(self, token: int) -> str:
+        return self.llm._model.token_get_text(token)
+
+    def state(self, tokens: list[int], data: bytes):
+        """A LlamaState that puts `data` (a saved KV cache of `tokens`) back into the context."""
+        import numpy as np
+
+        ids = np.zeros(self.llm.n_ctx(), dtype=np.intc)
+        ids[: len(tokens)] = tokens
+        # Only the KV cache matters: every prompt continues past the prefix,
+        # so its logits are recomputed (one zero row broadcasts over them).
+        return self._state_class(input_ids=ids, scores=np.zeros((1, self.llm.n_vocab()), dtype=np.single),
+                                 n_tokens=len(tokens), llama_state=data, llama_state_size=len(data), seed=self.llm._seed)
+
+
+@contextlib.contextmanager
+def signals_after():
+    """Hold Ctrl-C (and SIGTERM) until the block ends, then deliver it.
+
+    llama.cpp logs through a ctypes callback while a model loads; a
+    KeyboardInterrupt raised inside that callback is printed as "Exception
+    ignored" and dropped, and the run goes on. Only the main thread gets
+    signals, and only a Python-level handler can be held; others are left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if callable(handler):
+            previous[signum] = handler
+            signal.signal(signum, lambda n, frame: held.append(n))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if held:
+            previous[held[0]](held[0], None)
+
+
 class LlamaWorker:
     def __init__(self, expert: Expert, path: Path, shares_weights: bool, *, gpu_layers: int | None = None,
                  threads: int = 1, seed: int = 0, n_ctx: int | None = None, state_dir: Path | None = None):
@@ -40,25 +133,33 @@ class LlamaWorker:
         self.n_ctx = n_ctx or expert.generation.n_ctx
         self.memory = estimate_memory(expert, path, shares_weights)
         self.llm = None
+        self._internals: LlamaInternals | None = None
 
     def load(self) -> None:
         if self.llm is not None:
             return
+        check_llama_cpp_version()
         try:
             from llama_cpp import Llama
 
-            self.llm = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads,
-                             n_threads_batch=self.threads, n_gpu_layers=self.gpu_layers, seed=self.seed,
-                             n_batch=512, verbose=False)
+            with signals_after():
+                llm = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads,
+                            n_threads_batch=self.threads, n_gpu_layers=self.gpu_layers, seed=self.seed,
+                            n_batch=512, verbose=False)
         except Exception as exc:
             raise ModelError(f"The model '{self.expert.name}' could not be loaded from {self.path} ({exc}); "
                              f"try `complm verify {self.expert.name}`.") from None
+        try:
+            self._internals = LlamaInternals(llm)
+        except ModelError:
+            with contextlib.suppress(Exception):
+                llm.close()
+            raise
+        self.llm = llm
 
     def set_threads(self, threads: int) -> None:
-        import llama_cpp
-
-        if self.llm is not None and threads != self.threads:
-            llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, threads, threads)
+        if self._internals is not None and threads != self.threads:
+            self._internals.set_threads(threads)
             self.threads = threads
 
     def stream(self, messages: list[dict], *, max_tokens: int, temperature: float, seed: int,
@@ -112,10 +213,10 @@ class LlamaWorker:
             template = self.llm.metadata.get("tokenizer.chat_template")
             if not template:
                 return None
-            model = self.llm._model
+            text = self._internals.token_text
             eos, bos = self.llm.token_eos(), self.llm.token_bos()
-            self._formatter = Jinja2ChatFormatter(template=template, eos_token=model.token_get_text(eos) if eos != -1 else "",
-                                                  bos_token=model.token_get_text(bos) if bos != -1 else "")
+            self._formatter = Jinja2ChatFormatter(template=template, eos_token=text(eos) if eos != -1 else "",
+                                                  bos_token=text(bos) if bos != -1 else "")
         return self._formatter(messages=messages)
 
     def _cached_prompt(self, messages: list[dict], prefix: int) -> tuple[list[int], list[str]] | None:
@@ -149,20 +250,10 @@ class LlamaWorker:
         return self.state_dir / f"{self.expert.name}-{key}.state"
 
     def _restore_or_build(self, head: str, head_tokens: list[int]) -> None:
-        import numpy as np
-        from llama_cpp.llama import LlamaState
-
         path = self._state_path(head)
-        n = len(head_tokens)
         if path is not None and path.is_file():
             try:
-                data = path.read_bytes()
-                ids = np.zeros(self.llm.n_ctx(), dtype=np.intc)
-                ids[:n] = head_tokens
-                # Only the KV cache matters: every prompt continues past the prefix,
-                # so its logits are recomputed (one zero row broadcasts over them).
-                self.llm.load_state(LlamaState(input_ids=ids, scores=np.zeros((1, self.llm.n_vocab()), dtype=np.single),
-                                               n_tokens=n, llama_state=data, llama_state_size=len(data), seed=self.llm._seed))
+                self.llm.load_state(self._internals.state(head_tokens, path.read_bytes()))
                 return
             except Exception:
                 path.unlink(missing_ok=True)
@@ -180,6 +271,7 @@ class LlamaWorker:
             with contextlib.suppress(Exception):
                 self.llm.close()
             self.llm = None
+            self._internals = None
 
 
 def llama_factory(gpu_layers: int | None, seed: int, state_dir: Path | None = None):

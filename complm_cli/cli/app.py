@@ -49,5 +49,15 @@ app.command("doctor")(doctor.doctor)
 app.command("eval")(evaluate.evaluate)
 
 
+def _terminate(signum, frame) -> None:
+    # SIGTERM takes the path of Ctrl-C, so what a command started (pip, the
+    # workers) is stopped and the cache left clean before the exit.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     app(prog_name="complm")

@@ -31,7 +31,6 @@ def ask(
     """Answer a question by composing experts: plan, route, run in parallel, aggregate."""
     from complm_cli import render
     from complm_cli.cli.question import prepare, read_question
-    from complm_cli.config import parse_size
     from complm_cli.events import ignore
     from complm_cli.pipeline import MODES
 
@@ -40,7 +39,7 @@ def ask(
     if mode not in MODES:
         raise UsageError(f"Unknown mode '{mode}'; use one of {', '.join(MODES)}.")
     overrides = dict(workers=workers, threads=threads, gpu_layers=gpu_layers, seed=seed, node_timeout=timeout,
-                     max_memory=parse_size(max_memory) if max_memory else None)
+                     max_memory=max_memory)
     session = prepare(catalog, offline, expert, (mode,), e, verbose, **overrides)
     # A live view only for a person at a terminal: a pipe gets the answer alone.
     live = e.stderr_isatty and e.stdout_isatty and not as_json

@@ -11,7 +11,7 @@ from typing import IO, Any, Callable
 
 import typer
 
-from complm_cli.errors import ComplmError, ExitCode
+from complm_cli.errors import WRITE_ERRNOS, ComplmError, ExitCode, storage_error
 
 
 @dataclass
@@ -70,7 +70,11 @@ def handles_errors(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
+            # Flushed here, not at exit: a stdout that cannot take the output
+            # (a full device) is then one sentence and exit 10, not a traceback.
+            sys.stdout.flush()
+            return result
         except ComplmError as exc:
             if env().debug:
                 raise
@@ -79,13 +83,17 @@ def handles_errors(func: Callable) -> Callable:
             raise fail("interrupted.", ExitCode.INTERRUPTED) from None
         except BrokenPipeError:
             # The reader went away (`complm ask ... | head -c1`): stop quietly, as Unix tools do.
-            try:
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            except (OSError, ValueError):
-                pass
+            _drop_stdout()
             raise typer.Exit(int(ExitCode.OK)) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
+        except OSError as exc:
+            if exc.errno not in WRITE_ERRNOS or env().debug:
+                raise
+            if exc.filename is None:  # a write to a stream: stdout, the only one complm writes much to
+                _drop_stdout()
+                exc.filename = "<stdout>"
+            raise fail(storage_error(exc, "Cannot write").message, ExitCode.STORAGE) from None
         except Exception as exc:  # a bug: say so in one line, --debug shows where
             if env().debug:
                 raise
@@ -94,12 +102,20 @@ def handles_errors(func: Callable) -> Callable:
     return wrapper
 
 
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit cannot fail a second time."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def load(catalog: Path | None = None, offline: bool | None = None, **overrides: Any):
     """Settings and catalog for a command, with its flags layered on top."""
     from complm_cli.catalog import catalog_for
     from complm_cli.config import load_settings
 
-    settings = load_settings().replace(catalog=catalog, offline=offline or None, **overrides)
+    settings = load_settings(flags=dict(catalog=catalog, offline=offline or None, **overrides))
     return settings, catalog_for(settings)
 
 

@@ -12,6 +12,18 @@ from complm_cli.cli.common import CatalogOpt, JsonOpt, OfflineOpt, env, handles_
 from complm_cli.errors import UsageError
 
 
+def _check_writable(out: Path) -> None:
+    """Found before the first question runs, not after it."""
+    from complm_cli.errors import storage_error
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a"):
+            pass
+    except OSError as exc:
+        raise storage_error(exc, "Cannot write the --out file") from None
+
+
 @handles_errors
 def evaluate(
     dataset: Path = typer.Argument(None, help="JSONL (or JSON array) of objects with a question and a gold answer.", dir_okay=False),
@@ -40,6 +52,8 @@ def evaluate(
     modes = ev.parse_modes(mode)
     path = ev.sample_path() if sample else dataset
     examples = read_dataset(path, question_field, answer_field, limit)
+    if out is not None:
+        _check_writable(out)
     e = env()
     session = prepare(catalog, offline, expert, modes, e, monolithic=monolithic_expert, workers=workers, seed=seed)
     total = len(examples) * len(modes)

@@ -13,13 +13,32 @@ def read_question(arg: str | None, e: Environment) -> str:
     if arg is None or arg == "-":
         if arg is None and e.stdin_isatty:
             raise UsageError("No question given; pass it as an argument, or pipe it on stdin.")
-        text = e.stdin.read()
+        text = _read_utf8(e.stdin)
     else:
         text = arg
+    try:
+        # Python hands undecodable argv bytes (and, under the C locale, stdin) over as lone surrogates.
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(_NOT_UTF8) from None
     text = text.strip()
     if not text:
         raise UsageError("The question is empty; pass it as an argument, or pipe it on stdin.")
     return text
+
+
+_NOT_UTF8 = "The question is not UTF-8 text; convert it (e.g. with iconv -t UTF-8) and ask again."
+
+
+def _read_utf8(stream) -> str:
+    """The whole stream as UTF-8, decoded here rather than by the locale's codec."""
+    raw = getattr(stream, "buffer", None)
+    try:
+        if raw is not None:
+            return raw.read().decode("utf-8-sig")
+        return stream.read()
+    except UnicodeDecodeError:
+        raise UsageError(_NOT_UTF8) from None
 
 
 def prepare(catalog: Path | None, offline: bool, expert: str | None, modes: tuple[str, ...], e: Environment,
