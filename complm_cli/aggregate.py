@@ -24,9 +24,17 @@ _COMBINES = re.compile(
 )
 
 
+# Capitalised because they start a sentence, not because they name the answer.
+_COMMON = frozenset("""The This That These Those There Their They Then Than It Its Yes And But However
+Answer Sure Here His Her She For From With When Where Which What Who Why How""".split())
+
+
 def direct_answer(plan: Plan, results: dict[int, NodeResult]) -> str | None:
     """The final answer without a model call, or None when the parts must be combined."""
     sinks = plan.sinks()
+    last = results[plan.nodes[-1].id] if plan.nodes else None
+    if last is not None and last.calculation and last.status == "done" and all(results[s].calculation for s in sinks):
+        return last.shown  # a plan that ends in a calculation asks for its result (others are unused working)
     if not sinks or any(results[s].status != "done" for s in sinks):
         return None
     if len(sinks) == 1:
@@ -56,8 +64,8 @@ def _key_facts(answer: str, question: str) -> set[str]:
     if numbers:
         return numbers
     asked = set(re.findall(r"\b[A-Z][\w'-]+", question))
-    words = re.findall(r"(?<![.!?]\s)(?<!^)\b[A-Z][\w'-]{2,}", answer)
-    return {w for w in words if w not in asked}
+    words = re.findall(r"\b[A-Z][\w'-]{2,}", answer)
+    return {w for w in words if w not in asked and w not in _COMMON}
 
 
 def _mentions(text: str, facts: set[str]) -> bool:

@@ -130,7 +130,7 @@ def _to_python(formula: str) -> str:
     f = formula.replace("×", "*").replace("÷", "/").replace("^", "**")
     f = re.sub(r"(?<=[\d)}])\s*x\s*(?=[\d({])", " * ", f)  # 3 x 4
     f = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", f)  # thousands separators
-    f = re.sub(r"(\d+(?:\.\d+)?)\s*%", r"(\1 / 100)", f)
+    f = re.sub(r"(\d+(?:\.\d+)?)\s*%(?!\s*[\d({])", r"(\1 / 100)", f)  # 25% (but 7 % 4 is a remainder)
     return _REF.sub(lambda m: f"ref_{m.group(1)}", f)
 
 

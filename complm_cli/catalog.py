@@ -104,6 +104,9 @@ class Expert:
     note: str = ""
     origin: str = ""  # catalog file the entry (or its last override) came from
     tool: str = ""  # for kind 'tool': which built-in tool answers (the calculator)
+    # How far this expert's routing score must be above the fallback's for it to take a node:
+    # a smaller model that answers its own topic worse than the fallback gets a margin (bench/competence.py).
+    route_margin: float = 0.0
 
     @property
     def pullable(self) -> bool:
@@ -327,7 +330,10 @@ def _parse_entry(name: str, table: dict[str, Any], kind: str, origins: dict[str,
         raise c.fail("sha256", "is missing (only an entry with a Hub source may leave it to the Hub)")
     generation = _parse_generation(c.get("generation", dict, {}), where, origins)
     known = {"description", "file", "dir", "roles", "domains", "examples", "size", "sha256", "check_file",
-             "sources", "generation", "default", "note"}
+             "sources", "generation", "default", "note", "route_margin"}
+    margin = float(c.get("route_margin", (int, float), 0.0))
+    if not (math.isfinite(margin) and 0 <= margin <= 1):
+        raise c.fail("route_margin", f"must be a number from 0 to 1, not {margin}")
     unknown = sorted(set(table) - known)
     if unknown:
         raise c.fail(unknown[0], f"is not a known key (known: {', '.join(sorted(known))})")
@@ -335,7 +341,7 @@ def _parse_entry(name: str, table: dict[str, Any], kind: str, origins: dict[str,
         name=name, description=description, file=file, sources=sources, kind=kind, roles=roles,
         domains=c.strings("domains", ()), examples=c.strings("examples", ()), size=size, sha256=sha,
         check_file=check_file, generation=generation, default=c.get("default", bool, False),
-        note=c.get("note", str, ""), origin=origins.get("", ""),
+        note=c.get("note", str, ""), origin=origins.get("", ""), route_margin=margin,
     )
 
 

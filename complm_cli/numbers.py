@@ -82,6 +82,9 @@ def find_numbers(text: str) -> list[tuple[int, Fraction, str]]:
     return found
 
 
+_ASKS_YEAR = re.compile(r"\b(?:what|which) year\b|\bwhen\b|\byear\b", re.I)
+
+
 def extract_number(answer: str, question: str = "") -> Fraction | None:
     """The number an answer gives for its question.
 
@@ -97,6 +100,10 @@ def extract_number(answer: str, question: str = "") -> Fraction | None:
         return None
     stated = {value for _, value, _ in find_numbers(question)}
     fresh = [value for _, value, _ in numbers if value not in stated]
+    if _ASKS_YEAR.search(question):
+        # "It fell on November 9, 1989": a question about a year wants the year, not the day.
+        years = [v for v in fresh if v.denominator == 1 and 1000 <= v <= 2200]
+        fresh = years or fresh
     return fresh[0] if fresh else numbers[0][1]
 
 

@@ -244,7 +244,8 @@ class Session:
         else:
             on_event(Stage("aggregate", self.aggregator.name))
             answer, agg_tokens = self._aggregate(plan, results, on_event, cancel)
-            answer, restored = repair(answer, plan, results)
+            if answer.strip():  # an empty answer stays a failure: there is nothing to repair
+                answer, restored = repair(answer, plan, results)
         timings["aggregate_s"] = time.perf_counter() - t
         # A reused plan (eval shares one between modes) still counts in the latency.
         timings["wall_s"] = time.perf_counter() - start + (plan.seconds if reused else 0.0)

@@ -128,6 +128,7 @@ def _as_int(value: Any) -> int | None:
 _LINE = re.compile(r"^\s*([A-Za-z_]\w{0,40})\s*=\s*(.+?)\s*;?\s*$")
 _ASK = re.compile(r"^ask\(\s*f?([\"'])(.*)\1\s*\)$")
 _NAME = re.compile(r"\b[A-Za-z_]\w*\b")
+_CONSTANT = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _FUNCTIONS = frozenset({"round", "abs", "min", "max", "sqrt", "floor", "ceil", "days", "int", "float"})
 
 
@@ -136,6 +137,7 @@ def parse_lines(question: str, raw: str) -> tuple[list[tuple[str, list[int]]], l
     steps: list[tuple[str, list[int]]] = []
     problems: list[str] = []
     names: dict[str, int] = {}
+    consts: dict[str, str] = {}
     for line in raw.replace("\r", "").split("\n"):
         line = line.strip()
         if steps and (not line or line.startswith("```")):
@@ -149,6 +151,10 @@ def parse_lines(question: str, raw: str) -> tuple[list[tuple[str, list[int]]], l
             problems.append(f"line '{line[:60]}' is neither name = ask(\"...\") nor name = formula")
             continue
         name, rhs = m.group(1), m.group(2)
+        rhs = _NAME.sub(lambda w: consts.get(w.group(0), w.group(0)), rhs) if consts else rhs
+        if _CONSTANT.fullmatch(rhs) and name not in names:
+            consts[name] = rhs.replace(",", "")  # `april = 48` is no step: the number goes where the name is used
+            continue
         index = len(steps) + 1
         ask = _ASK.match(rhs)
         if ask:
@@ -163,6 +169,7 @@ def parse_lines(question: str, raw: str) -> tuple[list[tuple[str, list[int]]], l
                 problems.append(f"step {index} uses {{{key}}}, which no earlier line sets")
                 return match.group(0)
 
+            text = re.sub(r"\{([A-Za-z_]\w*)\}", lambda c: consts.get(c.group(1), c.group(0)), text)
             text = re.sub(r"\{([A-Za-z_]\w*|\d+)\}", ref, text)
         else:
             unknown = [w for w in _NAME.findall(rhs) if w not in names and w not in _FUNCTIONS and not w.isdigit()]
@@ -172,6 +179,8 @@ def parse_lines(question: str, raw: str) -> tuple[list[tuple[str, list[int]]], l
             text = re.sub(r"\b(?:int|float)\(", "(", text)
         steps.append((" ".join(text.split()), sorted(references(text))))
         names[name] = index
+    if not steps and consts and not problems:
+        steps.append((list(consts.values())[-1], []))  # a plan that only states a number
     if not steps and not problems:
         problems.append("the reply has no plan lines")
     return steps, problems
@@ -182,10 +191,15 @@ def parse_plan(question: str, raw: str, max_nodes: int = MAX_NODES) -> Parsed:
     plan = Plan(question=question, nodes=[], raw=raw if isinstance(raw, str) else repr(raw))
     if isinstance(raw, str) and not raw.lstrip().startswith(("{", "[")):
         steps, problems = parse_lines(question, raw)
-        if problems:
+        if not steps and _load_json(raw) is not None:
+            steps, problems = [], []  # JSON wrapped in prose: read below
+        elif not steps:
+            return Parsed(plan, ["the planner's reply is not a plan (no name = ask(...) lines, and not JSON)"])
+        elif problems:
             plan.nodes = [Node(i, q, tuple(d)) for i, (q, d) in enumerate(steps, 1)]
             return Parsed(plan, problems)
-        return _finish(plan, [{"q": q, "deps": d} for q, d in steps], question, max_nodes)
+        if steps:
+            return _finish(plan, [{"q": q, "deps": d} for q, d in steps], question, max_nodes)
     data = _load_json(raw) if isinstance(raw, str) else None
     if data is None:
         return Parsed(plan, ["the planner's reply is not JSON"])

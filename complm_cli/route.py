@@ -160,7 +160,7 @@ class Route:
     expert: str
     score: float  # the chosen expert's score (the best score, even when it fell back)
     scores: dict[str, float] = field(default_factory=dict)  # every candidate's score
-    reason: str = "score"  # 'score', 'fallback' (no score passed the threshold), 'forced' (--expert), 'monolithic', 'calculation'
+    reason: str = "score"  # 'score', 'fallback' (no score passed the threshold), 'competence' (the topic's expert is not trusted by that margin), 'forced' (--expert), 'monolithic', 'calculation'
     formula: str = ""  # for a calculation: what the calculator evaluates, with {N} for earlier answers
 
     def to_dict(self) -> dict:
@@ -174,7 +174,8 @@ class Route:
         """How renderers name the route: the expert and its score, or the formula it computes."""
         if self.formula:
             return f"{self.expert}: {self.formula}"
-        return f"{self.expert} ({self.score:.2f}{', fallback' if self.reason == 'fallback' else ''})"
+        why = {"fallback": ", fallback", "competence": ", by competence"}.get(self.reason, "")
+        return f"{self.expert} ({self.score:.2f}{why})"
 
 
 def score_matrix(query_vecs, profile_vecs: list, rule: str = RULE, k: int = TOP_K):
@@ -215,9 +216,9 @@ def score_matrix(query_vecs, profile_vecs: list, rule: str = RULE, k: int = TOP_
 
 class Router:
     def __init__(self, experts: list[Expert], fallback: Expert, embedder: Embedder, cache: VectorCache,
-                 threshold: float, rule: str = RULE, k: int = TOP_K):
+                 threshold: float, rule: str = RULE, k: int = TOP_K, competence: bool = True):
         self.experts, self.fallback, self.embedder, self.cache = experts, fallback, embedder, cache
-        self.threshold, self.rule, self.k = threshold, rule, k
+        self.threshold, self.rule, self.k, self.competence = threshold, rule, k, competence
         self._profiles = None
 
     def profiles(self):
@@ -232,11 +233,16 @@ class Router:
             return [Route(self.fallback.name, 0.0, {}, "fallback") for _ in questions]
         scores = score_matrix(self.embedder.encode(questions), self.profiles(), self.rule, self.k)
         routes = []
+        margins = {e.name: e.route_margin for e in self.experts} if self.competence else {}
         for row in scores:
             by_name = {e.name: float(s) for e, s in zip(self.experts, row)}
             best = max(by_name, key=by_name.get)
-            if by_name[best] >= self.threshold:
-                routes.append(Route(best, by_name[best], by_name, "score"))
-            else:
+            if by_name[best] < self.threshold:
                 routes.append(Route(self.fallback.name, by_name[best], by_name, "fallback"))
+            elif (best != self.fallback.name and self.fallback.name in by_name
+                  and by_name[best] - by_name[self.fallback.name] < margins.get(best, 0.0)):
+                # On topic, but not clearly enough to trust a model that answers worse than the fallback.
+                routes.append(Route(self.fallback.name, by_name[self.fallback.name], by_name, "competence"))
+            else:
+                routes.append(Route(best, by_name[best], by_name, "score"))
         return routes

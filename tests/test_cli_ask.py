@@ -40,7 +40,7 @@ def test_ask_json_document(models):
     assert doc["nodes"]
     for node in doc["nodes"]:
         assert {"id", "question", "depends_on", "expert", "score", "answer", "status", "seconds", "tokens"} <= set(node)
-        assert node["expert"] == "smollm2-135m"
+        assert node["expert"] in ("smollm2-135m", "calculator")  # "2 plus 2" may be planned as a formula
         assert "{" not in node["question"] or node["status"] != "done"  # references were substituted
     ids = [n["id"] for n in doc["nodes"]]
     assert all(d < n["id"] for n in doc["nodes"] for d in n["depends_on"]) and len(set(ids)) == len(ids)
@@ -82,7 +82,7 @@ def test_graph_formats(models, fmt):
         doc = json.loads(result.stdout)
         assert doc["question"] == Q and doc["nodes"]
         for node in doc["nodes"]:
-            assert node["expert"] == "smollm2-135m" and "score" in node and "scores" in node
+            assert node["expert"] in ("smollm2-135m", "calculator")  # "2 plus 2" may be planned as a formula and "score" in node and "scores" in node
         assert sum(len(level) for level in doc["levels"]) == len(doc["nodes"])
     elif fmt == "mermaid":
         assert result.stdout.startswith("flowchart TD") and "N1" in result.stdout

@@ -701,11 +701,14 @@ def test_session_ask_end_to_end_with_fakes(tmp_path) -> None:
 
     assert result.status == "ok" and result.answer == "Madrid; 51" and result.aggregated
     assert result.plan.fallback is None and len(result.plan.nodes) == 3
-    assert {i: result.routes[i].expert for i in (1, 2, 3)} == {1: "smollm2-135m", 2: "smollm2-135m", 3: "qwen2.5-coder-0.5b"}
+    # "What is 17 times 3?" is arithmetic: the calculator answers it, exactly and without a model
+    assert {i: result.routes[i].expert for i in (1, 2, 3)} == {1: "smollm2-135m", 2: "smollm2-135m", 3: "calculator"}
     assert [n.answer for n in result.nodes] == ["Spain", "Madrid", "51"]
+    assert result.nodes[2].calculation == {"formula": "17 * 3", "expression": "17 * 3", "result": "51"}
+    assert "What is 17 times 3?" not in [c.messages[-1]["content"] for c in fake.streams]
     assert result.nodes[1].question == "What is the capital of Spain?"
     planner_call = fake.streams[0]
-    assert planner_call.expert == "qwen2.5-coder-1.5b" and planner_call.kwargs["schema"] is not None
+    assert planner_call.expert == "qwen2.5-coder-1.5b" and planner_call.kwargs["schema"] is None
     assert planner_call.messages == prompts.planner_messages(question)
     aggregator_call = fake.streams[-1]
     assert aggregator_call.messages[0]["content"] == prompts.AGGREGATOR_SYSTEM

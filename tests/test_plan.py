@@ -118,7 +118,7 @@ def test_make_plan_is_valid_or_an_explained_fallback(question: str, first: str, 
 
     def generate(messages: list[dict], schema: dict) -> tuple[str, int]:
         calls.append(messages)
-        assert schema == plan_schema(MAX_NODES)
+        assert schema is None  # plan lines are read without a grammar
         return (first, second)[len(calls) - 1], 7
 
     plan = make_plan(question, generate)
@@ -256,7 +256,7 @@ class Planner:
 
 
 def test_make_plan_uses_a_good_first_plan() -> None:
-    planner = Planner(reply(("Who wrote Don Quixote?", []), ("In which country was {1} born?", [1])))
+    planner = Planner(reply(("Who painted the Mona Lisa?", []), ("In which country was {1} born?", [1])))
     plan = make_plan(QUESTION, planner)
     assert len(planner.calls) == 1
     assert planner.calls[0] == prompts.planner_messages(QUESTION)

@@ -10,13 +10,25 @@ def test_planner_prompt_holds_every_example_then_the_question():
     assert prompts.planner_messages("x")[:-1] == messages[:-1]
 
 
-def test_examples_use_backward_references_only():
-    from complm_cli.dag import references
+def test_examples_are_valid_plans_for_their_questions():
+    from complm_cli.dag import validate
+    from complm_cli.plan import parse_plan, ungrounded
 
-    for _, steps in prompts.PLANNER_EXAMPLES:
-        for index, (question, deps) in enumerate(steps, 1):
-            assert references(question) == set(deps)
-            assert all(d < index for d in deps)
+    for question, lines in prompts.PLANNER_EXAMPLES:
+        parsed = parse_plan(question, lines)
+        assert parsed.problems == [] and validate(parsed.plan, 6) == []
+        assert ungrounded(parsed.plan, question) == []
+
+
+def test_examples_show_calculations_and_lookups():
+    from complm_cli.calculator import to_formula
+    from complm_cli.plan import parse_plan
+
+    kinds = set()
+    for question, lines in prompts.PLANNER_EXAMPLES:
+        for node in parse_plan(question, lines).plan.nodes:
+            kinds.add(("formula" if to_formula(node.question) else "ask", bool(node.depends_on)))
+    assert kinds == {("formula", True), ("formula", False), ("ask", True), ("ask", False)}
 
 
 def test_expert_prompt_delimits_parent_answers():
