@@ -45,18 +45,14 @@ class Plan:
 
     def levels(self) -> list[list[int]]:
         """Nodes grouped by depth: each level can run at the same time."""
-        depth: dict[int, int] = {}
-        for n in self.nodes:  # ids only point backwards, so one pass suffices
-            depth[n.id] = 1 + max((depth[d] for d in n.depends_on), default=-1)
-        out: list[list[int]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
-        for node_id, d in depth.items():
-            out[d].append(node_id)
-        return out
+        import networkx as nx
+
+        return [sorted(level) for level in nx.topological_generations(self.graph())]
 
     def sinks(self) -> list[int]:
         """Nodes no other node depends on: their answers feed the final answer directly."""
-        needed = {d for n in self.nodes for d in n.depends_on}
-        return [n.id for n in self.nodes if n.id not in needed]
+        g = self.graph()
+        return [n.id for n in self.nodes if g.out_degree(n.id) == 0]
 
     @property
     def width(self) -> int:
@@ -70,10 +66,27 @@ class Plan:
     def to_dict(self) -> dict:
         return {
             "question": self.question,
-            "nodes": [{"id": n.id, "question": n.question, "depends_on": list(n.depends_on)} for n in self.nodes],
+            "nodes": [{"id": n.id, "question": readable(n.question), "depends_on": list(n.depends_on)} for n in self.nodes],
             "fallback": self.fallback,
             "repairs": self.repairs,
         }
+
+
+# Braces and "#N" the user typed ("ranked #1", a regex like \d{3}) must never read as
+# references to earlier answers: they are swapped for look-alike characters before
+# planning, and swapped back when a step is sent to an expert or shown.
+_USER_MARKS = {"{": "\uff5b", "}": "\uff5d", "#": "\uff03"}
+_UNESCAPE = str.maketrans({v: k for k, v in _USER_MARKS.items()})
+
+
+def escape_user(text: str) -> str:
+    text = text.replace("{", _USER_MARKS["{"]).replace("}", _USER_MARKS["}"])
+    return re.sub(r"#(?=\d)", _USER_MARKS["#"], text)
+
+
+def readable(text: str) -> str:
+    """A step's text as the user wrote it: their own braces and #N back."""
+    return text.translate(_UNESCAPE)
 
 
 def references(text: str) -> set[int]:
@@ -105,7 +118,8 @@ def validate(plan: Plan, max_nodes: int) -> list[str]:
         if refs != set(n.depends_on) and len(plan.nodes) > 1:  # a lone node has nothing to refer to
             problems.append(f"step {n.id} refers to {sorted(refs)} in its text but lists {sorted(n.depends_on)} as dependencies")
     if not problems and not nx.is_directed_acyclic_graph(plan.graph()):
-        problems.append("the plan has a cycle")
+        cycle = [u for u, _ in nx.find_cycle(plan.graph())]
+        problems.append("the plan has a cycle: steps " + " -> ".join(map(str, cycle + cycle[:1])))
     return problems
 
 
@@ -126,4 +140,4 @@ def substitute(question: str, answers: dict[int, str], limit: int = 120) -> str:
         k = int(m.group(1) or m.group(2))
         return short_answer(answers[k], limit) if k in answers else m.group(0)
 
-    return REF_RE.sub(repl, question)
+    return readable(REF_RE.sub(repl, question))

@@ -263,14 +263,17 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
         while pending or running:
             # Skip what can no longer run: a parent failed, was skipped or cancelled.
             for node_id in list(pending):
-                bad = [d for d in plan.node(node_id).depends_on if results[d].status in ("failed", "skipped", "cancelled")]
+                bad = [d for d in plan.node(node_id).depends_on
+                       if d not in running and results[d].status in ("failed", "skipped", "cancelled")]
                 if bad:
                     pending.remove(node_id)
                     res = results[node_id]
                     why = {"failed": "failed", "skipped": "was skipped", "cancelled": "was cancelled"}[results[bad[0]].status]
                     res.status, res.reason = "skipped", f"depends on step {bad[0]}, which {why}"
                     on_event(NodeFailed(node_id, res.reason, skipped=True))
-            ready = [i for i in pending if all(results[d].status == "done" for d in plan.node(i).depends_on)]
+            # A parent counts once its thread has finished, worker released, not when its status says done:
+            # else its child could start while the parent still holds the model and load a second copy.
+            ready = [i for i in pending if all(d not in running and results[d].status == "done" for d in plan.node(i).depends_on)]
             # Group by expert: a node whose model is already resident and idle goes first.
             ready.sort(key=lambda i: (not pool.has_idle(experts[i].name), experts[i].name, i))
             slots = max(0, options.workers - len(running))

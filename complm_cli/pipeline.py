@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from complm_cli import prompts
-from complm_cli import calculator
+from complm_cli import calculator, dag
 from complm_cli.aggregate import aggregation_messages, direct_answer, repair
 from complm_cli.catalog import Catalog, Expert, catalog_for
 from complm_cli.config import Settings, load_settings
@@ -172,7 +172,7 @@ class Session:
     # --- the four parts -----------------------------------------------------------
 
     def plan(self, question: str, cancel: threading.Event | None = None) -> Plan:
-        def generate(messages: list[dict], schema: dict) -> tuple[str, int]:
+        def generate(messages: list[dict], schema: dict, question: str) -> tuple[str, int]:
             text, tokens = self._generate(self.planner, messages, schema=schema, max_tokens=MAX_PLAN_TOKENS, temperature=0.0,
                                           cancel=cancel, prefix=prompts.planner_prefix_length(),
                                           stop=lambda partial: copies_question(partial, question) or plan_finished(partial))
@@ -180,7 +180,12 @@ class Session:
                 text = json.dumps({"steps": [{"q": question, "deps": []}]})
             return text, tokens
 
-        return make_plan(question, generate)
+        # The planner sees the user's own braces and #N escaped (see dag.escape_user); the
+        # plan's steps keep them escaped until they are sent to an expert or shown.
+        escaped = dag.escape_user(question)
+        plan = make_plan(escaped, lambda messages, schema: generate(messages, schema, escaped))
+        plan.question = question
+        return plan
 
     def route(self, plan: Plan) -> dict[int, Route]:
         """Calculations go to the calculator; the rest to --expert, or by embedding similarity."""
@@ -193,7 +198,7 @@ class Session:
                 routes[n.id] = Route(self.forced.name, 1.0, {}, "forced")
         rest = [n for n in plan.nodes if n.id not in routes]
         if rest:
-            routes.update(zip((n.id for n in rest), self.router().route([n.question for n in rest])))
+            routes.update(zip((n.id for n in rest), self.router().route([dag.readable(n.question) for n in rest])))
         return routes
 
     def ask(self, question: str, *, mode: str = "parallel", on_event: Listener = ignore,
@@ -289,18 +294,25 @@ class Session:
         return result
 
     def close(self) -> None:
+        """Unload every model, the embedder too."""
         self.pool.close()
+        close_embedder = getattr(self.embedder, "close", None)
+        if close_embedder is not None:
+            close_embedder()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def ask(question: str, *, mode: str = "parallel", expert: str | None = None, settings: Settings | None = None,
         on_event: Listener = ignore, **overrides: Any) -> Result:
     """Answer one question with the whole pipeline; missing models are pulled first."""
     settings = (settings or load_settings()).replace(**overrides)
-    session = Session(settings, expert=expert, pull=not settings.offline, modes=(mode,))
-    try:
+    with Session(settings, expert=expert, pull=not settings.offline, modes=(mode,)) as session:
         return session.ask(question, mode=mode, on_event=on_event)
-    finally:
-        session.close()
 
 
 def plan_and_route(question: str, *, expert: str | None = None, settings: Settings | None = None) -> tuple[Plan, dict[int, Route]]:

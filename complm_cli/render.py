@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any
 
-from complm_cli.dag import Plan
+from complm_cli.dag import Plan, readable
 from complm_cli.events import AnswerDone, AnswerToken, Event, NodeDone, NodeFailed, NodeStarted, NodeToken, PlanReady, Stage
 from complm_cli.route import Route
 
@@ -53,7 +53,7 @@ class LiveView:
             elif isinstance(event, PlanReady):
                 self.plan, self.routes = event.plan, event.routes
                 for n in event.plan.nodes:
-                    self.nodes[n.id] = {"status": "waiting", "question": n.question, "tokens": 0, "start": None, "end": None, "reason": ""}
+                    self.nodes[n.id] = {"status": "waiting", "question": readable(n.question), "tokens": 0, "start": None, "end": None, "reason": ""}
             elif isinstance(event, NodeStarted) and event.node_id in self.nodes:
                 self.nodes[event.node_id].update(status="running", question=event.question, start=now)
             elif isinstance(event, NodeToken) and event.node_id in self.nodes:
@@ -138,7 +138,7 @@ def graph_dict(plan: Plan, routes: dict[int, Route]) -> dict:
         "width": plan.width,
         "plan_seconds": round(plan.seconds, 3),
         "nodes": [
-            {"id": n.id, "question": n.question, "depends_on": list(n.depends_on), **routes[n.id].to_dict()}
+            {"id": n.id, "question": readable(n.question), "depends_on": list(n.depends_on), **routes[n.id].to_dict()}
             for n in plan.nodes
         ],
     }
@@ -152,7 +152,7 @@ def mermaid(plan: Plan, routes: dict[int, Route]) -> str:
     lines = ["flowchart TD", f'    Q["{_label(plan.question)}"]']
     for n in plan.nodes:
         r = routes[n.id]
-        lines.append(f'    N{n.id}["{n.id}. {_label(n.question)}<br/><i>{_label(r.label())}</i>"]')
+        lines.append(f'    N{n.id}["{n.id}. {_label(readable(n.question))}<br/><i>{_label(r.label())}</i>"]')
     for n in plan.nodes:
         for d in n.depends_on:
             lines.append(f"    N{d} --> N{n.id}")
@@ -169,7 +169,7 @@ def dot(plan: Plan, routes: dict[int, Route]) -> str:
     lines = ["digraph complm {", "  rankdir=TB;", "  node [shape=box];", f'  q [label="{esc(_clip(plan.question, 80))}", shape=plaintext];']
     for n in plan.nodes:
         r = routes[n.id]
-        lines.append(f'  n{n.id} [label="{n.id}. {esc(_clip(n.question, 70))}\\n{esc(r.label())}"];')
+        lines.append(f'  n{n.id} [label="{n.id}. {esc(_clip(readable(n.question), 70))}\\n{esc(r.label())}"];')
     for n in plan.nodes:
         for d in n.depends_on:
             lines.append(f"  n{d} -> n{n.id};")
@@ -189,7 +189,7 @@ def tree(plan: Plan, routes: dict[int, Route]):
         branch = root.add(Text(f"level {depth}" + (" (run at the same time)" if len(level) > 1 else ""), style="cyan"))
         for node_id in level:
             n, r = plan.node(node_id), routes[node_id]
-            line = Text(f"{n.id}. {n.question}  ")
+            line = Text(f"{n.id}. {readable(n.question)}  ")
             line.append(f"→ {r.expert}", style="magenta")
             line.append(f" = {r.formula}" if r.formula else f" {r.score:.2f}", style="dim")
             if r.reason == "fallback":

@@ -91,6 +91,14 @@ class Embedder:
             raise ModelError(f"The embedder {self.name} could not be loaded ({type(self._error).__name__}: {self._error}); try `complm pull --force {self.name}`.")
         return self._model
 
+    def close(self) -> None:
+        """Let the model go (a load still under way finishes first, then is dropped too)."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+        self._model = None
+
     def encode(self, texts: Sequence[str]):
         import numpy as np
 

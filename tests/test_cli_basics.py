@@ -202,3 +202,14 @@ def test_usage_errors_pull_no_model(isolated):
     result = runner.invoke(app, ["eval", "--sample", "--mode", "parallel,turbo"])
     assert result.exit_code == 2 and "turbo" in result.output
     assert not (isolated["cache"] / "models").exists()
+
+
+def test_json_errors_are_a_document_on_stdout(isolated):
+    from typer.testing import CliRunner
+
+    from complm_cli.cli.app import app
+
+    result = CliRunner().invoke(app, ["ask", "Who wrote Hamlet?", "--json", "--offline", "--expert", "nobody"])
+    assert result.exit_code == 4
+    doc = json.loads(result.stdout)
+    assert doc["error"]["exit_code"] == 4 and "nobody" in doc["error"]["message"]

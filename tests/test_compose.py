@@ -235,3 +235,16 @@ def test_a_calculation_plan_runs_end_to_end_on_the_real_model(models):
     assert result.answer == expected.answer and not result.aggregated
     assert doc["nodes"][2]["calculation"]["result"] == expected.result
     assert "calculator" in result.experts
+
+
+@pytest.mark.model
+def test_a_session_is_a_context_manager_that_lets_every_model_go(models):
+    from complm_cli.config import load_settings
+    from complm_cli.pipeline import Session
+
+    with Session(load_settings(flags={"catalog": TINY_CATALOG}), pull=False) as session:
+        session.warm_up()
+        routes = session.route(plan_of("Q?", ("What is a synonym for happy?", ())))
+        assert routes[1].expert == "smollm2-135m"
+        assert session.embedder._model is not None
+    assert session.embedder._model is None and session.pool.resident() == []

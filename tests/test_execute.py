@@ -734,3 +734,39 @@ def test_threads_freed_by_a_finished_node_go_to_the_ones_still_running() -> None
     assert execution.results[1].threads == 2 and execution.results[2].threads == 2  # split while both run
     # once the short node is done, the long one takes all four threads
     assert ("b", 4) in ThreadedWorker.calls
+
+
+def test_braces_and_hash_numbers_the_user_typed_are_never_references(tmp_path) -> None:
+    from complm_cli.dag import escape_user
+
+    question = "Which team is ranked #1 in the FIFA ranking, and does the regex \\d{3} match 123?"
+    # A planner copies the user's words, here as it sees them (escaped).
+    steps = [escape_user("Which team is ranked #1 in the FIFA ranking?"), escape_user("Does the regex \\d{3} match 123?")]
+    plan = "\n".join(f'p{i} = ask("{q}")' for i, q in enumerate(steps, 1))
+    fake = Fake(answers={escape_user(question): plan, "Which team is ranked #1 in the FIFA ranking?": "Argentina",
+                         "Does the regex \\d{3} match 123?": "Yes"})
+    fake.tokens, fake.sleep = 1, 0.0
+    session = fake_session(tmp_path, fake)
+    try:
+        result = session.ask(question)
+    finally:
+        session.close()
+    assert [n.question for n in result.nodes] == ["Which team is ranked #1 in the FIFA ranking?", "Does the regex \\d{3} match 123?"]
+    assert [n.depends_on for n in result.nodes] == [(), ()] and result.plan.fallback is None
+    assert [n.answer for n in result.nodes] == ["Argentina", "Yes"]
+    assert result.plan.to_dict()["nodes"][0]["question"] == "Which team is ranked #1 in the FIFA ranking?"
+
+
+def test_a_child_starts_only_after_its_parent_released_the_worker() -> None:
+    """A parent marked done but still holding its worker must not make its child load a second copy."""
+    from complm_cli.events import NodeDone
+
+    def slow_listener(event) -> None:
+        if isinstance(event, NodeDone) and event.node_id == 1:
+            time.sleep(0.4)  # the parent's thread is between 'done' and releasing its worker
+
+    fake = Fake(sleep=0.0)
+    execution = run(plan_of(("Who painted the Mona Lisa?", ()), ("Where was {1} born?", (1,))), fake, workers=2,
+                    on_event=slow_listener)
+    assert [r.status for r in execution.results.values()] == ["done", "done"]
+    assert fake.loads == ["general"]  # one model loaded, reused by the child

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -78,6 +79,9 @@ def handles_errors(func: Callable) -> Callable:
         except ComplmError as exc:
             if env().debug:
                 raise
+            if kwargs.get("as_json"):
+                # A script reading --json gets a document either way, not an empty stdout.
+                _print_error_document(exc.message, int(exc.code))
             raise fail(exc.message, exc.code) from None
         except KeyboardInterrupt:
             raise fail("interrupted.", ExitCode.INTERRUPTED) from None
@@ -100,6 +104,13 @@ def handles_errors(func: Callable) -> Callable:
             raise fail(f"unexpected error: {type(exc).__name__}: {exc} (run with --debug or COMPLM_DEBUG=1 for a traceback).", ExitCode.FAILURE) from None
 
     return wrapper
+
+
+def _print_error_document(message: str, code: int) -> None:
+    import json
+
+    with contextlib.suppress(OSError):
+        print(json.dumps({"error": {"message": message, "exit_code": code}}), file=env().stdout, flush=True)
 
 
 def _drop_stdout() -> None:
