@@ -65,7 +65,7 @@ def main() -> None:
             per[route.expert].append(row)
 
     def answer(expert, row) -> bool:
-        text, _ = session._generate(expert, prompt(row), max_tokens=8, temperature=0.0)
+        text, _ = session._generate(expert, prompt(row), max_tokens=32, temperature=0.0)
         return choice_letter(text) == row["gold"]
 
     print(f"MMLU dev: {len(rows)} questions; by topic alone, "

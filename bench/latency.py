@@ -61,7 +61,8 @@ def main() -> None:
     session.ask("What is 3 plus 3?", mode="monolithic")
     print(f"warm-up {time.perf_counter() - t:.1f} s\n")
 
-    header = f"{'shape':8} {'question':58} {'nodes':>5} {'width':>5} {'par s':>7} {'seq s':>7} {'mono s':>7} {'seq/par':>8} {'nodes seq/par':>13}"
+    header = (f"{'shape':8} {'question':58} {'nodes':>5} {'width':>5} {'plan tok':>8} {'plan s':>6} {'agg':>3} {'par s':>7} {'seq s':>7} "
+              f"{'mono s':>7} {'seq/par':>8} {'nodes seq/par':>13} {'par/mono':>8}")
     print(header)
     print("-" * len(header))
     rows = []
@@ -73,20 +74,25 @@ def main() -> None:
         mono = session.ask(question, mode="monolithic")
         ratio = seq.timings["wall_s"] / par.timings["wall_s"]
         node_ratio = seq.timings["execute_s"] / par.timings["execute_s"] if par.timings["execute_s"] else float("nan")
-        rows.append((len(plan.nodes), plan.width, par.timings["wall_s"], seq.timings["wall_s"], mono.timings["wall_s"], ratio, node_ratio, plan.seconds))
+        direct = par.timings["wall_s"] / mono.timings["wall_s"]
+        rows.append((len(plan.nodes), plan.width, par.timings["wall_s"], seq.timings["wall_s"], mono.timings["wall_s"], ratio, node_ratio,
+                     plan.seconds, plan.tokens, direct, shape))
         q = question if len(question) <= 58 else question[:57] + "…"
-        print(f"{shape:8} {q:58} {len(plan.nodes):>5} {plan.width:>5} {par.timings['wall_s']:>7.1f} {seq.timings['wall_s']:>7.1f} "
-              f"{mono.timings['wall_s']:>7.1f} {ratio:>8.2f} {node_ratio:>13.2f}", flush=True)
+        print(f"{shape:8} {q:58} {len(plan.nodes):>5} {plan.width:>5} {plan.tokens:>8} {plan.seconds:>6.1f} {'yes' if par.aggregated else 'no':>3} "
+              f"{par.timings['wall_s']:>7.1f} {seq.timings['wall_s']:>7.1f} "
+              f"{mono.timings['wall_s']:>7.1f} {ratio:>8.2f} {node_ratio:>13.2f} {direct:>8.1f}", flush=True)
     session.close()
-    med = [statistics.median(col) for col in zip(*rows)]
+    med = [statistics.median(col) for col in list(zip(*rows))[:10]]
     print("-" * len(header))
-    print(f"{'median':8} {'':58} {med[0]:>5.0f} {med[1]:>5.0f} {med[2]:>7.1f} {med[3]:>7.1f} {med[4]:>7.1f} {med[5]:>8.2f} {med[6]:>13.2f}")
+    print(f"{'median':8} {'':58} {med[0]:>5.0f} {med[1]:>5.0f} {med[8]:>8.0f} {med[7]:>6.1f} {'':>3} {med[2]:>7.1f} {med[3]:>7.1f} "
+          f"{med[4]:>7.1f} {med[5]:>8.2f} {med[6]:>13.2f} {med[9]:>8.1f}")
     wide = [r for r in rows if r[1] > 1]
     if wide:
         print(f"\nquestions with a level of 2+ nodes: {len(wide)}; median seq/par {statistics.median(r[5] for r in wide):.2f}, "
               f"node phase {statistics.median(r[6] for r in wide):.2f}")
     print(f"median planning time {statistics.median(r[7] for r in rows):.1f} s; "
-          f"median parallel/monolithic {statistics.median(r[2] / r[4] for r in rows):.1f}x")
+          f"median parallel/monolithic {statistics.median(r[9] for r in rows):.1f}x; "
+          f"on two-part fan-outs {statistics.median(r[9] for r in rows if r[10] == 'fan-out' and r[0] == 2):.1f}x")
 
 
 if __name__ == "__main__":

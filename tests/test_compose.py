@@ -173,6 +173,7 @@ def test_the_shipped_catalog_has_a_calculator_and_margins_from_the_benchmark():
     assert calc.kind == "tool" and calc.tool == "calculator" and not calc.pullable
     assert calc not in cat.routable() and calc not in cat.llms()
     assert cat.get("qwen2.5-coder-1.5b").route_margin == 0.0
+    assert cat.get("qwen2.5-coder-0.5b").route_margin > 0 and cat.get("smollm2-135m").route_margin > 0
 
 
 @pytest.mark.parametrize("toml, key", [

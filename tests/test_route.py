@@ -16,10 +16,11 @@ def embedder(pulled_models):
     return Embedder(pulled_models / "models" / cat.embedder.name / cat.embedder.file, cat.embedder.name, threads=1).start()
 
 
-def make_router(embedder, cache_dir, threshold=None):
+def make_router(embedder, cache_dir, threshold=None, competence=False):
+    """By default topic alone (no margins): what these tests check is the profiles."""
     cat = load_catalog()
     return Router(cat.routable(), cat.for_role("fallback"), embedder, VectorCache(cache_dir, "test"),
-                  cat.route_threshold if threshold is None else threshold)
+                  cat.route_threshold if threshold is None else threshold, competence=competence)
 
 
 CODE = ["Write a Python function that returns the factorial of n.", "What is the time complexity of binary search?",
@@ -72,3 +73,18 @@ def test_scoring_rules(embedder):
     top1 = score_matrix(q, [profile], "max")[0, 0]
     top3 = score_matrix(q, [profile], "topk", k=3)[0, 0]
     assert top1 >= top3
+
+
+def test_competence_margins_keep_general_questions_on_the_fallback(embedder, tmp_path):
+    """MMLU-style questions that only look like code or words stay with the stronger fallback."""
+    general = ["Which of the following is a function of the liver?", "What is the capital of Australia?",
+               "Which data structure is first in, first out?"]
+    topic = make_router(embedder, tmp_path).route(general)
+    shipped = make_router(embedder, tmp_path, competence=True).route(general)
+    fallback = load_catalog().for_role("fallback").name
+    assert [r.expert for r in shipped] == [fallback] * len(general)
+    moved = [t for t, s in zip(topic, shipped) if t.expert != s.expert]
+    assert all(s.reason == "competence" for t, s in zip(topic, shipped) if t.expert != s.expert)
+    assert all(t.scores[t.expert] - t.scores[fallback] < load_catalog().get(t.expert).route_margin for t in moved)
+    # writing code, its own kind of question, still goes to the coder
+    assert make_router(embedder, tmp_path, competence=True).route(["Write a Python function that reverses a string."])[0].expert == "qwen2.5-coder-0.5b"
