@@ -112,6 +112,8 @@ class Session:
         self.fallback = self.catalog.for_role("fallback")
         self.routable = self.catalog.routable()
         self.calculator = next((t for t in self.catalog.tools() if t.tool == "calculator"), None)
+        if self.forced and self.forced.kind == "tool":
+            raise UsageError(f"'{expert}' is a built-in tool, not a model; calculations go to it without --expert.")
         if self.forced and self.forced.kind != "llm":
             raise UsageError(f"'{expert}' is an embedder, not an expert that can answer.")
         self.modes = modes

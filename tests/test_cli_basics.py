@@ -213,3 +213,26 @@ def test_json_errors_are_a_document_on_stdout(isolated):
     assert result.exit_code == 4
     doc = json.loads(result.stdout)
     assert doc["error"]["exit_code"] == 4 and "nobody" in doc["error"]["message"]
+
+
+def test_the_calculator_cannot_be_forced_as_the_answering_model(isolated):
+    from typer.testing import CliRunner
+
+    from complm_cli.cli.app import app
+
+    result = CliRunner().invoke(app, ["ask", "What is 2 + 2?", "--offline", "--expert", "calculator"])
+    assert result.exit_code == 2 and "built-in tool" in result.stderr
+
+
+def test_list_shows_the_calculator_as_a_built_in_tool(isolated):
+    from typer.testing import CliRunner
+
+    from complm_cli.cli.app import app
+
+    rows = json.loads(CliRunner().invoke(app, ["list", "--json"]).stdout)
+    calc = next(r for r in rows if r["name"] == "calculator")
+    assert calc["kind"] == "tool" and calc["pulled"] is None and calc["path"] is None
+    result = CliRunner().invoke(app, ["pull", "calculator", "--offline"])
+    assert result.exit_code == 0 and "nothing to pull" in result.stderr
+    result = CliRunner().invoke(app, ["rm", "calculator"])
+    assert result.exit_code == 0 and "nothing to remove" in result.stderr
