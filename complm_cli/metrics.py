@@ -21,9 +21,11 @@ _APOSTROPHES = frozenset("'\u2019\u02bc`")
 
 # A number with optional sign, thousands commas ("1,000") and decimals ("212.0").
 # Runs of digits with other separators ("3.10.4", "1,2,3") are left to the
-# punctuation pass, which splits them into separate number tokens.
+# punctuation pass, which splits them into separate number tokens. A number
+# glued to a letter ("0a", "5km") is left whole, as it is when an underscore
+# precedes it, so normalize() gives the same tokens when run again.
 _NUMBER = re.compile(
-    r"(?<![\w.,])[-\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\d]|[.,]\d)"
+    r"(?<![\w.,])[-\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![^\W_]|[.,]\d)"
 )
 
 _UNITS = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from complm_cli.metrics import (
@@ -210,6 +210,7 @@ def test_summarize_empty() -> None:
     assert summarize([]) == {"count": 0, "em": 0.0, "f1": 0.0, "contains": 0.0, "correct": 0.0}
 
 
+@example("_0A")  # a number glued to a letter once became "0" on the second pass
 @given(st.text())
 def test_normalize_is_idempotent(text: str) -> None:
     once = normalize(text)
