@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
@@ -19,6 +20,7 @@ from complm_cli.errors import CatalogError, NotFoundError
 ROLES = ("planner", "aggregator", "fallback", "expert")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,22 @@ class Generation:
 
 
 @dataclass(frozen=True)
+class RemoteSpec:
+    """An OpenAI-compatible endpoint that serves an expert (keys named as in simonw/llm)."""
+
+    api_base: str  # e.g. http://host:8080/v1, without a trailing slash
+    model_name: str
+    api_key_name: str | None = None  # the environment variable that holds the key; never the key itself
+    max_parallel: int = 1  # requests at once; 1 suits a server without parallel slots
+    timeout: float = 60.0  # seconds for one request
+
+    @property
+    def endpoint(self) -> tuple[str, str]:
+        """What shares one capacity limit: two experts on the same server and model count together."""
+        return (self.api_base, self.model_name)
+
+
+@dataclass(frozen=True)
 class Expert:
     """A catalog entry: a GGUF chat model (kind 'llm') or the sentence embedder (kind 'embedder')."""
 
@@ -94,6 +112,7 @@ class Expert:
     default: bool = False
     note: str = ""
     origin: str = ""  # catalog file the entry (or its last override) came from
+    remote: RemoteSpec | None = None  # served by an OpenAI-compatible endpoint instead of a local file
 
     @property
     def profile_texts(self) -> tuple[str, ...]:
@@ -259,8 +278,14 @@ def _parse_entry(name: str, table: dict[str, Any], kind: str, origins: dict[str,
     if not _NAME_RE.match(name) or ".." in name:
         raise c.fail("", "the name must be letters, digits, '.', '_' or '-' (no '..')")
     description = c.get("description", str)
-    file = c.get("file", str) if kind == "llm" else c.get("dir", str, name)
-    if not safe_relpath(file, allow_dirs=False):
+    remote_table = c.get("remote", dict, None)
+    if remote_table is not None and kind != "llm":
+        raise c.fail("remote", "the embedder runs locally; only an [experts] entry can be remote")
+    remote = _parse_remote(remote_table, c) if remote_table is not None else None
+    # A remote expert needs no file: its file, size, hash and sources (say, from the shipped
+    # entry it overrides) are kept but never used.
+    file = c.get("file", str, "" if remote else ...) if kind == "llm" else c.get("dir", str, name)
+    if (file or not remote) and not safe_relpath(file, allow_dirs=False):
         raise c.fail("file" if kind == "llm" else "dir", f"'{file}' must be a plain file name that stays inside the cache")
     roles: tuple[str, ...] = ()
     if kind == "llm":
@@ -281,11 +306,11 @@ def _parse_entry(name: str, table: dict[str, Any], kind: str, origins: dict[str,
         check_file = c.get("check_file", str)
         if not safe_relpath(check_file, allow_dirs=True):
             raise c.fail("check_file", "names a path outside the model folder")
-    raw_sources = c.get("sources", list)
-    if not raw_sources:
+    raw_sources = c.get("sources", list, [] if remote else ...)
+    if not raw_sources and not remote:
         raise c.fail("sources", "must list at least one source")
     sources = tuple(_parse_source(raw, i, c, kind) for i, raw in enumerate(raw_sources))
-    if sha is None and not any(isinstance(s, HubSource) for s in sources):
+    if sha is None and not remote and not any(isinstance(s, HubSource) for s in sources):
         raise c.fail("sha256", "is missing (only an entry with a Hub source may leave it to the Hub)")
     gen_table = c.get("generation", dict, {})
     gc = _Checker(gen_table, where, {"": origins.get("generation", origins.get("", "?"))})
@@ -296,7 +321,7 @@ def _parse_entry(name: str, table: dict[str, Any], kind: str, origins: dict[str,
         gpu_layers=gc.get("gpu_layers", int, None, label="generation.gpu_layers"),
     )
     known = {"description", "file", "dir", "roles", "domains", "examples", "size", "sha256", "check_file",
-             "sources", "generation", "default", "note"}
+             "sources", "generation", "default", "note", "remote"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise c.fail(unknown[0], f"is not a known key (known: {', '.join(sorted(known))})")
@@ -304,8 +329,39 @@ def _parse_entry(name: str, table: dict[str, Any], kind: str, origins: dict[str,
         name=name, description=description, file=file, sources=sources, kind=kind, roles=roles,
         domains=c.strings("domains", ()), examples=c.strings("examples", ()), size=size, sha256=sha,
         check_file=check_file, generation=generation, default=c.get("default", bool, False),
-        note=c.get("note", str, ""), origin=origins.get("", ""),
+        note=c.get("note", str, ""), origin=origins.get("", ""), remote=remote,
     )
+
+
+def _parse_remote(table: dict[str, Any], c: _Checker) -> RemoteSpec:
+    known = {"api_base", "model_name", "api_key_name", "max_parallel", "timeout"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise c.fail(f"remote.{unknown[0]}", f"is not a key of a remote expert (known: {', '.join(sorted(known))})")
+    api_base = c.get("api_base", str, table=table, label="remote.api_base").strip().rstrip("/")
+    url = urllib.parse.urlsplit(api_base)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise c.fail("remote.api_base", "must be an http:// or https:// URL such as http://127.0.0.1:8080/v1")
+    if url.username is not None or url.password is not None:
+        # Never echo it: the URL holds a credential.
+        raise c.fail("remote.api_base", "must not hold a user name or password; put the key in the environment "
+                                        "variable that api_key_name names")
+    model_name = c.get("model_name", str, table=table, label="remote.model_name").strip()
+    if not model_name:
+        raise c.fail("remote.model_name", "must name the model the server serves")
+    key_name = c.get("api_key_name", str, None, table=table, label="remote.api_key_name")
+    if key_name is not None and not _ENV_NAME_RE.match(key_name):
+        # Not repeated in the message either: a user may have pasted the key itself here.
+        raise c.fail("remote.api_key_name", "must be the name of an environment variable that holds the key "
+                                            "(letters, digits and '_'), not the key itself")
+    max_parallel = c.get("max_parallel", int, 1, table=table, label="remote.max_parallel")
+    if max_parallel < 1:
+        raise c.fail("remote.max_parallel", "must be 1 or more")
+    timeout = float(c.get("timeout", (int, float), 60.0, table=table, label="remote.timeout"))
+    if not timeout > 0:
+        raise c.fail("remote.timeout", "must be a number of seconds above 0")
+    return RemoteSpec(api_base=api_base, model_name=model_name, api_key_name=key_name,
+                      max_parallel=max_parallel, timeout=timeout)
 
 
 def _read_toml(text: str, origin: str) -> dict[str, Any]:
@@ -349,7 +405,7 @@ def load_catalog(extra: list[Path] | None = None, include_shipped: bool = True) 
                 base = merged.setdefault(key, {})
                 where = origins.setdefault(key, {})
                 for k, v in table.items():
-                    if k == "generation" and isinstance(v, dict) and isinstance(base.get(k), dict):
+                    if k in ("generation", "remote") and isinstance(v, dict) and isinstance(base.get(k), dict):
                         v = {**base[k], **v}
                     base[k] = v
                     where[k] = origin
