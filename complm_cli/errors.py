@@ -20,6 +20,7 @@ class ExitCode(enum.IntEnum):
     INTEGRITY = 7  # a size or SHA-256 mismatch, or a pulled file that changed since
     MODEL = 8  # a model failed to load or generate, so no answer could be given
     DATASET = 9  # an evaluation dataset that cannot be read
+    SERVE = 10  # `complm serve` cannot start: its extra is not installed, or the address is taken
     INTERRUPTED = 130  # Ctrl-C
 
 
