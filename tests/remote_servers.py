@@ -12,6 +12,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -41,14 +42,17 @@ class LlamaServer:
     def __init__(self, model: Path, port: int | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
+        # A file, not a pipe: llama.cpp logs enough while loading to fill a pipe and block.
+        self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
              "--port", str(self.port), "--model_alias", ALIAS, "--n_threads", "1", "--n_ctx", "2048"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=self.log, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {self.proc.stderr.read()[-2000:]}")
+                self.log.seek(0)
+                raise RuntimeError(f"llama_cpp.server exited: {self.log.read()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{self.url}/models", timeout=2) as r:
                     if r.status == 200:
@@ -62,7 +66,7 @@ class LlamaServer:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=30)
-        self.proc.stderr.close()
+        self.log.close()
 
 
 class SilentServer:
@@ -142,20 +146,23 @@ def sse(*pieces: str) -> str:
         + chunk({}, "stop") + "data: [DONE]\n\n"
 
 
-def catalog_text(*, local_roles: list[str], remotes: dict[str, dict], defaults: dict[str, str]) -> str:
+def catalog_text(*, local_roles: list[str], remotes: dict[str, dict], defaults: dict[str, str],
+                 max_tokens: int = 64) -> str:
     """A catalog over the shipped one: smollm2-135m local in `local_roles`, each remote expert as given.
 
     `remotes` maps a name to {"roles": [...], "domains": [...], "remote": {...}}; the larger
     shipped models leave the default set, as in tests/fixtures/tiny_catalog.toml."""
     lines = ["[defaults]"] + [f'{k} = "{v}"' for k, v in defaults.items()]
+    # Short replies keep the tests quick; every expert here is the 135M model.
     lines += ["", '[experts."smollm2-135m"]', f"roles = {json.dumps(local_roles)}",
+              '[experts."smollm2-135m".generation]', f"max_tokens = {max_tokens}",
               '[experts."qwen2.5-coder-0.5b"]', "default = false",
               '[experts."qwen2.5-coder-1.5b"]', "default = false"]
     for name, entry in remotes.items():
         lines += ["", f'[experts."{name}"]', f'description = "{entry.get("description", name)}"',
                   f"roles = {json.dumps(entry['roles'])}", f"domains = {json.dumps(entry.get('domains', ['anything']))}",
                   "default = true"]
-        if "generation" in entry:
-            lines += [f'[experts."{name}".generation]'] + [f"{k} = {json.dumps(v)}" for k, v in entry["generation"].items()]
+        generation = {"max_tokens": max_tokens, **entry.get("generation", {})}
+        lines += [f'[experts."{name}".generation]'] + [f"{k} = {json.dumps(v)}" for k, v in generation.items()]
         lines += [f'[experts."{name}".remote]'] + [f"{k} = {json.dumps(v)}" for k, v in entry["remote"].items()]
     return "\n".join(lines) + "\n"
