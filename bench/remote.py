@@ -19,6 +19,12 @@ of them, and the fastest of `--repeat` rounds counts. Prints the node-phase
 wall time of each, and the ratios, then medians.
 Every server gets `--server-threads` threads (default 1: three servers on a
 2-core machine already compete for the cores).
+
+Run it on an otherwise idle machine: on 2 cores, llama.cpp decoding with 2
+threads slowed down 15 to 35 times here whenever another program kept one
+core busy (its threads wait for each other at every step), while 1-thread
+decoding did not; the first local run (the warm-up) is then the one that
+shows it.
 """
 
 from __future__ import annotations
@@ -81,6 +87,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=48, help="per node")
     parser.add_argument("--server-threads", type=int, default=1, help="threads of each llama_cpp.server")
     parser.add_argument("--repeat", type=int, default=3, help="runs per question and setup; the fastest counts")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads of the local setups (default: complm's)")
+    parser.add_argument("--questions", type=int, default=len(QUESTIONS), help="use the first N questions")
+    parser.add_argument("--verbose", action="store_true", help="print every run, node by node, on stderr")
     opts = parser.parse_args()
 
     from complm_cli.backends import default_factory
@@ -91,6 +100,8 @@ def main() -> None:
     from complm_cli.store import Store
 
     settings = load_settings()
+    if opts.threads:
+        settings = settings.replace(threads=opts.threads)
     store = Store(settings)
     base = load_catalog().get(opts.model)
     store.pull(base)
@@ -111,6 +122,10 @@ def main() -> None:
         options = RunOptions(workers=workers, threads=settings.threads, max_tokens=opts.max_tokens, temperature=0.0,
                              seed=1, node_timeout=600)
         execution = run_plan(plan, routed, pool, options)
+        if opts.verbose:
+            nodes = " ".join(f"{r.expert}:{r.started:.2f}+{r.seconds:.2f}s/{r.tokens}" for r in execution.results.values())
+            print(f"  {'remote' if experts is remote else 'local'} workers={workers}: {execution.seconds:.2f} s ({nodes})",
+                  file=sys.stderr, flush=True)
         bad = [r for r in execution.results.values() if r.status != "done"]
         if bad:
             raise SystemExit(f"node {bad[0].id} {bad[0].status}: {bad[0].reason}")
@@ -120,7 +135,7 @@ def main() -> None:
     print(f"complm remote bench: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, model {opts.model} "
           f"behind all {len(EXPERTS)} experts, {opts.max_tokens} tokens per node, local threads {settings.threads} "
           f"(shared by running nodes), {len(servers)} llama_cpp.server processes with {opts.server_threads} thread(s) each "
-          f"(started in {started:.1f} s)")
+          f"(started in {started:.1f} s); load average {os.getloadavg()[0]:.1f} before the run")
     t = time.perf_counter()
     for _, experts, workers in setups:  # loads every local context and warms every server
         run(QUESTIONS[0], experts, workers)
@@ -132,7 +147,7 @@ def main() -> None:
     print("-" * len(header))
     rows = []
     try:
-        for question in QUESTIONS:
+        for question in QUESTIONS[: opts.questions]:
             times = [[] for _ in setups]
             for _ in range(opts.repeat):
                 for i, (_, experts, workers) in enumerate(setups):
