@@ -21,7 +21,7 @@ Every server gets `--server-threads` threads (default 1: three servers on a
 2-core machine already compete for the cores).
 
 Run it on an otherwise idle machine: on 2 cores, llama.cpp decoding with 2
-threads slowed down 15 to 35 times here whenever another program kept one
+threads slowed down 20 to 45 times here whenever another program kept one
 core busy (its threads wait for each other at every step), while 1-thread
 decoding did not; the first local run (the warm-up) is then the one that
 shows it.
