@@ -52,7 +52,7 @@ def build_sets(folder: Path) -> dict[str, Path]:
                 row = json.loads(lines[i])
                 out.write(json.dumps({"id": f"gsm8k-{i}", "question": row["question"], "answer": row["answer"]}) + "\n")
     paths["gsm8k"] = gsm
-    musique = folder / "musique.jsonl"
+    musique = folder / "musique_questions.jsonl"  # not musique.jsonl: that name holds the result rows
     if not musique.exists():
         rows = json.load(open(DATA / "musique_train_100_full" / "musique_train.json", encoding="utf-8"))
         with open(musique, "w", encoding="utf-8") as out:
@@ -116,6 +116,7 @@ def main() -> None:
     ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("--modes", default="parallel,monolithic")
     ap.add_argument("--limit", type=int, default=None, help="only the first N questions of each set")
+    ap.add_argument("--skip", type=int, default=0, help="leave out the first N questions of each set (to split a run)")
     ap.add_argument("--out-dir", type=Path, default=ROOT / ".scratch" / "compose")
     ap.add_argument("--report", action="store_true", help="print the table from saved rows, run nothing")
     args = ap.parse_args()
@@ -130,7 +131,8 @@ def main() -> None:
         session = Session(modes=tuple(modes))
         try:
             for name in sets:
-                examples = read_dataset(paths[name], None, None, args.limit)
+                examples = read_dataset(paths[name], None, None, None)[args.skip:]
+                examples = examples[: args.limit] if args.limit else examples
                 done = [0]
 
                 def step(ex_id, mode, row, name=name, total=len(examples) * len(modes)):

@@ -11,6 +11,7 @@ import math
 import re
 import string
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
@@ -28,6 +29,7 @@ _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 MAX_PARTS = 1000
 GENERATION_KEYS = ("n_ctx", "max_tokens", "temperature", "gpu_layers")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,22 @@ class Generation:
 
 
 @dataclass(frozen=True)
+class RemoteSpec:
+    """An OpenAI-compatible endpoint that serves an expert (keys named as in simonw/llm)."""
+
+    api_base: str  # e.g. http://host:8080/v1, without a trailing slash
+    model_name: str
+    api_key_name: str | None = None  # the environment variable that holds the key; never the key itself
+    max_parallel: int = 1  # requests at once; 1 suits a server without parallel slots
+    timeout: float = 60.0  # seconds for one request
+
+    @property
+    def endpoint(self) -> tuple[str, str]:
+        """What shares one capacity limit: two experts on the same server and model count together."""
+        return (self.api_base, self.model_name)
+
+
+@dataclass(frozen=True)
 class Expert:
     """A catalog entry: a GGUF chat model (kind 'llm'), a built-in tool (kind 'tool') or the sentence embedder."""
 
@@ -107,11 +125,12 @@ class Expert:
     # How far this expert's routing score must be above the fallback's for it to take a node:
     # a smaller model that answers its own topic worse than the fallback gets a margin (bench/competence.py).
     route_margin: float = 0.0
+    remote: RemoteSpec | None = None  # served by an OpenAI-compatible endpoint instead of a local file
 
     @property
     def pullable(self) -> bool:
-        """Has files to pull into the cache (a tool has none)."""
-        return self.kind != "tool"
+        """Has files to pull into the cache (a tool or a remote expert has none)."""
+        return self.kind != "tool" and self.remote is None
 
     @property
     def profile_texts(self) -> tuple[str, ...]:
@@ -298,8 +317,14 @@ def _parse_entry(name: str, table: dict[str, Any], kind: str, origins: dict[str,
     if kind == "llm" and table.get("kind", "llm") != "llm":
         return _parse_tool(name, table, c, origins)
     description = c.get("description", str)
-    file = c.get("file", str) if kind == "llm" else c.get("dir", str, name)
-    if not safe_relpath(file, allow_dirs=False):
+    remote_table = c.get("remote", dict, None)
+    if remote_table is not None and kind != "llm":
+        raise c.fail("remote", "the embedder runs locally; only an [experts] entry can be remote")
+    remote = _parse_remote(remote_table, c) if remote_table is not None else None
+    # A remote expert needs no file: its file, size, hash and sources (say, from the shipped
+    # entry it overrides) are kept but never used.
+    file = c.get("file", str, "" if remote else ...) if kind == "llm" else c.get("dir", str, name)
+    if (file or not remote) and not safe_relpath(file, allow_dirs=False):
         raise c.fail("file" if kind == "llm" else "dir", f"'{file}' must be a plain file name that stays inside the cache")
     if file.lower() == MANIFEST:
         raise c.fail("file" if kind == "llm" else "dir", f"'{file}' is the name of complm's own manifest; rename the model file")
@@ -322,15 +347,15 @@ def _parse_entry(name: str, table: dict[str, Any], kind: str, origins: dict[str,
         check_file = c.get("check_file", str)
         if not safe_relpath(check_file, allow_dirs=True):
             raise c.fail("check_file", "names a path outside the model folder")
-    raw_sources = c.get("sources", list)
-    if not raw_sources:
+    raw_sources = c.get("sources", list, [] if remote else ...)
+    if not raw_sources and not remote:
         raise c.fail("sources", "must list at least one source")
     sources = tuple(_parse_source(raw, i, c, kind) for i, raw in enumerate(raw_sources))
-    if sha is None and not any(isinstance(s, HubSource) for s in sources):
+    if sha is None and not remote and not any(isinstance(s, HubSource) for s in sources):
         raise c.fail("sha256", "is missing (only an entry with a Hub source may leave it to the Hub)")
     generation = _parse_generation(c.get("generation", dict, {}), where, origins)
     known = {"description", "file", "dir", "roles", "domains", "examples", "size", "sha256", "check_file",
-             "sources", "generation", "default", "note", "route_margin"}
+             "sources", "generation", "default", "note", "route_margin", "remote"}
     margin = float(c.get("route_margin", (int, float), 0.0))
     if not (math.isfinite(margin) and 0 <= margin <= 1):
         raise c.fail("route_margin", f"must be a number from 0 to 1, not {margin}")
@@ -341,7 +366,7 @@ def _parse_entry(name: str, table: dict[str, Any], kind: str, origins: dict[str,
         name=name, description=description, file=file, sources=sources, kind=kind, roles=roles,
         domains=c.strings("domains", ()), examples=c.strings("examples", ()), size=size, sha256=sha,
         check_file=check_file, generation=generation, default=c.get("default", bool, False),
-        note=c.get("note", str, ""), origin=origins.get("", ""), route_margin=margin,
+        note=c.get("note", str, ""), origin=origins.get("", ""), route_margin=margin, remote=remote,
     )
 
 
@@ -386,6 +411,37 @@ def _parse_generation(table: dict[str, Any], where: str, origins: dict[str, str]
     return Generation(n_ctx=n_ctx, max_tokens=max_tokens, temperature=temperature, gpu_layers=gpu_layers)
 
 
+def _parse_remote(table: dict[str, Any], c: _Checker) -> RemoteSpec:
+    known = {"api_base", "model_name", "api_key_name", "max_parallel", "timeout"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise c.fail(f"remote.{unknown[0]}", f"is not a key of a remote expert (known: {', '.join(sorted(known))})")
+    api_base = c.get("api_base", str, table=table, label="remote.api_base").strip().rstrip("/")
+    url = urllib.parse.urlsplit(api_base)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise c.fail("remote.api_base", "must be an http:// or https:// URL such as http://127.0.0.1:8080/v1")
+    if url.username is not None or url.password is not None:
+        # Never echo it: the URL holds a credential.
+        raise c.fail("remote.api_base", "must not hold a user name or password; put the key in the environment "
+                                        "variable that api_key_name names")
+    model_name = c.get("model_name", str, table=table, label="remote.model_name").strip()
+    if not model_name:
+        raise c.fail("remote.model_name", "must name the model the server serves")
+    key_name = c.get("api_key_name", str, None, table=table, label="remote.api_key_name")
+    if key_name is not None and not _ENV_NAME_RE.match(key_name):
+        # Not repeated in the message either: a user may have pasted the key itself here.
+        raise c.fail("remote.api_key_name", "must be the name of an environment variable that holds the key "
+                                            "(letters, digits and '_'), not the key itself")
+    max_parallel = c.get("max_parallel", int, 1, table=table, label="remote.max_parallel")
+    if max_parallel < 1:
+        raise c.fail("remote.max_parallel", "must be 1 or more")
+    timeout = float(c.get("timeout", (int, float), 60.0, table=table, label="remote.timeout"))
+    if not timeout > 0:
+        raise c.fail("remote.timeout", "must be a number of seconds above 0")
+    return RemoteSpec(api_base=api_base, model_name=model_name, api_key_name=key_name,
+                      max_parallel=max_parallel, timeout=timeout)
+
+
 def _read_toml(text: str, origin: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
@@ -427,7 +483,7 @@ def load_catalog(extra: list[Path] | None = None, include_shipped: bool = True) 
                 base = merged.setdefault(key, {})
                 where = origins.setdefault(key, {})
                 for k, v in table.items():
-                    if k == "generation" and isinstance(v, dict) and isinstance(base.get(k), dict):
+                    if k in ("generation", "remote") and isinstance(v, dict) and isinstance(base.get(k), dict):
                         v = {**base[k], **v}
                     base[k] = v
                     where[k] = origin

@@ -35,7 +35,11 @@ class Cancelled(Exception):
 
 
 class ModelPool:
-    """Resident workers within a memory budget; idle ones are reused, then evicted LRU."""
+    """Resident workers within a memory budget; idle ones are reused, then evicted LRU.
+
+    A remote expert's worker holds no model (memory 0); what limits it is its
+    endpoint, which takes at most `max_parallel` requests at once, whichever
+    experts of the catalog send them."""
 
     def __init__(self, factory: WorkerFactory, path_of: Callable[[Expert], Path], budget: int):
         self.factory, self.path_of, self.budget = factory, path_of, budget
@@ -56,20 +60,32 @@ class ModelPool:
         with self._cond:
             return any(w.expert.name == expert_name for w in self._idle.values())
 
+    def _endpoint_full(self, expert: Expert) -> bool:
+        remote = getattr(expert, "remote", None)
+        if remote is None:
+            return False
+        busy = sum(1 for w in self._busy.values() if getattr(w.expert, "remote", None) is not None
+                   and w.expert.remote.endpoint == remote.endpoint)
+        return busy >= remote.max_parallel
+
     def acquire(self, expert: Expert, cancel: threading.Event | None = None) -> Worker:
-        if expert.name not in self._paths:  # path_of reads the store's manifest: once per expert is enough
+        remote = getattr(expert, "remote", None) is not None
+        if not remote and expert.name not in self._paths:  # path_of reads the store's manifest: once per expert is enough
             self._paths[expert.name] = self.path_of(expert)
-        path = self._paths[expert.name]
+        path = self._paths.get(expert.name)
         with self._cond:
             while True:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled()
+                if self._endpoint_full(expert):
+                    self._cond.wait(0.1)  # the endpoint has no free slot: wait for a release
+                    continue
                 for key, w in self._idle.items():
                     if w.expert.name == expert.name:
                         del self._idle[key]
                         self._busy[key] = w
                         return w
-                shares = any(self._paths.get(w.expert.name) == path for w in (*self._idle.values(), *self._busy.values()))
+                shares = path is not None and any(self._paths.get(w.expert.name) == path for w in (*self._idle.values(), *self._busy.values()))
                 worker = self.factory(expert, path, shares)
                 if worker.memory > self.budget:
                     raise ModelError(f"The model '{expert.name}' needs about {format_size(worker.memory)}, more than the memory "

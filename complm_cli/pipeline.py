@@ -120,12 +120,13 @@ class Session:
         self._monolithic_name = monolithic
         if pull:
             for model in self.needed():
-                self.store.pull(model)
-        self._paths = {e.name: self.store.require(e) for e in self.needed() if e.kind == "llm"}
+                if model.remote is None:
+                    self.store.pull(model)
+        self._paths = {e.name: self.store.require(e) for e in self.needed() if e.kind == "llm" and e.remote is None}
         if factory is None:
-            from complm_cli.backends.llama import llama_factory
+            from complm_cli.backends import default_factory
 
-            factory = llama_factory(self.settings.gpu_layers, self.settings.seed, self.settings.cache_dir / "prompt-states")
+            factory = default_factory(self.settings)
         self.pool = ModelPool(factory, lambda e: self._paths.get(e.name) or self.store.require(e), self.settings.memory_budget())
         emb = self.catalog.embedder
         self.embedder = embedder or Embedder(self.store.path(emb), emb.name, threads=1)

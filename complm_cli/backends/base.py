@@ -34,5 +34,5 @@ class Worker(Protocol):
     def unload(self) -> None: ...
 
 
-# (expert, model path, is another worker of the same file resident?) -> Worker
-WorkerFactory = Callable[[Expert, Path, bool], Worker]
+# (expert, model path (None for a remote expert), is another worker of the same file resident?) -> Worker
+WorkerFactory = Callable[[Expert, Path | None, bool], Worker]

@@ -11,7 +11,7 @@ import os
 import typer
 
 from complm_cli import __version__
-from complm_cli.cli import ask, doctor, evaluate, graph, models, pull
+from complm_cli.cli import ask, doctor, evaluate, graph, models, pull, serve
 
 app = typer.Typer(
     name="complm",
@@ -47,6 +47,7 @@ app.command("rm")(models.rm)
 app.command("verify")(models.verify)
 app.command("doctor")(doctor.doctor)
 app.command("eval")(evaluate.evaluate)
+app.command("serve")(serve.serve)
 
 
 def _terminate(signum, frame) -> None:

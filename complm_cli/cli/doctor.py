@@ -31,9 +31,23 @@ def _llama_build() -> dict:
     return info
 
 
+def _probe_all(experts: list) -> list[dict]:
+    """Every endpoint at once, so a few slow ones still take seconds, not their sum."""
+    if not experts:
+        return []
+    from concurrent.futures import ThreadPoolExecutor
+
+    from complm_cli.backends.remote import probe
+
+    with ThreadPoolExecutor(max_workers=min(8, len(experts))) as pool:
+        return list(pool.map(probe, experts))
+
+
 @handles_errors
 def doctor(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
     """Versions, paths, catalog files, CPU threads, GPU offload, and what is pulled."""
+    from rich.markup import escape
+
     from complm_cli.config import format_size, total_ram_bytes
     from complm_cli.store import Store
 
@@ -43,7 +57,7 @@ def doctor(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
         "complm": _version("complm"),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "packages": {d: _version(d) for d in ("llama-cpp-python", "sentence-transformers", "torch", "huggingface-hub", "typer", "rich", "networkx")},
+        "packages": {d: _version(d) for d in ("llama-cpp-python", "sentence-transformers", "torch", "huggingface-hub", "typer", "rich", "networkx", "openai", "starlette", "uvicorn")},
         "cache_dir": str(settings.cache_dir),
         "config_file": str(settings.config_file),
         "config_file_exists": settings.config_file.is_file(),
@@ -57,8 +71,9 @@ def doctor(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
         "offline": settings.offline,
         "llama_cpp": _llama_build(),
         "embedder": {"name": cat.embedder.name, "pulled": store.is_pulled(cat.embedder)},
-        "pulled": [e.name for e in cat.experts.values() if store.is_pulled(e)],
-        "missing_defaults": [e.name for e in [*cat.defaults(), cat.embedder] if not store.is_pulled(e)],
+        "pulled": [e.name for e in cat.experts.values() if e.remote is None and store.is_pulled(e)],
+        "missing_defaults": [e.name for e in [*cat.defaults(), cat.embedder] if e.remote is None and not store.is_pulled(e)],
+        "remote": _probe_all([x for x in cat.experts.values() if x.remote is not None]),
     }
     e = env()
     if as_json:
@@ -79,6 +94,9 @@ def doctor(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
         ("embedder", f"{report['embedder']['name']} ({'pulled' if report['embedder']['pulled'] else 'not pulled'})"),
         ("pulled", ", ".join(report["pulled"]) or "nothing"),
     ]
+    for r in report["remote"]:
+        color = "green" if r["served"] else ("yellow" if r["reachable"] else "red")
+        lines.append((r["name"], f"{r['api_base']}: [{color}]{escape(r['message'])}[/]"))
     for key, value in lines:
         console.print(f"[bold]{key:>16}[/]  {value}")
     if report["missing_defaults"]:

@@ -35,6 +35,7 @@ def list_models(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
             "path": str(store.path(expert)) if found else None,
             "source": found.source if found else None,
             "catalog": expert.origin,
+            "remote": _remote_row(expert),
         })
     e = env()
     if as_json:
@@ -48,12 +49,34 @@ def list_models(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
     for r in rows:
         roles = {"llm": ", ".join(r["roles"]), "tool": "tool (" + ", ".join(r["roles"]) + ")"}.get(r["kind"], r["kind"])
         name = r["name"] + (" *" if r["default"] else "")
+        if r["remote"]:
+            where = f"{r['remote']['api_base']} ({r['remote']['model_name']})"
+            table.add_row(name, roles, ", ".join(r["domains"][:3]), "-", "remote", where)
+            continue
         pulled = "built-in" if r["pulled"] is None else ("[green]yes[/]" if r["pulled"] else "no")
         table.add_row(name, roles, ", ".join(r["domains"][:3]), format_size(r["size"]) if r["size"] else "-" if r["pulled"] is None else "?",
                       pulled, r["path"] or "")
     console = e.out_console()
     console.print(table)
     console.print("* default set: pulled by a bare `complm pull` and used by `complm ask`.")
+
+
+def _remote_row(expert) -> dict | None:
+    """Where a remote expert runs; the name of its key's variable, never the key."""
+    spec = expert.remote
+    if spec is None:
+        return None
+    return {"api_base": spec.api_base, "model_name": spec.model_name, "api_key_name": spec.api_key_name,
+            "max_parallel": spec.max_parallel, "timeout": spec.timeout}
+
+
+def _skip_unpullable(experts: list, action: str, e, say: bool = True) -> list:
+    """Tools and remote experts have nothing in the cache; say so for those a user named."""
+    for x in experts:
+        if not x.pullable and say:
+            where = f"runs on {x.remote.api_base}" if x.remote is not None else f"is a built-in {x.kind}"
+            print(f"{x.name} {where}; nothing to {action}", file=e.stderr)
+    return [x for x in experts if x.pullable]
 
 
 @handles_errors
@@ -71,11 +94,7 @@ def rm(
     store = Store(settings)
     experts = list(cat.experts.values()) if all_ else [cat.get(n) for n in names]
     e = env()
-    for expert in experts:
-        if not expert.pullable:
-            if not all_:
-                print(f"{expert.name} is a built-in {expert.kind}: nothing to remove", file=e.stderr)
-            continue
+    for expert in _skip_unpullable(experts, "remove", e, say=not all_):
         if store.remove(expert):
             print(f"removed {expert.name}", file=e.stderr)
         elif not all_:
@@ -93,24 +112,21 @@ def verify(
 
     settings, cat = load(catalog)
     store = Store(settings)
+    e = env()
     if names:
-        experts = [cat.get(n) for n in names]
-        for skipped in [x for x in experts if not x.pullable]:
-            print(f"{skipped.name} is a built-in {skipped.kind}: nothing to verify", file=env().stderr)
-        experts = [x for x in experts if x.pullable]
+        experts = _skip_unpullable([cat.get(n) for n in names], "verify", e)
     else:
         experts = [x for x in cat.experts.values() if x.pullable and (store.folder(x) / "complm.json").exists()]
     missing = [x.name for x in experts if not (store.folder(x) / "complm.json").exists()]
     if missing:
         raise fail(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not pulled; run `complm pull {' '.join(missing)}` first.", ExitCode.NOT_FOUND)
     results = [store.verify(x) for x in experts]
-    e = env()
     if as_json:
         print(json.dumps([r.__dict__ for r in results], indent=2), file=e.stdout)
     else:
         for r in results:
             print(f"{r.name}: {r.message}", file=e.stdout)
-        if not results:
+        if not results and not names:
             print("nothing is pulled", file=e.stdout)
     bad = [r for r in results if not r.ok]
     if bad:

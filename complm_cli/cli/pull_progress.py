@@ -70,6 +70,10 @@ def pull_all(store, experts, console, interactive: bool, force: bool = False, ve
     `quiet` drops the final line too (ask in a pipeline keeps stderr for errors)."""
     results = []
     for expert in experts:
+        if expert.remote is not None:
+            if not quiet:
+                console.print(f"{expert.name} runs on {expert.remote.api_base}; nothing to pull")
+            continue
         if not force and (found := store.installed(expert)):
             if not quiet:
                 console.print(f"{expert.name} is already pulled ({format_size(found.size)}); --force pulls it again")

@@ -55,7 +55,7 @@ def prepare(catalog: Path | None, offline: bool, expert: str | None, modes: tupl
     if not settings.offline:
         store = Store(settings)
         wanted = list({m.name: m for mode in modes for m in models_needed(cat, expert, mode, monolithic)}.values())
-        missing = [m for m in wanted if not store.is_pulled(m)]
+        missing = [m for m in wanted if m.remote is None and not store.is_pulled(m)]
         if missing:
             console = e.err_console()
             if e.stderr_isatty or verbose:

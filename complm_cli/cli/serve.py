@@ -1,0 +1,71 @@
+"""`complm serve`: complm as an OpenAI-compatible model over HTTP."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import typer
+
+from complm_cli.cli.common import CatalogOpt, OfflineOpt, env, handles_errors
+
+
+@handles_errors
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; 0.0.0.0 opens it to the network."),
+    port: int = typer.Option(8000, "--port", "-p", min=0, max=65535, help="Port to listen on (0: any free port)."),
+    api_key: str = typer.Option(None, "--api-key", envvar="COMPLM_SERVE_API_KEY", show_envvar=True,
+                                help="Require 'Authorization: Bearer KEY' (the environment variable keeps it out of `ps`)."),
+    workers: int = typer.Option(None, "--workers", "-w", min=1, help="Nodes that may run at once in one request."),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads in all, divided among running nodes."),
+    gpu_layers: int = typer.Option(None, "--gpu-layers", help="Layers to offload to a GPU (-1: all)."),
+    max_memory: str = typer.Option(None, "--max-memory", help="Memory for resident models, shared by all requests, e.g. 8GB."),
+    timeout: float = typer.Option(None, "--timeout", help="Seconds one node may take before it fails."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each request on stderr."),
+    offline: bool = OfflineOpt,
+    catalog: Path = CatalogOpt,
+) -> None:
+    """Serve the pipeline as an OpenAI-compatible API: models complm, complm-sequential, complm-monolithic."""
+    from complm_cli import serve as server
+    from complm_cli.cli.common import load
+    from complm_cli.cli.pull_progress import pull_all
+    from complm_cli.config import parse_size
+    from complm_cli.pipeline import MODES, models_needed
+    from complm_cli.store import Store
+
+    server.require_extra()
+    e = env()
+    settings, cat = load(catalog, offline, workers=workers, threads=threads, gpu_layers=gpu_layers,
+                         node_timeout=timeout, max_memory=parse_size(max_memory) if max_memory else None)
+    sock = server.bind(host, port)  # before the models: a taken port should fail at once
+    console = e.err_console()
+    try:
+        if not settings.offline:
+            store = Store(settings)
+            wanted = {m.name: m for mode in MODES for m in models_needed(cat, None, mode)}.values()
+            missing = [m for m in wanted if m.remote is None and not store.is_pulled(m)]
+            if missing:
+                console.print(f"pulling {', '.join(m.name for m in missing)} (first use)")
+                pull_all(store, missing, console, e.stderr_isatty)
+        session = server.make_session(settings, cat)
+    except BaseException:
+        sock.close()
+        raise
+    session.warm_up()
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    print(f"complm serve: listening on http://{shown}:{bound_port}/v1 (models: {', '.join(server.MODELS)}); "
+          f"Ctrl-C stops it", file=e.stderr, flush=True)
+    if not api_key and not _loopback(host):
+        print(f"complm serve: warning: {host} is reachable from other machines and no --api-key is set.", file=e.stderr)
+    try:
+        server.serve(session, sock, api_key=api_key or None, verbose=verbose)
+    finally:
+        session.close()
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
