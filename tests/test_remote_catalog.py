@@ -160,7 +160,7 @@ def test_list_shows_the_endpoint_and_model_commands_skip_remote_experts(tmp_path
     row = next(r for r in json.loads(result.stdout) if r["name"] == "remote-smol")
     assert row["remote"] == {"api_base": "http://127.0.0.1:8080/v1", "model_name": "smollm2",
                              "api_key_name": "SMOL_KEY", "max_parallel": 1, "timeout": 60.0}
-    assert row["pulled"] is False and row["path"] is None
+    assert row["pulled"] is None and row["path"] is None  # nothing to pull: not applicable, like a tool
     table = runner.invoke(app, ["list", "--catalog", str(path)])
     assert "remote" in table.stdout and "the-secret-key" not in table.output
     for command, verb in (("pull", "pull"), ("verify", "verify"), ("rm", "remove")):

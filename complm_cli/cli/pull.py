@@ -30,7 +30,8 @@ def pull(
     else:
         experts = [*cat.defaults(), cat.embedder]
     e = env()
-    for skipped in [x for x in experts if not x.pullable]:
-        print(f"{skipped.name} is a built-in {skipped.kind}: nothing to pull", file=e.stderr)
-    experts = [x for x in experts if x.pullable]
+    # A remote expert is skipped, saying so, by pull_all; a tool has nothing to pull at all.
+    for skipped in [x for x in experts if x.kind == "tool"]:
+        print(f"{skipped.name} is a built-in tool: nothing to pull", file=e.stderr)
+    experts = [x for x in experts if x.kind != "tool"]
     pull_all(Store(settings), experts, e.err_console(), e.stderr_isatty, force=force, verbose=verbose)
