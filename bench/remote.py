@@ -23,8 +23,8 @@ Every server gets `--server-threads` threads (default 1: three servers on a
 Run it on an otherwise idle machine: on 2 cores, llama.cpp decoding with 2
 threads slowed down 20 to 45 times here whenever another program kept one
 core busy (its threads wait for each other at every step), while 1-thread
-decoding did not; the first local run (the warm-up) is then the one that
-shows it.
+decoding did not, in a spot check; `--verbose` shows every round, so a slow
+one is easy to see.
 """
 
 from __future__ import annotations

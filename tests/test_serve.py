@@ -178,8 +178,10 @@ def test_the_openai_client_sees_4xx_as_its_own_errors(served):
 def test_the_serve_command(models):
     """`complm serve` in its own process: it says where it listens, answers, and stops on Ctrl-C."""
     env = {**os.environ, "COMPLM_CATALOG": str(TINY_CATALOG), "COMPLM_SERVE_API_KEY": KEY}
+    # A test run started in the background inherits an ignored SIGINT; the server should see Ctrl-C as a user's would.
     proc = subprocess.Popen([sys.executable, "-m", "complm_cli", "serve", "--port", "0"], env=env,
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stderr.readline()
         match = re.search(r"listening on (http://127\.0\.0\.1:\d+/v1)", line)
