@@ -240,7 +240,6 @@ def _finish(plan: Plan, steps: list, question: str, max_nodes: int) -> Parsed:
 
 def _repair(plan: Plan) -> None:
     """Deterministic fixes that make text references and dependency lists agree."""
-    seen: dict[str, int] = {}
     for node in plan.nodes:
         refs = references(node.question)
         deps = set(node.depends_on)
@@ -258,10 +257,30 @@ def _repair(plan: Plan) -> None:
         if missing:
             node.question += " (given " + ", ".join("{%d}" % d for d in missing) + ")"
         node.depends_on = tuple(sorted(deps))
-        key = node.question.lower()
-        if key in seen and not deps:
-            plan.repairs.append(f"step {node.id} repeats step {seen[key]}")
-        seen.setdefault(key, node.id)
+    _drop_repeats(plan)
+
+
+def _drop_repeats(plan: Plan) -> None:
+    """A step that asks exactly what an earlier one asks is dropped; its references point to the earlier one."""
+    new_id: dict[int, int] = {}
+    seen: dict[tuple[str, tuple[int, ...]], int] = {}
+    nodes: list[Node] = []
+
+    def renumber(m: re.Match) -> str:
+        k = int(m.group(1) or m.group(2))
+        return "{%d}" % new_id[k] if k in new_id else m.group(0)
+
+    for node in plan.nodes:
+        text = REF.sub(renumber, node.question)
+        deps = tuple(sorted({new_id.get(d, d) for d in node.depends_on}))
+        key = (" ".join(text.lower().split()), deps)
+        if key in seen:
+            plan.repairs.append(f"step {node.id} repeated step {seen[key]} and was dropped")
+            new_id[node.id] = seen[key]
+            continue
+        new_id[node.id] = seen[key] = len(nodes) + 1
+        nodes.append(Node(len(nodes) + 1, text, deps))
+    plan.nodes = nodes
 
 
 _STOP = frozenset("""what which who whom whose when where why how many much does did do is are was were the a an of in on at to for

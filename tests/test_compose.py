@@ -249,3 +249,12 @@ def test_a_session_is_a_context_manager_that_lets_every_model_go(models):
         assert routes[1].expert == "smollm2-135m"
         assert session.embedder._model is not None
     assert session.embedder._model is None and session.pool.resident() == []
+
+
+def test_a_repeated_step_is_dropped_and_its_references_follow():
+    raw = ('a = ask("What is the capital of France?")\nb = ask("What is the capital of France?")\n'
+           'c = ask("How many people live in {b}?")')
+    parsed = parse_plan("How many people live in the capital of France?", raw)
+    assert [(n.id, n.question, n.depends_on) for n in parsed.plan.nodes] == [
+        (1, "What is the capital of France?", ()), (2, "How many people live in {1}?", (1,))]
+    assert parsed.problems == [] and "step 2 repeated step 1" in parsed.plan.repairs[0]
