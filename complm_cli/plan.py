@@ -69,28 +69,6 @@ def copies_question(partial: str, question: str) -> bool:
     return " ".join(first.split()) == " ".join(question.split())
 
 
-def plan_schema(max_nodes: int = MAX_NODES, max_chars: int = MAX_QUESTION_CHARS) -> dict:
-    return {
-        "type": "object",
-        "properties": {
-            "steps": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": max_nodes,
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "q": {"type": "string", "maxLength": max_chars},
-                        "deps": {"type": "array", "items": {"type": "integer"}, "maxItems": max_nodes - 1},
-                    },
-                    "required": ["q", "deps"],
-                },
-            }
-        },
-        "required": ["steps"],
-    }
-
-
 @dataclass
 class Parsed:
     plan: Plan
@@ -319,7 +297,7 @@ def plan_finished(partial: str) -> bool:
     return False
 
 
-Generate = Callable[[list[dict], dict], tuple[str, int]]  # (messages, schema) -> (text, tokens)
+Generate = Callable[[list[dict], dict | None], tuple[str, int]]  # (messages, JSON schema or None) -> (text, tokens)
 
 
 def make_plan(question: str, generate: Generate, max_nodes: int = MAX_NODES) -> Plan:

@@ -9,7 +9,7 @@ from complm_cli.aggregate import direct_answer, join, missing_parts, repair
 from complm_cli.catalog import load_catalog
 from complm_cli.dag import Node, Plan
 from complm_cli.execute import NodeResult
-from complm_cli.plan import copies_question, parse_lines, parse_plan, plan_finished, ungrounded
+from complm_cli.plan import copies_question, parse_plan, plan_finished, ungrounded
 from complm_cli.route import Route, Router, VectorCache
 from tests.conftest import TINY_CATALOG
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from complm_cli import prompts
 from complm_cli.dag import Node, Plan, references, validate
-from complm_cli.plan import MAX_NODES, MAX_QUESTION_CHARS, make_plan, parse_plan, plan_schema, single_node
+from complm_cli.plan import MAX_NODES, MAX_QUESTION_CHARS, make_plan, parse_plan, single_node
 
 QUESTION = "Who painted the Mona Lisa, and in which country was that painter born?"
 
