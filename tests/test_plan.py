@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from complm_cli import prompts
@@ -81,6 +81,7 @@ FAST = settings(max_examples=200, deadline=None, database=None, suppress_health_
 
 
 @FAST
+@example("0", '{"steps": [{"q": "What is 17 times 3?", "deps": []}]}')  # a lone formula step is kept
 @given(questions, replies)
 def test_parse_plan_never_raises_and_is_valid_or_says_why(question: str, raw: str) -> None:
     parsed = parse_plan(question, raw)
@@ -89,7 +90,11 @@ def test_parse_plan_never_raises_and_is_valid_or_says_why(question: str, raw: st
     if not parsed.problems:
         assert_valid(parsed.plan)
         if len(parsed.plan.nodes) == 1:
-            assert parsed.plan.nodes[0] == Node(1, question, ())
+            # one step is the question itself, unless it is the calculation the question asks for
+            from complm_cli.calculator import to_formula
+
+            only = parsed.plan.nodes[0]
+            assert only == Node(1, question, ()) or (to_formula(only.question) and only.depends_on == ())
     assert parsed.plan.question == question
 
 
