@@ -213,7 +213,7 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
     def _run_node(node_id: int, threads: int) -> None:
         node, res = plan.node(node_id), results[node_id]
         if experts[node_id].kind == "tool":
-            _calculate(plan, node, res, results, t0, on_event)
+            _calculate(node, res, results, t0, on_event)
             return
         try:
             answers = {d: results[d].answer or "" for d in node.depends_on}
@@ -327,7 +327,7 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
     return execution
 
 
-def _calculate(plan: Plan, node, res: NodeResult, results: dict[int, NodeResult], t0: float, on_event: Listener) -> None:
+def _calculate(node, res: NodeResult, results: dict[int, NodeResult], t0: float, on_event: Listener) -> None:
     """A calculator node: no model, no worker; exact arithmetic over the parents' numbers."""
     from complm_cli.calculator import calculate
 

@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
 
+from complm_cli.numbers import TENS, UNITS
+
 Gold = str | list[str]
 
 _ARTICLES = frozenset({"a", "an", "the"})
@@ -28,16 +30,6 @@ _NUMBER = re.compile(
     r"(?<![\w.,])[-\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![^\W_]|[.,]\d)"
 )
 
-_UNITS = {
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
-    "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12,
-    "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
-    "seventeen": 17, "eighteen": 18, "nineteen": 19,
-}
-_TENS = {
-    "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
-    "seventy": 70, "eighty": 80, "ninety": 90,
-}
 # Unit words dropped from a numeric gold, so gold "212°F" accepts "212 degrees".
 _UNIT_WORDS = frozenset({
     "f", "c", "k", "degree", "degrees", "fahrenheit", "celsius", "kelvin",
@@ -93,15 +85,15 @@ def _words_to_numbers(tokens: list[str]) -> list[str]:
     i = 0
     while i < len(tokens):
         token = tokens[i]
-        if token in _TENS:
-            value = _TENS[token]
+        if token in TENS:
+            value = TENS[token]
             nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
-            if nxt in _UNITS and 0 < _UNITS[nxt] < 10:
-                value += _UNITS[nxt]
+            if nxt in UNITS and 0 < UNITS[nxt] < 10:
+                value += UNITS[nxt]
                 i += 1
             out.append(str(value))
-        elif token in _UNITS:
-            out.append(str(_UNITS[token]))
+        elif token in UNITS:
+            out.append(str(UNITS[token]))
         else:
             out.append(token)
         i += 1

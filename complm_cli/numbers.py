@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-_UNITS = {
+# Number words, shared with metrics.py (which reads them in answers being scored).
+UNITS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
     "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
     "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
 }
-_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "trillion": 10**12}
 
 # 1,234,567.89 | 1234.5 | .5 ; an optional sign; "1.4 million" takes its scale word.
@@ -24,7 +25,7 @@ _DIGITS = re.compile(
     r"(?:\s*(?P<scale>hundred|thousand|million|billion|trillion)\b)?(?P<pct>\s*(?:%|percent\b))?",
     re.I,
 )
-_WORDS = "|".join(sorted([*_UNITS, *_TENS, *_SCALES, "and"], key=len, reverse=True))
+_WORDS = "|".join(sorted([*UNITS, *TENS, *_SCALES, "and"], key=len, reverse=True))
 _WORD_NUMBER = re.compile(rf"\b(?:{_WORDS})(?:[\s-]+(?:{_WORDS}))*\b", re.I)
 _DOZEN = re.compile(r"\b(a|one|two|three|four|five|six|half a)\s+dozen\b", re.I)
 
@@ -36,10 +37,10 @@ def _words_value(text: str) -> int | None:
     for word in re.split(r"[\s-]+", text.lower()):
         if word == "and":
             continue
-        if word in _UNITS:
-            current += _UNITS[word]
-        elif word in _TENS:
-            current += _TENS[word]
+        if word in UNITS:
+            current += UNITS[word]
+        elif word in TENS:
+            current += TENS[word]
         elif word == "hundred":
             current = (current or 1) * 100
         elif word in _SCALES:
@@ -64,7 +65,7 @@ def find_numbers(text: str) -> list[tuple[int, Fraction, str]]:
         found.append((m.start(), value, m.group(0).strip()))
         taken.append(range(m.start(), m.end()))
     for m in _DOZEN.finditer(text):
-        count = {"a": 1, "one": 1, "half a": Fraction(1, 2)}.get(m.group(1).lower(), _UNITS.get(m.group(1).lower(), 1))
+        count = {"a": 1, "one": 1, "half a": Fraction(1, 2)}.get(m.group(1).lower(), UNITS.get(m.group(1).lower(), 1))
         found.append((m.start(), Fraction(count) * 12, m.group(0)))
         taken.append(range(m.start(), m.end()))
     for m in _WORD_NUMBER.finditer(text):
