@@ -1,11 +1,11 @@
 """Query Executor: ready-set scheduling of a plan over a pool of model workers.
 
 Every node whose parents are done is ready; ready nodes run at the same time,
-up to `workers`, each on a worker it owns while it runs (one Llama per
-worker, never shared between threads). The CPU threads are divided among
-the nodes that run at once, and handed on when one of them finishes. The
-ModelPool keeps models resident within a memory budget and unloads the
-least recently used idle one when another must load.
+up to `workers`, each on a worker it owns while it runs. Workers of one
+model are handles on one batched engine (backends/engine.py), so nodes of
+the same model decode together in one batch. The ModelPool keeps models
+resident within a memory budget and unloads the least recently used idle
+one when another must load.
 """
 
 from __future__ import annotations
@@ -26,12 +26,9 @@ from complm_cli.config import format_size
 from complm_cli.dag import Plan, short_answer, substitute
 from complm_cli.errors import ModelError
 from complm_cli.events import Listener, NodeDone, NodeFailed, NodeStarted, NodeToken, ignore
+from complm_cli.generate import Cancelled, Params, generate
 
 CONTEXT_CHARS = 600  # of each parent's answer shown to a child, so one long answer cannot crowd the prompt
-
-
-class Cancelled(Exception):
-    pass
 
 
 class ModelPool:
@@ -54,7 +51,16 @@ class ModelPool:
 
     @property
     def used(self) -> int:
-        return sum(w.memory for w in (*self._idle.values(), *self._busy.values()))
+        return self._memory([*self._idle.values(), *self._busy.values()])
+
+    @staticmethod
+    def _memory(workers) -> int:
+        """Each worker's own bytes, plus each shared part (an engine, a model file) once while any holder is resident.
+
+        Computed from who is resident now, so evicting the worker that first
+        brought a shared part in never leaves the others under-counted."""
+        shared = dict(w.shared for w in workers if getattr(w, "shared", None))
+        return sum(w.memory for w in workers) + sum(shared.values())
 
     def has_idle(self, expert_name: str) -> bool:
         with self._cond:
@@ -85,18 +91,18 @@ class ModelPool:
                         del self._idle[key]
                         self._busy[key] = w
                         return w
-                shares = path is not None and any(self._paths.get(w.expert.name) == path for w in (*self._idle.values(), *self._busy.values()))
-                worker = self.factory(expert, path, shares)
-                if worker.memory > self.budget:
-                    raise ModelError(f"The model '{expert.name}' needs about {format_size(worker.memory)}, more than the memory "
+                worker = self.factory(expert, path)
+                alone = self._memory([worker])
+                if alone > self.budget:
+                    raise ModelError(f"The model '{expert.name}' needs about {format_size(alone)}, more than the memory "
                                      f"budget of {format_size(self.budget)}; raise --max-memory.")
-                idle = sum(w.memory for w in self._idle.values())
+                busy = list(self._busy.values())
                 # Evict only when that makes room; otherwise wait for a busy worker instead.
-                while self.used + worker.memory > self.budget and self._idle and self.used - idle + worker.memory <= self.budget:
-                    _, old = self._idle.popitem(last=False)
-                    old.unload()
-                    self.evictions += 1
-                if self.used + worker.memory <= self.budget:
+                if self._memory([*busy, worker]) <= self.budget:
+                    while self._memory([*self._idle.values(), *busy, worker]) > self.budget and self._idle:
+                        _, old = self._idle.popitem(last=False)
+                        old.unload()
+                        self.evictions += 1
                     key = id(worker)
                     self._busy[key] = worker
                     self.peak = max(self.peak, self.used)
@@ -194,11 +200,6 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
     execution = Execution(results, 0.0)
     # A calculation reads a number from each parent: those parents are asked for one.
     numeric = {d for n in plan.nodes if experts[n.id].kind == "tool" for d in n.depends_on}
-    streaming = [0]  # nodes generating right now, to share the CPU threads among
-
-    def fair_share() -> int:
-        with lock:
-            return max(1, options.threads // max(1, streaming[0]))
 
     def run_node(node_id: int, threads: int) -> None:
         try:
@@ -215,64 +216,41 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
         if experts[node_id].kind == "tool":
             _calculate(node, res, results, t0, on_event)
             return
-        try:
-            answers = {d: results[d].answer or "" for d in node.depends_on}
-            res.question = substitute(node.question, answers)
-            context = [(substitute(plan.node(d).question, {k: results[k].answer or "" for k in plan.node(d).depends_on}),
-                        short_answer(answers[d], options.context_chars)) for d in node.depends_on]
-            worker = pool.acquire(experts[node_id], cancel)
-        except Cancelled:
-            res.status, res.reason = "cancelled", "cancelled before it started"
-            return
-        except Exception as exc:
-            _fail(res, exc, on_event)
-            return
-        start = time.perf_counter()
-        res.started, res.threads = start - t0, threads
-        with lock:
-            execution.events.append((start - t0, "start", node_id))
-            streaming[0] += 1
+        answers = {d: results[d].answer or "" for d in node.depends_on}
+        res.question = substitute(node.question, answers)
+        context = [(substitute(plan.node(d).question, {k: results[k].answer or "" for k in plan.node(d).depends_on}),
+                    short_answer(answers[d], options.context_chars)) for d in node.depends_on]
         gen = experts[node_id].generation
-        set_threads = getattr(worker, "set_threads", None)
-        pieces: list[str] = []
-        try:
+        params = Params(max_tokens=options.max_tokens or gen.max_tokens,
+                        temperature=gen.temperature if options.temperature is None else options.temperature,
+                        seed=options.seed, threads=threads, timeout=options.node_timeout)
+        started: list[float] = []
+
+        def on_start() -> None:
+            started.append(time.perf_counter())
+            res.started, res.threads = started[0] - t0, threads
+            with lock:
+                execution.events.append((started[0] - t0, "start", node_id))
             on_event(NodeStarted(node_id, res.expert, res.question))
-            stream = worker.stream(prompts.expert_messages(res.question, context, numeric=node_id in numeric),
-                                   max_tokens=options.max_tokens or gen.max_tokens,
-                                   temperature=gen.temperature if options.temperature is None else options.temperature,
-                                   seed=options.seed, threads=threads)
-            try:
-                for piece in stream:
-                    pieces.append(piece)
-                    res.tokens += 1
-                    # A node that finished frees its threads: the ones still running take them
-                    # (between tokens, in this thread, so the Llama is never touched twice at once).
-                    if set_threads is not None and (share := fair_share()) != threads:
-                        set_threads(share)
-                        threads = share
-                    on_event(NodeToken(node_id, piece))
-                    if cancel.is_set():
-                        raise Cancelled()
-                    if time.perf_counter() - start > options.node_timeout:
-                        raise TimeoutError(f"timed out after {options.node_timeout:g} s")
-            finally:
-                close = getattr(stream, "close", None)
-                if close:
-                    close()
-            res.answer = prompts.strip_reasoning("".join(pieces))
-            res.status = "done"
-            res.seconds = time.perf_counter() - start
+
+        def on_piece(piece: str) -> None:
+            res.tokens += 1
+            on_event(NodeToken(node_id, piece))
+
+        try:
+            out = generate(pool, experts[node_id], prompts.expert_messages(res.question, context, numeric=node_id in numeric),
+                           params, cancel=cancel, on_piece=on_piece, on_start=on_start)
+            res.answer, res.status, res.seconds = out.text, "done", out.seconds
             on_event(NodeDone(node_id, res.answer, res.seconds, res.tokens))
         except Cancelled:
-            res.status, res.reason = "cancelled", "cancelled"
+            res.status, res.reason = "cancelled", "cancelled" if started else "cancelled before it started"
         except Exception as exc:
-            res.seconds = time.perf_counter() - start
+            res.seconds = time.perf_counter() - started[0] if started else 0.0
             _fail(res, exc, on_event)
         finally:
-            with lock:
-                execution.events.append((time.perf_counter() - t0, "end", node_id))
-                streaming[0] -= 1
-            pool.release(worker)
+            if started:
+                with lock:
+                    execution.events.append((time.perf_counter() - t0, "end", node_id))
 
     executor = ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="complm-node")
     try:

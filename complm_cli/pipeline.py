@@ -25,6 +25,7 @@ from complm_cli.dag import Plan
 from complm_cli.errors import UsageError
 from complm_cli.events import AnswerDone, AnswerToken, Listener, PlanReady, Stage, ignore
 from complm_cli.execute import ModelPool, NodeResult, RunOptions, run_plan
+from complm_cli.generate import Cancelled, Params, generate
 from complm_cli.plan import MAX_PLAN_TOKENS, copies_question, make_plan, plan_finished, single_node
 from complm_cli.route import Embedder, Route, Router, VectorCache
 from complm_cli.store import Store
@@ -154,23 +155,11 @@ class Session:
     def _generate(self, expert: Expert, messages: list[dict], *, schema: dict | None = None, max_tokens: int,
                   temperature: float, on_token=None, cancel: threading.Event | None = None, prefix: int = 0,
                   stop=None) -> tuple[str, int]:
-        """Generate on a worker of `expert`; `stop(text so far)` may end generation early."""
-        worker = self.pool.acquire(expert, cancel)
-        try:
-            pieces = []
-            for piece in worker.stream(messages, max_tokens=max_tokens, temperature=temperature,
-                                       seed=self.settings.seed, threads=self.settings.threads, schema=schema,
-                                       **({"prefix": prefix} if prefix else {})):
-                pieces.append(piece)
-                if on_token:
-                    on_token(piece)
-                if cancel is not None and cancel.is_set():
-                    raise KeyboardInterrupt
-                if stop is not None and stop("".join(pieces)):
-                    break
-            return prompts.strip_reasoning("".join(pieces)), len(pieces)
-        finally:
-            self.pool.release(worker)
+        """The planner's, the aggregator's and monolithic generation: the same path as a node's (generate.py)."""
+        params = Params(max_tokens=max_tokens, temperature=temperature, seed=self.settings.seed,
+                        threads=self.settings.threads, schema=schema, prefix=prefix, timeout=self.settings.node_timeout)
+        out = generate(self.pool, expert, messages, params, cancel=cancel, on_piece=on_token, stop=stop)
+        return out.text, out.tokens
 
     # --- the four parts -----------------------------------------------------------
 
@@ -235,7 +224,7 @@ class Session:
         on_event(Stage("execute", mode))
         execution = run_plan(plan, experts, self.pool, options, on_event, cancel)
         if cancel.is_set():
-            raise KeyboardInterrupt
+            raise Cancelled()
         results = execution.results
         timings["execute_s"] = execution.seconds
         timings["nodes_sum_s"] = sum(r.seconds for r in results.values())

@@ -62,7 +62,7 @@ class Fake:
     memory: dict[str, int] = field(default_factory=dict)  # expert -> bytes; default 100
     load_error: dict[str, BaseException] = field(default_factory=dict)  # expert -> raised by load()
     streams: list[Stream] = field(default_factory=list)
-    created: list[tuple[str, bool]] = field(default_factory=list)  # (expert, shares)
+    created: list[str] = field(default_factory=list)  # experts a worker was made for
     loads: list[str] = field(default_factory=list)
     unloads: list[str] = field(default_factory=list)
     active: int = 0
@@ -70,9 +70,9 @@ class Fake:
     started: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))  # released per stream start
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def factory(self, exp: Expert, path: Path, shares: bool) -> "FakeWorker":
+    def factory(self, exp: Expert, path: Path) -> "FakeWorker":
         with self.lock:
-            self.created.append((exp.name, shares))
+            self.created.append(exp.name)
         return FakeWorker(self, exp, path)
 
     def stream_for(self, question: str) -> Stream:
@@ -467,7 +467,7 @@ def test_pool_reuses_an_idle_worker_of_the_same_expert() -> None:
     pool.release(a)
     again = pool.acquire(expert("a"))
     assert again is a
-    assert pool.loads == 1 and fake.loads == ["a"] and fake.created == [("a", False)]
+    assert pool.loads == 1 and fake.loads == ["a"] and fake.created == ["a"]
     pool.release(again)
 
 
@@ -476,9 +476,35 @@ def test_pool_loads_a_second_worker_when_the_first_is_busy() -> None:
     pool = pool_for(fake)
     one, two = pool.acquire(expert("a")), pool.acquire(expert("a"))
     assert one is not two
-    assert fake.created == [("a", False), ("a", True)]  # the second shares the first one's file
+    assert fake.created == ["a", "a"]
     assert pool.loads == 2 and pool.used == 200 and pool.peak == 200
     assert pool.resident() == ["a", "a"]
+
+
+def test_a_shared_part_counts_once_and_stays_counted_after_its_first_holder_goes() -> None:
+    """Two handles on one engine charge the engine once; evicting the handle that brought it
+    in must not leave the other one counted as if the engine were gone."""
+    fake = Fake()
+    made = []
+
+    def factory(exp, path):
+        w = FakeWorker(fake, exp, path)
+        w.memory, w.shared = 10, ("engine-a", 1000)
+        made.append(w)
+        return w
+
+    pool = ModelPool(factory, lambda e: Path("/models") / e.name, budget=1030)
+    one, two = pool.acquire(expert("a")), pool.acquire(expert("a"))
+    assert pool.used == 1020
+    pool.release(one)
+    with pool._cond:  # evict the first holder, as the LRU rule would
+        del pool._idle[id(one)]
+        one.unload()
+    assert pool.used == 1010  # the engine is still resident through `two`
+    three = pool.acquire(expert("a"))  # fits: 1000 + 10 + 10
+    assert pool.used == 1020
+    pool.release(two)
+    pool.release(three)
 
 
 def test_pool_evicts_the_least_recently_used_idle_worker() -> None:
@@ -720,20 +746,20 @@ def test_session_ask_end_to_end_with_fakes(tmp_path) -> None:
     assert sorted(set(fake.unloads)) == sorted(set(fake.loads))  # close() unloaded every model
 
 
-def test_threads_freed_by_a_finished_node_go_to_the_ones_still_running() -> None:
-    class ThreadedWorker(FakeWorker):
-        calls: list[tuple[str, int]] = []
+def test_threads_freed_by_an_engine_that_finished_go_to_the_ones_still_working() -> None:
+    """The CPU is divided among the engines that have sequences, between decode steps."""
+    from complm_cli.backends.llama import Engines
 
-        def set_threads(self, n: int) -> None:
-            ThreadedWorker.calls.append((self.expert.name, n))
+    class Busy:
+        def __init__(self, busy):
+            self.busy = busy
 
-    fake = Fake(answers={"short?": "a", "long?": " ".join(["word"] * 30)}, sleep=0.01)
-    fake.factory = lambda exp, path, shares: ThreadedWorker(fake, exp, path)
-    experts = {1: expert("a"), 2: expert("b")}
-    execution = run(plan_of(("short?", ()), ("long?", ())), fake, workers=2, experts=experts, threads=4)
-    assert execution.results[1].threads == 2 and execution.results[2].threads == 2  # split while both run
-    # once the short node is done, the long one takes all four threads
-    assert ("b", 4) in ThreadedWorker.calls
+    engines = Engines(threads=4, slots=3)
+    a, b = Busy(True), Busy(True)
+    engines._engines = {("a",): (a, 1), ("b",): (b, 1)}
+    assert engines.threads_for(a) == 2 and engines.threads_for(b) == 2  # split while both decode
+    a.busy = False
+    assert engines.threads_for(b) == 4  # once one is idle, the other takes all four
 
 
 def test_braces_and_hash_numbers_the_user_typed_are_never_references(tmp_path) -> None:

@@ -1,5 +1,5 @@
-"""LlamaWorker driven directly: generation, threads, the prompt-state cache, the adapter over
-llama-cpp-python's internals, and Ctrl-C while a model loads. Most use the real 135M model."""
+"""LlamaWorker driven directly: generation on a shared engine, the prompt-state cache, the
+checks on llama-cpp-python's internals, and Ctrl-C while a model loads. Most use the real 135M model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from complm_cli.backends.llama import LlamaInternals, LlamaWorker
+from complm_cli.backends.llama import Engines, LlamaWorker, check_internals
 from complm_cli.catalog import load_catalog
 from complm_cli.errors import ModelError
 
@@ -23,42 +23,49 @@ def messages(question: str) -> list[dict]:
     return [{"role": "system", "content": SYSTEM}, *EXAMPLES, {"role": "user", "content": question}]
 
 
-def worker(models: Path, state_dir: Path | None = None) -> LlamaWorker:
+def worker(models: Path, state_dir: Path | None = None, engines: Engines | None = None) -> LlamaWorker:
     expert = load_catalog().get("smollm2-135m")
-    return LlamaWorker(expert, models / "models" / expert.name / expert.file, False, threads=1, state_dir=state_dir)
+    return LlamaWorker(expert, models / "models" / expert.name / expert.file, engines or Engines(threads=1, slots=2),
+                       state_dir=state_dir)
 
 
-def generate(w: LlamaWorker, question: str, prefix: int = 0, threads: int = 1) -> str:
-    return "".join(w.stream(messages(question), max_tokens=12, temperature=0.0, seed=1, threads=threads, prefix=prefix))
+def generate(w: LlamaWorker, question: str, prefix: int = 0) -> str:
+    return "".join(w.stream(messages(question), max_tokens=12, temperature=0.0, seed=1, threads=1, prefix=prefix))
 
 
 @pytest.mark.model
-def test_worker_generates_changes_threads_and_unloads(models):
-    w = worker(models)
-    w.load()
-    assert generate(w, "A synonym for small?").strip()
-    assert generate(w, "A synonym for fast?", threads=2).strip()
-    assert w.threads == 2
-    w.unload()
-    assert w.llm is None
+def test_workers_of_one_model_share_one_engine_until_the_last_unloads(models):
+    engines = Engines(threads=1, slots=2)
+    a, b = worker(models, engines=engines), worker(models, engines=engines)
+    a.load()
+    b.load()
+    assert a.engine is b.engine and len(engines.loaded()) == 1
+    assert a.shared == b.shared and a.memory == 0  # the engine is charged once, by key
+    assert generate(a, "A synonym for small?").strip()
+    assert generate(b, "A synonym for fast?").strip()
+    a.unload()
+    assert a.engine is None and len(engines.loaded()) == 1  # b still holds it
+    b.unload()
+    assert engines.loaded() == []
 
 
 @pytest.mark.model
 def test_prompt_state_cache_is_saved_and_restored(models, tmp_path, monkeypatch):
+    import llama_cpp
+
     states = tmp_path / "states"
     first = worker(models, states)
     built = generate(first, "A synonym for happy?", prefix=3)
     first.unload()
-    saved = list(states.glob("smollm2-135m-*.state"))
+    saved = list(states.glob("smollm2-135m-*.seqstate"))
     assert len(saved) == 1 and saved[0].stat().st_size > 0
 
-    second = worker(models, states)
-    second.load()
     restored = []
-    original = second.llm.load_state
-    monkeypatch.setattr(second.llm, "load_state", lambda state: restored.append(state) or original(state))
+    original = llama_cpp.llama_state_seq_set_data
+    monkeypatch.setattr(llama_cpp, "llama_state_seq_set_data", lambda *a: restored.append(a[3]) or original(*a))
+    second = worker(models, states)
     assert generate(second, "A synonym for happy?", prefix=3) == built  # greedy: the same words
-    assert len(restored) == 1
+    assert len(restored) == 1 and second.engine.prefix  # read from disk into the prefix sequence
     second.unload()
 
 
@@ -68,7 +75,7 @@ def test_damaged_state_file_is_rebuilt(models, tmp_path):
     w = worker(models, states)
     generate(w, "A synonym for cold?", prefix=3)
     w.unload()
-    (saved,) = states.glob("*.state")
+    (saved,) = states.glob("*.seqstate")
     saved.write_bytes(b"not a state")
     w = worker(models, states)
     assert generate(w, "A synonym for cold?", prefix=3).strip()
@@ -82,26 +89,26 @@ def test_an_unknown_llama_cpp_version_fails_clearly(monkeypatch, tmp_path):
     monkeypatch.setattr(llama_cpp, "__version__", "0.9.1")
     expert = load_catalog().get("smollm2-135m")
     with pytest.raises(ModelError) as info:
-        LlamaWorker(expert, tmp_path / "none.gguf", False).load()
+        LlamaWorker(expert, tmp_path / "none.gguf", Engines(threads=1, slots=1)).load()
     assert "0.9.1" in info.value.message and "0.3.36" in info.value.message
 
 
-def test_missing_internals_fail_clearly():
-    class NotQuiteLlama:
-        _seed = 0
+def test_missing_internals_fail_clearly(monkeypatch):
+    import llama_cpp
 
+    monkeypatch.delattr(llama_cpp, "llama_memory_seq_cp")
     with pytest.raises(ModelError) as info:
-        LlamaInternals(NotQuiteLlama())
-    assert "_ctx" in info.value.message and "llama-cpp-python" in info.value.message
+        check_internals()
+    assert "llama_memory_seq_cp" in info.value.message and "llama-cpp-python" in info.value.message
 
 
 CTRL_C_WHILE_LOADING = """
 import os, signal, sys, threading, time
 from pathlib import Path
-from complm_cli.backends.llama import LlamaWorker
+from complm_cli.backends.llama import Engines, LlamaWorker
 from complm_cli.catalog import load_catalog
 expert = load_catalog().get("smollm2-135m")
-w = LlamaWorker(expert, Path(sys.argv[1]), False)
+w = LlamaWorker(expert, Path(sys.argv[1]), Engines(threads=1, slots=2))
 try:
     threading.Timer(float(sys.argv[2]), lambda: os.kill(os.getpid(), signal.SIGINT)).start()
     w.load()

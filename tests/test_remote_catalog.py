@@ -130,7 +130,7 @@ model_name = "smollm2"
 '''
     cat, _ = catalog(tmp_path, text=text)
     paths_asked = []
-    pool = ModelPool(lambda e, path, shares: NoModel(e), lambda e: paths_asked.append(e.name), budget=1)
+    pool = ModelPool(lambda e, path: NoModel(e), lambda e: paths_asked.append(e.name), budget=1)
     a = pool.acquire(cat.get("remote-smol"))
     b = pool.acquire(cat.get("remote-twin"))  # same endpoint: the second of its two slots
     other = pool.acquire(cat.get("remote-other"))  # another endpoint has its own slot

@@ -6,18 +6,20 @@ from __future__ import annotations
 def dispatch(local):
     """A worker factory: a RemoteWorker for an expert with an endpoint, `local`'s worker otherwise."""
 
-    def make(expert, path, shares_weights):
+    def make(expert, path):
         if expert.remote is not None:
             from complm_cli.backends.remote import RemoteWorker
 
             return RemoteWorker(expert)
-        return local(expert, path, shares_weights)
+        return local(expert, path)
 
     return make
 
 
 def default_factory(settings):
     """What a Session uses unless told otherwise: llama.cpp in this process, or the expert's endpoint."""
+    from complm_cli.backends.engine import default_slots
     from complm_cli.backends.llama import llama_factory
 
-    return dispatch(llama_factory(settings.gpu_layers, settings.seed, settings.cache_dir / "prompt-states"))
+    return dispatch(llama_factory(settings.gpu_layers, settings.seed, settings.cache_dir / "prompt-states",
+                                  threads=settings.threads, slots=default_slots(settings.worker_count())))

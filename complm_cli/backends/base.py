@@ -1,8 +1,9 @@
 """The worker interface the scheduler drives: load, stream a reply, unload.
 
 A worker is owned by one thread at a time. Keeping the interface this small
-is what lets a later backend decode several nodes of one model in one batch,
-or send a node to a remote server, without touching the scheduler.
+is what lets the llama.cpp backend decode several nodes of one model in one
+batch (its workers are handles on one engine), or send a node to a remote
+server, without touching the scheduler.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from complm_cli.catalog import Expert
 class Worker(Protocol):
     expert: Expert
     memory: int  # bytes this worker keeps resident, for the memory budget
+    # Optional: (key, bytes) of a part several workers share (a batched engine), counted
+    # once while any worker holding it is resident. Optional: `deadlines = True` when
+    # stream() takes `timeout=` (seconds) and ends the reply itself when it passes.
 
     def load(self) -> None: ...
-
-    def set_threads(self, threads: int) -> None:
-        """Use `threads` CPU threads from the next token on (the scheduler shares the CPU among running nodes)."""
-        ...
 
     def stream(self, messages: list[dict], *, max_tokens: int, temperature: float, seed: int,
                threads: int, schema: dict | None = None, prefix: int = 0) -> Iterator[str]:
@@ -34,5 +34,5 @@ class Worker(Protocol):
     def unload(self) -> None: ...
 
 
-# (expert, model path (None for a remote expert), is another worker of the same file resident?) -> Worker
-WorkerFactory = Callable[[Expert, Path | None, bool], Worker]
+# (expert, model path (None for a remote expert)) -> Worker
+WorkerFactory = Callable[[Expert, Path | None], Worker]

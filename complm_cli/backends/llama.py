@@ -1,10 +1,9 @@
-"""In-process llama.cpp workers (llama-cpp-python): one Llama per worker."""
+"""In-process llama.cpp workers (llama-cpp-python): handles on one batched engine per model file."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import json
 import os
 import re
@@ -13,24 +12,26 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
+from complm_cli.backends.engine import Engine, Request
 from complm_cli.catalog import Expert
-from complm_cli.config import atomic_write
 from complm_cli.errors import ModelError
 
 
-def estimate_memory(expert: Expert, path: Path, shares_weights: bool) -> int:
-    """Resident bytes: the weights (mmap, shared by workers over one file) plus what each Llama adds.
+def estimate_memory(expert: Expert, path: Path, n_ctx: int, streams: int) -> int:
+    """Resident bytes of one engine: the weights (mmap), compute buffers, and `streams` KV streams of `n_ctx` cells.
 
-    Measured with llama-cpp-python 0.3.36 on the CPU: a second Llama over the
-    1.5B file added 0.78 GB of anonymous memory (KV cache, compute and logits
-    buffers, repacked tensors), over the 0.5B file 0.13 GB; 0.6 of the file
-    size per context at n_ctx 4096 errs on the safe side for both."""
+    Measured with llama-cpp-python 0.3.36 on the CPU: a Llama over the 1.5B
+    file at n_ctx 4096 added 0.78 GB beyond the file, of which the KV cache
+    is about 0.12 GB (28 KB a cell); the 135M model's KV takes 23 KB a cell,
+    half its file size per 2048 cells. Half the file for compute and repacked
+    tensors, and the larger of 11% of the file or 96 MB per 4096 cells of
+    each stream, err on the safe side for the default models."""
     try:
         weights = path.stat().st_size
     except OSError:
         weights = expert.size or 0
-    context = int(weights * 0.6 * expert.generation.n_ctx / 4096) + 64 * 1024 * 1024
-    return context + (0 if shares_weights else weights)
+    per_stream = int(max(0.11 * weights, 96 * 1024 * 1024) * n_ctx / 4096)
+    return weights + weights // 2 + 64 * 1024 * 1024 + streams * per_stream
 
 
 # --- llama-cpp-python's internals, in one place --------------------------------------
@@ -55,44 +56,24 @@ def check_llama_cpp_version() -> None:
                                 f"{'.'.join(map(str, SUPPORTED[1]))}")
 
 
-class LlamaInternals:
-    """What complm needs of a Llama beyond its public API: setting the thread count
-    of a loaded context, a token's text for the chat template, and building a
-    LlamaState from a saved KV cache. Checked when a model loads, so an
-    llama-cpp-python that moved them fails with one sentence, not an AttributeError."""
+def check_internals() -> None:
+    """The engine builds on llama-cpp-python's `_internals` (model, context, batch) and a few
+    low-level calls; one that moved fails here with one sentence, not an AttributeError mid-run."""
+    import llama_cpp
+    from llama_cpp import _internals
 
-    def __init__(self, llm):
-        import llama_cpp
-        from llama_cpp.llama import LlamaState
-
-        version = str(getattr(llama_cpp, "__version__", "?"))
-        if not hasattr(getattr(llm, "_ctx", None), "ctx"):
-            raise _unknown(version, "Llama._ctx.ctx is missing")
-        if not hasattr(getattr(llm, "_model", None), "token_get_text"):
-            raise _unknown(version, "Llama._model.token_get_text is missing")
-        if not isinstance(getattr(llm, "_seed", None), int):
-            raise _unknown(version, "Llama._seed is missing")
-        fields = set(inspect.signature(LlamaState).parameters)
-        if fields != {"input_ids", "scores", "n_tokens", "llama_state", "llama_state_size", "seed"}:
-            raise _unknown(version, "LlamaState takes other fields")
-        self.llm, self._state_class, self._set_threads = llm, LlamaState, llama_cpp.llama_set_n_threads
-
-    def set_threads(self, threads: int) -> None:
-        self._set_threads(self.llm._ctx.ctx, threads, threads)
-
-    def token_text(self, token: int) -> str:
-        return self.llm._model.token_get_text(token)
-
-    def state(self, tokens: list[int], data: bytes):
-        """A LlamaState that puts `data` (a saved KV cache of `tokens`) back into the context."""
-        import numpy as np
-
-        ids = np.zeros(self.llm.n_ctx(), dtype=np.intc)
-        ids[: len(tokens)] = tokens
-        # Only the KV cache matters: every prompt continues past the prefix,
-        # so its logits are recomputed (one zero row broadcasts over them).
-        return self._state_class(input_ids=ids, scores=np.zeros((1, self.llm.n_vocab()), dtype=np.single),
-                                 n_tokens=len(tokens), llama_state=data, llama_state_size=len(data), seed=self.llm._seed)
+    version = str(getattr(llama_cpp, "__version__", "?"))
+    needs = {_internals: ("LlamaModel", "LlamaContext", "LlamaBatch"),
+             _internals.LlamaModel: ("tokenize", "metadata", "token_get_text", "close"),
+             llama_cpp: ("llama_decode", "llama_memory_seq_cp", "llama_memory_seq_rm", "llama_sampler_sample",
+                         "llama_sampler_init_grammar", "llama_state_seq_get_data", "llama_state_seq_set_data",
+                         "llama_vocab_is_eog", "llama_token_to_piece", "llama_set_n_threads")}
+    for owner, names in needs.items():
+        for name in names:
+            if not hasattr(owner, name):
+                raise _unknown(version, f"{getattr(owner, '__name__', owner)}.{name} is missing")
+    if "kv_unified" not in dict(llama_cpp.llama_context_params._fields_):
+        raise _unknown(version, "llama_context_params has no kv_unified")
 
 
 @contextlib.contextmanager
@@ -122,123 +103,145 @@ def signals_after():
             previous[held[0]](held[0], None)
 
 
-class LlamaWorker:
-    def __init__(self, expert: Expert, path: Path, shares_weights: bool, *, gpu_layers: int | None = None,
-                 threads: int = 1, seed: int = 0, n_ctx: int | None = None, state_dir: Path | None = None):
-        self.expert, self.path, self.state_dir = expert, path, state_dir
-        self._formatter = None
+class Engines:
+    """The engines of one process, one per model file: workers of the same expert (and
+    experts over the same file) share one, and the CPU threads are divided among
+    the engines that have work, between steps (never two engines at full width
+    on the same cores, which slows both far below half speed)."""
+
+    def __init__(self, *, threads: int, slots: int, gpu_layers: int | None = None):
+        self.threads, self.slots, self.gpu_layers = threads, slots, gpu_layers
+        self._lock = threading.Lock()
+        self._engines: dict[tuple, tuple[Engine, int]] = {}  # key -> (engine, workers holding it)
+
+    def key(self, expert: Expert, path: Path) -> tuple:
+        return (str(path), self.gpu_layers_for(expert), self.n_ctx_for(expert))
+
+    def gpu_layers_for(self, expert: Expert) -> int:
         # An explicit --gpu-layers (or COMPLM_GPU_LAYERS, config) wins over the catalog's per-expert value.
-        self.gpu_layers = gpu_layers if gpu_layers is not None else (expert.generation.gpu_layers or 0)
-        self.threads, self.seed = threads, seed
-        self.n_ctx = n_ctx or expert.generation.n_ctx
-        self.memory = estimate_memory(expert, path, shares_weights)
-        self.llm = None
-        self._internals: LlamaInternals | None = None
+        return self.gpu_layers if self.gpu_layers is not None else (expert.generation.gpu_layers or 0)
+
+    def n_ctx_for(self, expert: Expert) -> int:
+        return expert.generation.n_ctx  # per sequence
+
+    def acquire(self, expert: Expert, path: Path) -> Engine:
+        key = self.key(expert, path)
+        with self._lock:  # loads are rare and short next to generation: one at a time keeps memory predictable
+            if key in self._engines:
+                engine, holders = self._engines[key]
+                self._engines[key] = (engine, holders + 1)
+                return engine
+            check_llama_cpp_version()
+            check_internals()
+            try:
+                with signals_after():
+                    engine = Engine(path, n_ctx=self.n_ctx_for(expert), slots=self.slots, threads=self.threads,
+                                    gpu_layers=self.gpu_layers_for(expert), name=expert.name, threads_for=self.threads_for)
+            except ModelError:
+                raise
+            except Exception as exc:
+                raise ModelError(f"The model '{expert.name}' could not be loaded from {path} ({exc}); "
+                                 f"try `complm verify {expert.name}`.") from None
+            self._engines[key] = (engine, 1)
+            return engine
+
+    def release(self, engine: Engine) -> None:
+        with self._lock:
+            for key, (e, holders) in list(self._engines.items()):
+                if e is engine:
+                    if holders > 1:
+                        self._engines[key] = (e, holders - 1)
+                        return
+                    del self._engines[key]
+                    break
+            else:
+                return
+        engine.close()
+
+    def threads_for(self, engine: Engine) -> int:
+        busy = sum(1 for e, _ in list(self._engines.values()) if e.busy) or 1
+        return max(1, self.threads // busy)
+
+    def loaded(self) -> list[Engine]:
+        with self._lock:
+            return [e for e, _ in self._engines.values()]
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+class LlamaWorker:
+    """One sequence at a time on its model's shared engine: the pool may hold several
+    workers of one expert, and their nodes are decoded together in one batch."""
+
+    deadlines = True  # stream() takes a timeout, enforced between decode steps
+
+    def __init__(self, expert: Expert, path: Path, engines: Engines, *, seed: int = 0, state_dir: Path | None = None):
+        self.expert, self.path, self.engines, self.seed, self.state_dir = expert, path, engines, seed, state_dir
+        self.engine: Engine | None = None
+        self._formatter = None
+        self.memory = 0  # a worker is a handle; the engine's memory is charged once, under `shared`
+        self.shared = (repr(engines.key(expert, path)), estimate_memory(expert, path, engines.n_ctx_for(expert), engines.slots + 1))
 
     def load(self) -> None:
-        if self.llm is not None:
-            return
-        check_llama_cpp_version()
-        try:
-            from llama_cpp import Llama
-
-            with signals_after():
-                llm = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads,
-                            n_threads_batch=self.threads, n_gpu_layers=self.gpu_layers, seed=self.seed,
-                            n_batch=512, verbose=False)
-        except Exception as exc:
-            raise ModelError(f"The model '{self.expert.name}' could not be loaded from {self.path} ({exc}); "
-                             f"try `complm verify {self.expert.name}`.") from None
-        try:
-            self._internals = LlamaInternals(llm)
-        except ModelError:
-            with contextlib.suppress(Exception):
-                llm.close()
-            raise
-        self.llm = llm
-
-    def set_threads(self, threads: int) -> None:
-        if self._internals is not None and threads != self.threads:
-            self._internals.set_threads(threads)
-            self.threads = threads
+        if self.engine is None:
+            self.engine = self.engines.acquire(self.expert, self.path)
 
     def stream(self, messages: list[dict], *, max_tokens: int, temperature: float, seed: int,
-               threads: int, schema: dict | None = None, prefix: int = 0) -> Iterator[str]:
-        """`prefix`: how many leading messages never change (the planner's examples): their
-        evaluated state is kept on disk and reused, so only the new question is processed."""
+               threads: int = 0, schema: dict | None = None, prefix: int = 0, timeout: float | None = None,
+               grammar: str | None = None) -> Iterator[str]:
+        """`prefix`: how many leading messages never change (the planner's examples): they are
+        evaluated once, kept on disk, and copied into each new sequence. `threads` is only a
+        hint: the engines divide the CPU among themselves."""
+        self.load()
+        engine = self.engine
         try:
-            yield from self._stream(messages, max_tokens=max_tokens, temperature=temperature, seed=seed,
-                                    threads=threads, schema=schema, prefix=prefix)
+            prompt, stops = self._format(messages)
+            tokens = engine.tokenize(prompt)
+            if prefix:
+                self._cache_prefix(messages, prefix, tokens)
+            if schema is not None and grammar is None:
+                from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+                grammar = json_schema_to_gbnf(json.dumps(schema))
+            sequence = engine.submit(Request(tokens, max_tokens=max_tokens, temperature=temperature, seed=seed,
+                                             grammar=grammar, stop=tuple(stops), timeout=timeout))
+        except ModelError:
+            raise
         except (ValueError, RuntimeError, OSError) as exc:
-            # llama.cpp's failures (a prompt longer than the context, a failed decode) become one sentence.
             raise ModelError(f"The model '{self.expert.name}' failed to generate ({exc}); a shorter question, "
                              f"or a larger n_ctx in the catalog, may help.") from None
+        yield from sequence
 
-    def _stream(self, messages: list[dict], *, max_tokens: int, temperature: float, seed: int,
-                threads: int, schema: dict | None, prefix: int) -> Iterator[str]:
-        self.load()
-        self.set_threads(threads)
-        prompt = self._cached_prompt(messages, prefix) if prefix else None
-        if prompt is None:
-            kwargs = {}
-            if schema is not None:
-                kwargs["response_format"] = {"type": "json_object", "schema": schema}
-            chunks = self.llm.create_chat_completion(messages=messages, stream=True, max_tokens=max_tokens,
-                                                     temperature=temperature, seed=seed, **kwargs)
-            pick = lambda chunk: chunk["choices"][0].get("delta", {}).get("content")  # noqa: E731
-        else:
-            tokens, stop = prompt
-            kwargs = {}
-            if schema is not None:
-                from llama_cpp import LlamaGrammar
-
-                kwargs["grammar"] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-            chunks = self.llm.create_completion(prompt=tokens, stream=True, max_tokens=max_tokens, stop=stop,
-                                                temperature=temperature, seed=seed, **kwargs)
-            pick = lambda chunk: chunk["choices"][0].get("text")  # noqa: E731
-        try:
-            for chunk in chunks:
-                text = pick(chunk)
-                if text:
-                    yield text
-        finally:
-            chunks.close()
-
-    # --- the prompt-prefix state cache -------------------------------------------
-
-    def _format(self, messages: list[dict]):
+    def _format(self, messages: list[dict]) -> tuple[str, list[str]]:
         if self._formatter is None:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-            template = self.llm.metadata.get("tokenizer.chat_template")
-            if not template:
-                return None
-            text = self._internals.token_text
-            eos, bos = self.llm.token_eos(), self.llm.token_bos()
-            self._formatter = Jinja2ChatFormatter(template=template, eos_token=text(eos) if eos != -1 else "",
-                                                  bos_token=text(bos) if bos != -1 else "")
-        return self._formatter(messages=messages)
+            engine = self.engine
+            template = engine.metadata().get("tokenizer.chat_template") or CHATML
+            self._formatter = Jinja2ChatFormatter(template=template, eos_token=self._special("tokenizer.ggml.eos_token_id"),
+                                                  bos_token=self._special("tokenizer.ggml.bos_token_id"))
+        out = self._formatter(messages=messages)
+        stop = out.stop if isinstance(out.stop, list) else ([out.stop] if out.stop else [])
+        return out.prompt, stop
 
-    def _cached_prompt(self, messages: list[dict], prefix: int) -> tuple[list[int], list[str]] | None:
-        """The prompt as tokens, with the state of its fixed prefix already in the context."""
+    def _special(self, key: str) -> str:
+        value = self.engine.metadata().get(key)
         try:
-            full = self._format(messages)
-            probe = [self._format(messages[:prefix] + [{"role": "user", "content": c}]) for c in ("x", "y")]
-        except Exception:
-            return None
-        if full is None or None in probe:
-            return None
-        head = os.path.commonprefix([probe[0].prompt, probe[1].prompt])
-        tokens = self.llm.tokenize(full.prompt.encode(), add_bos=True, special=True)
-        head_tokens = self.llm.tokenize(head.encode(), add_bos=True, special=True)
+            return self.engine.token_text(int(value)) if value is not None else ""
+        except (ValueError, TypeError):
+            return ""
+
+    def _cache_prefix(self, messages: list[dict], prefix: int, tokens: list[int]) -> None:
+        """Find the tokens every prompt with these first `prefix` messages starts with, and keep them evaluated."""
+        probe = [self._format(messages[:prefix] + [{"role": "user", "content": c}])[0] for c in ("x", "y")]
+        head = os.path.commonprefix(probe)
+        head_tokens = self.engine.tokenize(head)
         n = len(head_tokens)
-        if n < 16 or tokens[:n] != head_tokens or len(tokens) >= self.llm.n_ctx():
-            return None
-        stop = full.stop if isinstance(full.stop, list) else ([full.stop] if full.stop else [])
-        current = self.llm.input_ids[: self.llm.n_tokens].tolist()
-        if current[:n] != head_tokens:
-            self._restore_or_build(head, head_tokens)
-        return tokens, stop
+        if n < 16 or tokens[:n] != head_tokens:
+            return
+        self.engine.set_prefix(head_tokens, self._state_path(head))
 
     def _state_path(self, head: str) -> Path | None:
         if self.state_dir is None:
@@ -246,36 +249,21 @@ class LlamaWorker:
         import llama_cpp
 
         stat = self.path.stat()
-        key = hashlib.sha256(f"{self.path.name}|{stat.st_size}|{self.n_ctx}|{self.gpu_layers}|{llama_cpp.__version__}|{head}".encode()).hexdigest()[:24]
-        return self.state_dir / f"{self.expert.name}-{key}.state"
-
-    def _restore_or_build(self, head: str, head_tokens: list[int]) -> None:
-        path = self._state_path(head)
-        if path is not None and path.is_file():
-            try:
-                self.llm.load_state(self._internals.state(head_tokens, path.read_bytes()))
-                return
-            except Exception:
-                path.unlink(missing_ok=True)
-        self.llm.reset()
-        self.llm.eval(head_tokens)
-        if path is None:
-            return
-        try:
-            atomic_write(path, self.llm.save_state().llama_state)
-        except OSError:
-            pass  # without the cache the next run only costs more time
+        engine_key = self.engines.key(self.expert, self.path)
+        key = hashlib.sha256(f"{self.path.name}|{stat.st_size}|{engine_key[1:]}|{self.engines.slots}|{llama_cpp.__version__}|{head}".encode()).hexdigest()[:24]
+        return self.state_dir / f"{self.expert.name}-{key}.seqstate"
 
     def unload(self) -> None:
-        if self.llm is not None:
-            with contextlib.suppress(Exception):
-                self.llm.close()
-            self.llm = None
-            self._internals = None
+        if self.engine is not None:
+            engine, self.engine = self.engine, None
+            self.engines.release(engine)
 
 
-def llama_factory(gpu_layers: int | None, seed: int, state_dir: Path | None = None):
-    def make(expert: Expert, path: Path, shares_weights: bool) -> LlamaWorker:
-        return LlamaWorker(expert, path, shares_weights, gpu_layers=gpu_layers, seed=seed, state_dir=state_dir)
+def llama_factory(gpu_layers: int | None, seed: int, state_dir: Path | None = None, *, threads: int = 2, slots: int = 4):
+    engines = Engines(threads=threads, slots=slots, gpu_layers=gpu_layers)
 
+    def make(expert: Expert, path: Path) -> LlamaWorker:
+        return LlamaWorker(expert, path, engines, seed=seed, state_dir=state_dir)
+
+    make.engines = engines  # for benchmarks and tests that look inside
     return make

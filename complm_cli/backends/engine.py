@@ -1,0 +1,450 @@
+"""One llama.cpp context per loaded model, decoding every active sequence in one batch.
+
+Each request (a planner call, a node, an aggregation) becomes a sequence of
+the model's one context. One thread owns the context: every step it builds
+one batch from the next token of each generating sequence plus a chunk of
+each new prompt, calls `llama_decode` once, and samples each sequence with
+its own sampler chain (temperature, seed, grammar). A sequence joins the
+batch as soon as it is submitted and leaves when it stops (end of text, a
+stop string, its token budget, its deadline, or a cancel); the others never
+notice (continuous batching, as llama.cpp's server does with its slots).
+
+On a CPU the weights are read from memory once per step whatever the
+number of sequences, which is where the gain over one context per node
+comes from; on a GPU the gain is larger. A prefix that many prompts share
+(the planner's instructions and examples) is evaluated once into a
+sequence of its own and copied into each new sequence, which costs little
+next to evaluating it; its state is also kept on disk across runs.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import ctypes
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from complm_cli.config import atomic_write
+from complm_cli.errors import ModelError
+
+
+class GenerationTimeout(ModelError):
+    """A sequence ran past its deadline; the other sequences go on."""
+
+
+@dataclass
+class Request:
+    tokens: list[int]
+    max_tokens: int
+    temperature: float = 0.0
+    seed: int = 0
+    grammar: str | None = None  # GBNF, root rule "root"
+    stop: tuple[str, ...] = ()
+    timeout: float | None = None  # seconds from submission
+    use_prefix: bool = True  # copy the engine's cached prefix where the prompt starts with it
+
+
+_END = object()
+
+
+class Sequence:
+    """A submitted request: iterate it for text pieces; `cancel()` (or closing the iteration) ends it."""
+
+    def __init__(self, request: Request, wake: Callable[[], None]):
+        self.request = request
+        self._wake = wake
+        self._out: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._cancelled = threading.Event()
+        self.tokens = 0  # generated so far (a piece may hold several, or none while a stop string is pending)
+        self.prompt_tokens = len(request.tokens)
+        self.reused = 0  # prompt tokens copied from the cached prefix instead of evaluated
+        self.finish: str | None = None  # eog | stop | length | cancelled | timeout | error
+        self.first_token_s: float | None = None
+        self.submitted = time.perf_counter()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        self._wake()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            while True:
+                try:
+                    item = self._out.get(timeout=0.2)  # a bounded wait keeps Ctrl-C prompt in the reading thread
+                except queue.Empty:
+                    continue
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if self.finish is None:
+                self.cancel()  # the reader stopped early: free the slot
+
+
+@dataclass
+class _Slot:
+    seq_id: int
+    sequence: Sequence
+    pending: list[int]  # prompt tokens still to evaluate
+    n_past: int
+    sampler: object
+    deadline: float | None
+    decoder: "codecs.IncrementalDecoder" = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+    text: str = ""
+    emitted: int = 0
+    last: int | None = None  # the token to feed next step
+
+
+def _hold_back(text: str, stops: tuple[str, ...]) -> int:
+    """How many trailing characters could be the start of a stop string (not shown yet)."""
+    best = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:k]):
+                best = k
+                break
+    return best
+
+
+class Engine:
+    """A model, one context with `slots` sequences, and the thread that decodes them."""
+
+    def __init__(self, path: Path, *, n_ctx: int, slots: int, threads: int = 1, gpu_layers: int = 0,
+                 n_batch: int = 512, name: str = "model", threads_for: Callable[["Engine"], int] | None = None):
+        import llama_cpp
+        from llama_cpp import _internals
+
+        from llama_cpp._logger import set_verbose
+
+        set_verbose(False)  # llama.cpp's load and context logs would land on the user's terminal
+        self.path, self.name, self.slots, self.n_batch = Path(path), name, slots, n_batch
+        self._threads_for = threads_for
+        self.threads = threads
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = gpu_layers
+        self.model = _internals.LlamaModel(path_model=str(path), params=mparams, verbose=False)
+        try:
+            cparams = llama_cpp.llama_context_default_params()
+            # One sequence id per slot, one more for the cached prefix, each with its own
+            # stream of n_ctx cells. Measured on the 135M model: in one unified cache, where a
+            # sequence's cells sit depends on its neighbours, which changes the order of the
+            # attention sums and so, now and then, a greedy token; separate streams give the
+            # same text batched as alone. A copied prefix then costs a copy of its cells.
+            cparams.n_seq_max = slots + 1
+            cparams.kv_unified = False
+            cparams.n_ctx = n_ctx * (slots + 1)
+            cparams.n_batch = cparams.n_ubatch = n_batch
+            cparams.n_threads = cparams.n_threads_batch = threads
+            cparams.no_perf = True
+            self.context = _internals.LlamaContext(model=self.model, params=cparams, verbose=False)
+        except Exception:
+            self.model.close()
+            raise
+        self._ll = llama_cpp
+        self.ctx, self.memory, self.vocab = self.context.ctx, self.context.memory, self.model.vocab
+        self.n_ctx = llama_cpp.llama_n_ctx(self.ctx) // (slots + 1)  # per sequence
+        self.batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
+        self._piece = ctypes.create_string_buffer(256)
+        self._cond = threading.Condition()
+        self._waiting: list[Sequence] = []
+        self._tasks: list[tuple[Callable[[], object], "queue.SimpleQueue"]] = []
+        self._active: dict[int, _Slot] = {}
+        self._free = list(range(slots))
+        self._prefix: list[int] = []  # tokens held in the prefix sequence
+        self._closed = False
+        self.steps = 0  # llama_decode calls, for tests and benchmarks
+        self.batched_steps = 0  # of them, steps that carried more than one sequence
+        self._thread = threading.Thread(target=self._run, name=f"complm-engine-{name}", daemon=True)
+        self._thread.start()
+
+    # --- what callers use ------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._active or self._waiting)
+
+    @property
+    def prefix_seq(self) -> int:
+        return self.slots
+
+    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+        return self.model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def metadata(self) -> dict[str, str]:
+        return self.model.metadata()
+
+    def token_text(self, token: int) -> str:
+        return self.model.token_get_text(token)
+
+    def submit(self, request: Request) -> Sequence:
+        if len(request.tokens) >= self.n_ctx:
+            raise ModelError(f"The prompt for '{self.name}' has {len(request.tokens)} tokens, more than its context of "
+                             f"{self.n_ctx}; a shorter question, or a larger n_ctx in the catalog, may help.")
+        sequence = Sequence(request, self._wake)
+        with self._cond:
+            if self._closed:
+                raise ModelError(f"The model '{self.name}' was unloaded.")
+            self._waiting.append(sequence)
+            self._cond.notify_all()
+        return sequence
+
+    def set_prefix(self, tokens: list[int], state_path: Path | None = None) -> None:
+        """Keep `tokens` evaluated in the prefix sequence (from `state_path` when it holds them)."""
+        if list(tokens) == self._prefix:
+            return
+        self._call(lambda: self._load_prefix(list(tokens), state_path))
+
+    @property
+    def prefix(self) -> list[int]:
+        return list(self._prefix)
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+        for seq in self._drain_all():
+            self._end(seq, ModelError(f"The model '{self.name}' was unloaded while it generated."), "error")
+        self.batch.close()
+        self.context.close()
+        self.model.close()
+
+    # --- the decode thread -----------------------------------------------------------
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _call(self, fn: Callable[[], object]):
+        """Run `fn` on the decode thread (the only one that touches the context) and wait for it."""
+        done: "queue.SimpleQueue" = queue.SimpleQueue()
+        with self._cond:
+            if self._closed:
+                raise ModelError(f"The model '{self.name}' was unloaded.")
+            self._tasks.append((fn, done))
+            self._cond.notify_all()
+        outcome = done.get()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def _drain_all(self) -> list[Sequence]:
+        with self._cond:
+            pending = [s.sequence for s in self._active.values()] + self._waiting
+            self._active.clear()
+            self._waiting.clear()
+        return pending
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._closed or self._tasks or self._waiting or self._active):
+                    self._cond.wait()
+                if self._closed:
+                    return
+                tasks, self._tasks = self._tasks, []
+                while self._waiting and self._free:
+                    sequence = self._waiting.pop(0)
+                    try:
+                        self._admit(sequence)
+                    except Exception as exc:  # noqa: BLE001 - a bad request (a grammar that does not parse) fails alone
+                        self._end(sequence, exc if isinstance(exc, ModelError) else ModelError(str(exc)), "error")
+            for fn, done in tasks:
+                try:
+                    done.put(fn())
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    done.put(exc)
+            self._expire()
+            if self._active:
+                try:
+                    self._step()
+                except Exception as exc:  # noqa: BLE001 - an engine fault fails the batch, not the process
+                    for slot in list(self._active.values()):
+                        self._finish(slot, ModelError(f"The model '{self.name}' failed to generate ({exc})."), "error")
+
+    def _admit(self, sequence: Sequence) -> None:
+        req = sequence.request
+        sampler = self._sampler(req)  # first: a grammar that does not parse fails before it takes a slot
+        seq_id = self._free.pop(0)
+        tokens, n_past = req.tokens, 0
+        k = len(self._prefix)
+        # Only a prompt that goes on past the prefix: its last token must be evaluated for logits, and
+        # a copy between streams is of the whole sequence, never part of it.
+        if req.use_prefix and k and len(tokens) > k and tokens[:k] == self._prefix:
+            self._ll.llama_memory_seq_cp(self.memory, self.prefix_seq, seq_id, -1, -1)
+            n_past = sequence.reused = k
+        slot = _Slot(seq_id, sequence, list(tokens[n_past:]), n_past, sampler,
+                     time.perf_counter() + req.timeout if req.timeout else None)
+        self._active[seq_id] = slot
+
+    def _sampler(self, req: Request):
+        ll = self._ll
+        chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
+        if req.grammar:
+            grammar = ll.llama_sampler_init_grammar(self.vocab, req.grammar.encode("utf-8"), b"root")
+            if not grammar:
+                ll.llama_sampler_free(chain)
+                raise ModelError("The grammar does not parse (GBNF, with a rule named root).")
+            ll.llama_sampler_chain_add(chain, grammar)
+        if req.temperature <= 0:
+            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_greedy())
+        else:  # llama-cpp-python's defaults for the rest, so sampled text reads as it did through Llama
+            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_k(40))
+            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_p(0.95, 1))
+            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_min_p(0.05, 1))
+            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_temp(req.temperature))
+            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_dist(req.seed & 0xFFFFFFFF))
+        return chain
+
+    def _expire(self) -> None:
+        now = time.perf_counter()
+        for slot in list(self._active.values()):
+            req = slot.sequence.request
+            if slot.sequence.cancelled:
+                self._finish(slot, None, "cancelled")
+            elif slot.deadline is not None and now > slot.deadline:
+                self._finish(slot, GenerationTimeout(f"timed out after {req.timeout:g} s"), "timeout")
+        with self._cond:
+            for seq in [s for s in self._waiting if s.cancelled]:
+                self._waiting.remove(seq)
+                self._end(seq, None, "cancelled")
+
+    def _step(self) -> None:
+        ll, batch = self._ll, self.batch.batch
+        threads = self._threads_for(self) if self._threads_for else self.threads
+        if threads != self.threads:
+            ll.llama_set_n_threads(self.ctx, threads, threads)
+            self.threads = threads
+        n = 0
+        wants: list[tuple[int, _Slot]] = []  # (batch index whose logits to sample, slot)
+
+        def add(token: int, pos: int, seq_id: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, pos, 1
+            batch.seq_id[n][0], batch.logits[n] = seq_id, logits
+            n += 1
+
+        for slot in self._active.values():  # one token for each generating sequence first: they are waited on
+            if slot.last is not None:
+                add(slot.last, slot.n_past, slot.seq_id, True)
+                slot.n_past += 1
+                wants.append((n - 1, slot))
+        for slot in self._active.values():  # then prompts, in chunks, with what room is left
+            if slot.last is None and slot.pending and n < self.n_batch:
+                take = slot.pending[: self.n_batch - n]
+                del slot.pending[: len(take)]
+                for i, token in enumerate(take):
+                    add(token, slot.n_past + i, slot.seq_id, not slot.pending and i == len(take) - 1)
+                slot.n_past += len(take)
+                if not slot.pending:
+                    wants.append((n - 1, slot))
+        if n == 0:
+            return
+        batch.n_tokens = n
+        rc = ll.llama_decode(self.ctx, batch)
+        self.steps += 1
+        self.batched_steps += len({batch.seq_id[i][0] for i in range(n)}) > 1
+        if rc != 0:
+            # 1: no room left in the KV cache for this batch; other codes: a failed compute.
+            why = "its context is full" if rc == 1 else f"llama_decode returned {rc}"
+            for _, slot in wants or [(0, s) for s in self._active.values()]:
+                self._finish(slot, ModelError(f"The model '{self.name}' failed to generate ({why}); a shorter question, "
+                                              f"or a larger n_ctx in the catalog, may help."), "error")
+            return
+        for index, slot in wants:
+            self._sample(slot, index)
+
+    def _sample(self, slot: _Slot, index: int) -> None:
+        ll, seq = self._ll, slot.sequence
+        token = ll.llama_sampler_sample(slot.sampler, self.ctx, index)
+        if seq.first_token_s is None:
+            seq.first_token_s = time.perf_counter() - seq.submitted
+        if ll.llama_vocab_is_eog(self.vocab, token):
+            self._finish(slot, None, "eog")
+            return
+        seq.tokens += 1
+        n = ll.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, False)
+        slot.text += slot.decoder.decode(self._piece.raw[: max(0, n)])
+        stops = seq.request.stop
+        cut = min((i for i in (slot.text.find(s, max(0, slot.emitted - len(s))) for s in stops) if i >= 0), default=-1)
+        if cut >= 0:
+            slot.text = slot.text[:cut]
+            self._finish(slot, None, "stop")
+            return
+        show = len(slot.text) - _hold_back(slot.text, stops)
+        if show > slot.emitted:
+            seq._out.put(slot.text[slot.emitted : show])
+            slot.emitted = show
+        if seq.tokens >= seq.request.max_tokens or slot.n_past + 1 >= self.n_ctx:
+            self._finish(slot, None, "length")
+            return
+        slot.last = token
+
+    def _finish(self, slot: _Slot, error: BaseException | None, reason: str) -> None:
+        """End a sequence: show what is left of its text, free its cells and its slot."""
+        self._active.pop(slot.seq_id, None)
+        if error is None and reason != "cancelled" and len(slot.text) > slot.emitted:
+            slot.sequence._out.put(slot.text[slot.emitted :])
+        self._ll.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+        self._ll.llama_sampler_free(slot.sampler)
+        self._free.append(slot.seq_id)
+        self._end(slot.sequence, error, reason)
+
+    @staticmethod
+    def _end(sequence: Sequence, error: BaseException | None, reason: str) -> None:
+        sequence.finish = reason
+        if error is not None:
+            sequence._out.put(error)
+        sequence._out.put(_END)
+
+    # --- the cached prefix -------------------------------------------------------------
+
+    def _load_prefix(self, tokens: list[int], state_path: Path | None) -> None:
+        ll = self._ll
+        ll.llama_memory_seq_rm(self.memory, self.prefix_seq, -1, -1)
+        self._prefix = []
+        if state_path is not None and state_path.is_file():
+            data = state_path.read_bytes()
+            buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+            if ll.llama_state_seq_set_data(self.ctx, buf, len(data), self.prefix_seq) > 0:
+                self._prefix = tokens
+                return
+            ll.llama_memory_seq_rm(self.memory, self.prefix_seq, -1, -1)
+            with contextlib.suppress(OSError):
+                state_path.unlink()  # damaged or from another build: rebuilt below
+        batch = self.batch.batch
+        for start in range(0, len(tokens), self.n_batch):
+            chunk = tokens[start : start + self.n_batch]
+            for i, token in enumerate(chunk):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, 1
+                batch.seq_id[i][0], batch.logits[i] = self.prefix_seq, False
+            batch.n_tokens = len(chunk)
+            if ll.llama_decode(self.ctx, batch) != 0:
+                ll.llama_memory_seq_rm(self.memory, self.prefix_seq, -1, -1)
+                return  # no cached prefix: prompts are evaluated whole
+        self._prefix = tokens
+        if state_path is not None:
+            size = ll.llama_state_seq_get_size(self.ctx, self.prefix_seq)
+            buf = (ctypes.c_uint8 * size)()
+            written = ll.llama_state_seq_get_data(self.ctx, buf, size, self.prefix_seq)
+            with contextlib.suppress(OSError):
+                atomic_write(state_path, bytes(buf[:written]))  # without it the next run only costs more time
+
+
+def default_slots(workers: int) -> int:
+    """Sequences per engine: the nodes that may run at once, plus the planner and the aggregator."""
+    return max(2, min(8, workers + 2))
+

@@ -1,0 +1,94 @@
+"""The one way text is generated, for every stage: planner, nodes, aggregator, monolithic.
+
+It takes a worker from the pool, streams, and gives the worker back; it
+counts the pieces, ends on the cancel event with `Cancelled`, on the
+deadline with `GenerationTimeout`, and where `stop` says the text is
+complete. A backend that can enforce the deadline itself (the batched
+engine) is told it too, so a sequence stuck in a long prompt ends on time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from complm_cli import prompts
+from complm_cli.backends.engine import GenerationTimeout
+from complm_cli.catalog import Expert
+from complm_cli.errors import ComplmError, ExitCode
+
+
+class Cancelled(ComplmError):
+    """The run was cancelled (Ctrl-C, a client that went away); not an error of the model."""
+
+    code = ExitCode.INTERRUPTED
+
+    def __init__(self, message: str = "interrupted."):
+        super().__init__(message)
+
+
+@dataclass
+class Generation:
+    text: str
+    tokens: int
+    seconds: float  # from the first request to the worker to the last piece
+    first_piece_s: float | None  # from the same start to the first piece
+
+
+@dataclass
+class Params:
+    max_tokens: int
+    temperature: float
+    seed: int = 0
+    threads: int = 1
+    schema: dict | None = None
+    prefix: int = 0
+    timeout: float | None = None
+
+
+def generate(pool, expert: Expert, messages: list[dict], params: Params, *, cancel: threading.Event | None = None,
+             on_piece: Callable[[str], None] | None = None, stop: Callable[[str], bool] | None = None,
+             on_start: Callable[[], None] | None = None) -> Generation:
+    """Generate on a worker of `expert`; `stop(text so far)` may end generation early, `on_start` runs
+    once the worker is held (a node's "started")."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled()
+    worker = pool.acquire(expert, cancel)
+    try:
+        start = time.perf_counter()
+        if on_start is not None:
+            on_start()
+        deadline = start + params.timeout if params.timeout else None
+        kwargs = {"prefix": params.prefix} if params.prefix else {}
+        if params.schema is not None:
+            kwargs["schema"] = params.schema
+        if params.timeout and getattr(worker, "deadlines", False):
+            kwargs["timeout"] = params.timeout
+        stream = worker.stream(messages, max_tokens=params.max_tokens, temperature=params.temperature,
+                               seed=params.seed, threads=params.threads, **kwargs)
+        pieces: list[str] = []
+        first = None
+        try:
+            for piece in stream:
+                pieces.append(piece)
+                if first is None:
+                    first = time.perf_counter() - start
+                if on_piece is not None:
+                    on_piece(piece)
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled()
+                if deadline is not None and time.perf_counter() > deadline:
+                    raise GenerationTimeout(f"timed out after {params.timeout:g} s")
+                if stop is not None and stop("".join(pieces)):
+                    break
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # a batched sequence leaves its batch now, not when it would have ended
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        return Generation(prompts.strip_reasoning("".join(pieces)), len(pieces), time.perf_counter() - start, first)
+    finally:
+        pool.release(worker)

@@ -1,0 +1,188 @@
+"""The batched engine on the real 135M model: several sequences in one context, each with
+its own length, stop strings, grammar, deadline and cancel, and a cached prefix that
+survives what happens to the sequences around it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from complm_cli.backends.engine import Engine, GenerationTimeout, Request
+from complm_cli.catalog import load_catalog
+from complm_cli.errors import ModelError
+
+ROOT = Path(__file__).resolve().parent.parent
+SYSTEM = "You are a helpful assistant. Answer briefly."
+pytestmark = pytest.mark.model
+
+
+def chat(question: str) -> str:
+    return (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
+            f"<|im_start|>assistant\n")
+
+
+@pytest.fixture
+def engine(models):
+    expert = load_catalog().get("smollm2-135m")
+    e = Engine(models / "models" / expert.name / expert.file, n_ctx=2048, slots=4, threads=1, name=expert.name)
+    yield e
+    e.close()
+
+
+def ask(engine: Engine, question: str, **kw) -> Request:
+    return Request(engine.tokenize(chat(question)), **{"max_tokens": 24, **kw})
+
+
+QUESTIONS = ["What is the capital of France?", "Name three colors.", "Count from one to ten in words.",
+             "Why is the sky blue?"]
+
+
+def test_sequences_decoded_together_give_the_text_each_gives_alone(engine):
+    """Greedy decoding: batching changes the speed, never the words (different prompt and reply lengths)."""
+    lengths = [4, 12, 30, 20]
+    alone = ["".join(engine.submit(ask(engine, q, max_tokens=n))) for q, n in zip(QUESTIONS, lengths)]
+    steps = engine.steps
+    sequences = [engine.submit(ask(engine, q, max_tokens=n)) for q, n in zip(QUESTIONS, lengths)]
+    together = ["".join(s) for s in sequences]
+    assert together == alone
+    assert all(text.strip() for text in together)
+    assert [s.finish for s in sequences].count("length") >= 2 and all(s.tokens <= n for s, n in zip(sequences, lengths))
+    assert engine.batched_steps > 0 and engine.steps - steps < sum(lengths)  # steps were shared
+
+
+def test_a_stop_string_ends_one_sequence_and_is_never_shown(engine):
+    stopped = engine.submit(ask(engine, "Count from 1 to 20, one number per line.", max_tokens=80, stop=("5",)))
+    other = engine.submit(ask(engine, QUESTIONS[0], max_tokens=16))
+    text = "".join(stopped)
+    assert stopped.finish == "stop" and "5" not in text and "4" in text
+    assert "".join(other).strip() and other.finish in ("eog", "length")
+
+
+def test_each_sequence_keeps_its_own_grammar(engine):
+    yes_no = 'root ::= ("yes" | "no")'
+    digits = 'root ::= [0-9] [0-9]? "."'
+    a = engine.submit(ask(engine, "Is the sky blue?", grammar=yes_no, max_tokens=8))
+    b = engine.submit(ask(engine, "How many legs does a dog have?", grammar=digits, max_tokens=8))
+    free = engine.submit(ask(engine, QUESTIONS[1], max_tokens=8))
+    assert "".join(a) in ("yes", "no")
+    number = "".join(b)
+    assert number.endswith(".") and number[:-1].isdigit()
+    assert "".join(free).strip()
+
+
+def test_a_grammar_that_does_not_parse_fails_that_sequence_only(engine):
+    bad = engine.submit(ask(engine, QUESTIONS[0], grammar="root ::= (", max_tokens=8))
+    good = engine.submit(ask(engine, QUESTIONS[0], max_tokens=8))
+    with pytest.raises(ModelError, match="grammar"):
+        "".join(bad)
+    assert "".join(good).strip()
+
+
+def test_cancelled_and_timed_out_sequences_leave_the_others_and_the_prefix_intact(engine):
+    prefix = engine.tokenize(chat("")[: chat("").index("user\n") + 5])
+    engine.set_prefix(prefix)
+    solo = {q: "".join(engine.submit(ask(engine, q, max_tokens=20))) for q in QUESTIONS[:2]}
+    assert engine.prefix == prefix
+
+    cancelled = engine.submit(ask(engine, QUESTIONS[2], max_tokens=200))
+    timed = engine.submit(ask(engine, QUESTIONS[3], max_tokens=400, timeout=0.3))
+    keep = [engine.submit(ask(engine, q, max_tokens=20)) for q in QUESTIONS[:2]]
+    pieces = iter(cancelled)
+    next(pieces)
+    cancelled.cancel()
+    assert list(pieces) == [] and cancelled.finish == "cancelled"
+    with pytest.raises(GenerationTimeout, match="timed out"):
+        "".join(timed)
+    assert ["".join(s) for s in keep] == [solo[q] for q in QUESTIONS[:2]]
+    assert all(s.reused >= len(prefix) - 1 for s in keep)  # copied from the prefix, not evaluated again
+    # The prefix still holds: a new sequence copies it and answers as before.
+    again = engine.submit(ask(engine, QUESTIONS[0], max_tokens=20))
+    assert "".join(again) == solo[QUESTIONS[0]] and again.reused > 0
+
+
+def test_a_reader_that_stops_early_frees_the_slot(engine):
+    slots = len(engine._free)
+    sequence = engine.submit(ask(engine, QUESTIONS[2], max_tokens=200))
+    for _ in sequence:
+        break
+    sequence.__iter__().close()
+    for _ in range(100):
+        if len(engine._free) == slots:
+            break
+        threading.Event().wait(0.05)
+    assert len(engine._free) == slots and sequence.finish == "cancelled"
+
+
+def test_more_requests_than_slots_wait_their_turn(engine):
+    sequences = [engine.submit(ask(engine, QUESTIONS[i % 4], max_tokens=6)) for i in range(7)]
+    assert all("".join(s).strip() for s in sequences)
+
+
+def test_a_prompt_longer_than_the_context_is_refused_at_once(engine):
+    with pytest.raises(ModelError, match="context"):
+        engine.submit(Request([1] * 5000, max_tokens=4))
+
+
+def test_the_prefix_state_is_saved_and_restored_across_engines(models, tmp_path):
+    expert = load_catalog().get("smollm2-135m")
+    path = models / "models" / expert.name / expert.file
+    state = tmp_path / "prefix.seqstate"
+    first = Engine(path, n_ctx=2048, slots=2, name="a")
+    prefix = first.tokenize(chat("")[: chat("").index("user\n") + 5])
+    first.set_prefix(prefix, state)
+    built = "".join(first.submit(ask(first, QUESTIONS[0], max_tokens=12)))
+    first.close()
+    assert state.stat().st_size > 0
+    before = state.stat().st_mtime_ns
+
+    second = Engine(path, n_ctx=2048, slots=2, name="b")
+    second.set_prefix(prefix, state)
+    restored = second.submit(ask(second, QUESTIONS[0], max_tokens=12))
+    assert "".join(restored) == built and restored.reused > 0
+    assert state.stat().st_mtime_ns == before  # read, not written again
+    second.close()
+
+    state.write_bytes(b"not a state")  # damaged: rebuilt, and the answer is the same
+    third = Engine(path, n_ctx=2048, slots=2, name="c")
+    third.set_prefix(prefix, state)
+    assert "".join(third.submit(ask(third, QUESTIONS[0], max_tokens=12))) == built
+    assert state.stat().st_size > len(b"not a state")
+    third.close()
+
+
+CTRL_C_MID_BATCH = """
+import os, signal, sys, threading
+from complm_cli.backends.engine import Engine, Request
+e = Engine(sys.argv[1], n_ctx=2048, slots=3, name="m")
+def chat(q):
+    return f"<|im_start|>user\\n{q}<|im_end|>\\n<|im_start|>assistant\\n"
+solo = "".join(e.submit(Request(e.tokenize(chat("Name three colors.")), max_tokens=30)))
+other = e.submit(Request(e.tokenize(chat("Name three colors.")), max_tokens=30))
+out = []
+t = threading.Thread(target=lambda: out.append("".join(other)))
+t.start()
+try:
+    mine = e.submit(Request(e.tokenize(chat("Count from one to a hundred.")), max_tokens=400))
+    for i, piece in enumerate(mine):
+        if i == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+    print("LOST")
+except KeyboardInterrupt:
+    print("INTERRUPTED")
+t.join()
+print("SAME" if out == [solo] else "CHANGED")
+print("FINISH", mine.finish)
+e.close()
+"""
+
+
+def test_ctrl_c_in_the_middle_of_a_batch_ends_only_the_interrupted_sequence(models):
+    expert = load_catalog().get("smollm2-135m")
+    path = models / "models" / expert.name / expert.file
+    proc = subprocess.run([sys.executable, "-c", CTRL_C_MID_BATCH, str(path)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.stdout.split() == ["INTERRUPTED", "SAME", "FINISH", "cancelled"], proc.stdout + proc.stderr[-2000:]
