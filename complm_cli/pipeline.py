@@ -27,8 +27,9 @@ from complm_cli.events import AnswerDone, AnswerToken, Listener, PlanReady, Stag
 from complm_cli.execute import ModelPool, NodeResult, RunOptions, run_plan
 from complm_cli.generate import Cancelled, Params, generate
 from complm_cli.plan import MAX_PLAN_TOKENS, copies_question, make_plan, plan_finished, single_node
+from complm_cli.progress import PullReporter
 from complm_cli.route import Embedder, Route, Router, VectorCache
-from complm_cli.store import Store
+from complm_cli.store import Installed, Store
 
 MODES = ("parallel", "sequential", "monolithic")  # what `ask` runs; models_needed also knows "plan"
 
@@ -98,12 +99,43 @@ def models_needed(catalog: Catalog, expert: str | None = None, mode: str = "para
     return list({m.name: m for m in models}.values())
 
 
+def pull_missing(store: Store, models: list[Expert], reporter: PullReporter | None = None) -> list[Installed]:
+    """Pull those of `models` that are not in the cache yet; return what was pulled.
+
+    The one place a run fetches what it lacks: `Session(pull=True)`, hence `ask()`,
+    `plan_and_route()` and the CLI's `ask`, `graph`, `eval` and `serve` (which pass a
+    reporter that draws bars). Only local model files count: a remote expert or a
+    tool has nothing to pull. Offline, nothing is pulled and nothing is asked of the
+    network; the run then stops at the first model that is not there (exit 4).
+    """
+    if store.settings.offline:
+        return []
+    missing = [m for m in {m.name: m for m in models}.values() if m.pullable and not store.is_pulled(m)]
+    if not missing:
+        return []
+    reporter = reporter or PullReporter()
+    reporter.missing(missing)
+    pulled = []
+    for model in missing:
+        progress = reporter.progress(model)
+        try:
+            installed = store.pull(model, progress=progress)
+        finally:
+            progress.close()
+        reporter.pulled(installed)
+        pulled.append(installed)
+    return pulled
+
+
 class Session:
-    """Everything needed to answer questions; reuse it for many (eval does)."""
+    """Everything needed to answer questions; reuse it for many (eval does).
+
+    With `pull` (the default) the models it needs and lacks are pulled first, through
+    `pull_missing`, which tells `pull_reporter` how that goes."""
 
     def __init__(self, settings: Settings | None = None, catalog: Catalog | None = None, *,
-                 expert: str | None = None, pull: bool = True, factory=None, embedder: Embedder | None = None,
-                 modes: tuple[str, ...] = MODES, monolithic: str | None = None):
+                 expert: str | None = None, pull: bool = True, pull_reporter: PullReporter | None = None, factory=None,
+                 embedder: Embedder | None = None, modes: tuple[str, ...] = MODES, monolithic: str | None = None):
         self.settings = settings or load_settings()
         self.catalog = catalog or catalog_for(self.settings)
         self.store = Store(self.settings)
@@ -120,9 +152,7 @@ class Session:
         self.modes = modes
         self._monolithic_name = monolithic
         if pull:
-            for model in self.needed():
-                if model.remote is None:
-                    self.store.pull(model)
+            pull_missing(self.store, self.needed(), pull_reporter)
         self._paths = {e.name: self.store.require(e) for e in self.needed() if e.kind == "llm" and e.remote is None}
         if factory is None:
             from complm_cli.backends import default_factory
@@ -303,14 +333,14 @@ def ask(question: str, *, mode: str = "parallel", expert: str | None = None, set
         on_event: Listener = ignore, **overrides: Any) -> Result:
     """Answer one question with the whole pipeline; missing models are pulled first."""
     settings = (settings or load_settings()).replace(**overrides)
-    with Session(settings, expert=expert, pull=not settings.offline, modes=(mode,)) as session:
+    with Session(settings, expert=expert, modes=(mode,)) as session:
         return session.ask(question, mode=mode, on_event=on_event)
 
 
 def plan_and_route(question: str, *, expert: str | None = None, settings: Settings | None = None) -> tuple[Plan, dict[int, Route]]:
     """Plan and route without executing (what `complm graph` shows)."""
     settings = settings or load_settings()
-    session = Session(settings, expert=expert, pull=not settings.offline, modes=("plan",))
+    session = Session(settings, expert=expert, modes=("plan",))
     try:
         session.warm_up()
         plan = session.plan(question.strip())

@@ -21,3 +21,20 @@ class PullProgress:
 
     def finish(self, ok: bool, message: str) -> None:
         """The file is pulled (ok) or given up on."""
+
+    def close(self) -> None:
+        """No more calls come: the pull is over, done, failed or interrupted (the caller says so, not the store)."""
+
+
+class PullReporter:
+    """Progress of pulling the models a run lacks, one `PullProgress` per model. The default does nothing."""
+
+    def missing(self, experts: list) -> None:
+        """These models are not in the cache and are pulled next, in this order (never called with none)."""
+
+    def progress(self, expert) -> PullProgress:
+        """What follows the pull of one model."""
+        return PullProgress()
+
+    def pulled(self, installed) -> None:
+        """A model is in the cache now (`installed` is what `Store.pull` returned)."""

@@ -47,8 +47,8 @@ def require_extra() -> None:
         raise ServeError(f"complm serve needs Starlette and uvicorn; install them with `{INSTALL}`.") from None
 
 
-def make_session(settings, catalog):
-    """One Session for every request, its embedder safe to call from several threads."""
+def make_session(settings, catalog, pull_reporter=None):
+    """One Session for every request, its embedder safe to call from several threads; missing models are pulled first."""
     from complm_cli.pipeline import MODES, Session
     from complm_cli.route import Embedder
     from complm_cli.store import Store
@@ -63,7 +63,7 @@ def make_session(settings, catalog):
 
     emb = catalog.embedder
     embedder = SerialEmbedder(Store(settings).path(emb), emb.name, threads=1)
-    return Session(settings, catalog, pull=False, modes=MODES, embedder=embedder)
+    return Session(settings, catalog, pull_reporter=pull_reporter, modes=MODES, embedder=embedder)
 
 
 def question_of(messages: Any) -> str:

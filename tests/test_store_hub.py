@@ -765,3 +765,155 @@ def test_rm_that_cannot_remove_the_folder_does_not_say_removed(hub, tmp_path, mo
     result = complm("rm", NAME, "--catalog", catalog)
     assert result.exit_code == ExitCode.STORAGE, result.output
     assert f"removed {NAME}" not in result.stderr
+
+
+# --- (12) what a run lacks is pulled in one place: pipeline.pull_missing -----------------------------------
+
+
+REMOTE_EXPERT = '''
+[experts."far"]
+description = "A model on a server that no test here asks."
+roles = ["expert"]
+default = true
+[experts."far".remote]
+api_base = "http://127.0.0.1:9/v1"
+model_name = "far"
+'''
+
+
+def write_run_catalog(path: Path, data: bytes) -> Path:
+    """`tiny` plays every role, `tiny-embedder` routes, and a remote default expert has no file to pull."""
+    from complm_cli.catalog import load_catalog
+
+    model = write_catalog(path.with_name("model.toml"), data, [hub_source()]).read_text(encoding="utf-8")
+    model = model.replace('roles = ["expert"]', 'roles = ["planner", "aggregator", "fallback", "expert"]\ndefault = true')
+    embedder = write_embedder_catalog(path.with_name("embedder.toml")).read_text(encoding="utf-8")
+    shipped = "".join(f'[experts."{n}"]\ndefault = false\n' for n in load_catalog().default_names)
+    roles = "".join(f'{role} = "{NAME}"\n' for role in ("planner", "aggregator", "fallback"))
+    path.write_text('[defaults]\nembedder = "tiny-embedder"\n' + roles + shipped + model + embedder + REMOTE_EXPERT, encoding="utf-8")
+    return path
+
+
+def serve_run_models(hub, tmp_path) -> tuple[Path, bytes]:
+    data = blob()
+    hub.add(REPO, FILE, data)
+    for name, content in EMBED_FILES.items():
+        hub.add(EMBED_REPO, name, content)
+    return write_run_catalog(tmp_path / "cat.toml", data), data
+
+
+@pytest.fixture
+def pulls(monkeypatch):
+    """What was pulled: each Store.pull (model name), and the models each pipeline.pull_missing was given."""
+    from complm_cli import pipeline
+
+    record = SimpleNamespace(store=[], missing=[])
+    real_pull, real_missing = Store.pull, pipeline.pull_missing
+
+    def pull(self, expert, **kwargs):
+        record.store.append(expert.name)
+        return real_pull(self, expert, **kwargs)
+
+    def pull_missing(store, models, reporter=None):
+        record.missing.append([m.name for m in models])
+        return real_missing(store, models, reporter)
+
+    monkeypatch.setattr(Store, "pull", pull)
+    monkeypatch.setattr(pipeline, "pull_missing", pull_missing)
+    return record
+
+
+class NoEmbedder:
+    """Stands in for the embedder of a Session that never routes."""
+
+    def start(self):
+        return self
+
+    def close(self) -> None:
+        pass
+
+
+def no_models(*args):
+    raise AssertionError("no model is loaded in these tests")
+
+
+def test_a_session_pulls_what_it_lacks_once_and_nothing_remote(hub, tmp_path, pulls):
+    from complm_cli.pipeline import Session
+    from complm_cli.progress import PullProgress, PullReporter
+
+    catalog, data = serve_run_models(hub, tmp_path)
+    settings = load_settings().replace(catalog=catalog)
+    heard = []
+
+    class Recorder(PullReporter):
+        def missing(self, experts):
+            heard.append(("missing", [m.name for m in experts]))
+
+        def progress(self, expert):
+            heard.append(("progress", expert.name))
+            return PullProgress()
+
+        def pulled(self, installed):
+            heard.append(("pulled", installed.expert.name))
+
+    with Session(settings, pull_reporter=Recorder(), factory=no_models, embedder=NoEmbedder()) as session:
+        assert {m.name for m in session.needed()} == {NAME, "tiny-embedder", "far"}
+    assert pulls.missing == [[NAME, "far", "tiny-embedder"]]
+    assert pulls.store == [NAME, "tiny-embedder"]  # the remote expert has no file
+    assert heard == [("missing", [NAME, "tiny-embedder"]), ("progress", NAME), ("pulled", NAME),
+                     ("progress", "tiny-embedder"), ("pulled", "tiny-embedder")]
+    store, expert = open_store(catalog)
+    assert_pulled(store, expert, data)
+    asked = hub.count()
+
+    # Everything in the cache: the store is not even asked to pull, the reporter hears nothing.
+    heard.clear()
+    with Session(settings, pull_reporter=Recorder(), factory=no_models, embedder=NoEmbedder()):
+        pass
+    assert pulls.store == [NAME, "tiny-embedder"] and heard == []
+    assert len(pulls.missing) == 2 and hub.count() == asked
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_cli_pulls_through_the_same_function(hub, tmp_path, pulls, verbose):
+    """`ask`, `graph` and `eval` prepare their Session alike: each missing model pulled once; quiet when piped."""
+    import io
+
+    from complm_cli.cli.common import Environment
+    from complm_cli.cli.question import prepare
+
+    catalog, data = serve_run_models(hub, tmp_path)
+    err = io.StringIO()
+    e = Environment(stdin=io.StringIO(), stdout=io.StringIO(), stderr=err)
+    prepare(catalog, False, None, ("parallel",), e, verbose=verbose).close()
+    assert pulls.missing == [[NAME, "far", "tiny-embedder"]]  # what the run needs, remote or not
+    assert pulls.store == [NAME, "tiny-embedder"]
+    assert_pulled(*open_store(catalog), data)
+    if verbose:
+        assert f"pulling {NAME}, tiny-embedder (first use)" in err.getvalue()
+        assert f"pulled {NAME} (" in err.getvalue() and "pulled tiny-embedder (" in err.getvalue()
+    else:
+        assert err.getvalue() == ""
+
+    # A second run finds both in the cache and pulls nothing.
+    prepare(catalog, False, None, ("parallel",), e, verbose=verbose).close()
+    assert pulls.store == [NAME, "tiny-embedder"] and len(pulls.missing) == 2
+
+
+def test_offline_the_library_pulls_nothing_and_names_the_missing_model(hub, tmp_path, pulls):
+    from complm_cli.pipeline import ask
+
+    catalog, _ = serve_run_models(hub, tmp_path)
+    with pytest.raises(NotFoundError, match=f"'{NAME}' is not pulled"):
+        ask("Who wrote Hamlet?", settings=load_settings().replace(catalog=catalog), offline=True)
+    assert len(pulls.missing) == 1 and pulls.store == []
+    assert hub.traffic() == 0
+
+
+@pytest.mark.parametrize("expert", ["calculator", "tiny-embedder"])
+def test_an_expert_that_cannot_answer_alone_is_refused_before_anything_is_pulled(hub, tmp_path, pulls, expert):
+    catalog, _ = serve_run_models(hub, tmp_path)
+    result = complm("ask", "What is 2 + 2?", "--expert", expert, "--catalog", catalog)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert expert in one_line(result.stderr)
+    assert pulls.store == [] and hub.count() == 0

@@ -1,11 +1,11 @@
-"""Rich progress bars for `complm pull`, one per file, on stderr."""
+"""Rich progress bars for pulls, one per file, on stderr: `complm pull`, and first use by `ask`, `graph`, `eval`, `serve`."""
 
 from __future__ import annotations
 
 import time
 
 from complm_cli.config import format_size
-from complm_cli.progress import PullProgress
+from complm_cli.progress import PullProgress, PullReporter
 
 
 class RichPullProgress(PullProgress):
@@ -64,27 +64,47 @@ class RichPullProgress(PullProgress):
         self.console.print(f"pulled {self.name} ({format_size(installed.size)}, sha256 {installed.sha256[:12]}…) from {installed.source} in {seconds:.1f} s")
 
 
-def pull_all(store, experts, console, interactive: bool, force: bool = False, verbose: bool = False, quiet: bool = False) -> list:
-    """Pull each expert that is missing, with bars; used by `pull` and by `ask` on first use.
+class RichPullReporter(PullReporter):
+    """What `pipeline.pull_missing` reports, drawn: which models are missing, then bars and a line per model.
 
-    `quiet` drops the final line too (ask in a pipeline keeps stderr for errors)."""
+    `quiet` prints neither (`ask` in a pipeline keeps stderr for errors); bars are drawn only in a terminal."""
+
+    def __init__(self, console, interactive: bool, verbose: bool = False, quiet: bool = False):
+        self.console, self.interactive, self.verbose, self.quiet = console, interactive, verbose, quiet
+        self.bars: RichPullProgress | None = None
+
+    def missing(self, experts: list) -> None:
+        if not self.quiet:
+            self.console.print(f"pulling {', '.join(m.name for m in experts)} (first use)")
+
+    def progress(self, expert) -> RichPullProgress:
+        self.bars = RichPullProgress(self.console, expert.name, self.interactive, self.verbose)
+        return self.bars
+
+    def pulled(self, installed) -> None:
+        if not self.quiet and self.bars is not None:
+            self.bars.done(installed)
+
+
+def pull_all(store, experts, console, interactive: bool, force: bool = False, verbose: bool = False) -> list:
+    """`complm pull`: pull each expert named (or, with `force`, again), saying what is skipped and why.
+
+    A run pulls what it lacks through `pipeline.pull_missing` instead."""
+    reporter = RichPullReporter(console, interactive, verbose)
     results = []
     for expert in experts:
         if expert.remote is not None:
-            if not quiet:
-                console.print(f"{expert.name} runs on {expert.remote.api_base}; nothing to pull")
+            console.print(f"{expert.name} runs on {expert.remote.api_base}; nothing to pull")
             continue
         if not force and (found := store.installed(expert)):
-            if not quiet:
-                console.print(f"{expert.name} is already pulled ({format_size(found.size)}); --force pulls it again")
+            console.print(f"{expert.name} is already pulled ({format_size(found.size)}); --force pulls it again")
             results.append(found)
             continue
-        bars = RichPullProgress(console, expert.name, interactive, verbose)
+        bars = reporter.progress(expert)
         try:
             installed = store.pull(expert, force=force, progress=bars)
         finally:
             bars.close()
-        if not quiet:
-            bars.done(installed)
+        reporter.pulled(installed)
         results.append(installed)
     return results

@@ -43,22 +43,14 @@ def _read_utf8(stream) -> str:
 
 def prepare(catalog: Path | None, offline: bool, expert: str | None, modes: tuple[str, ...], e: Environment,
             verbose: bool = False, monolithic: str | None = None, **overrides):
-    """Settings, catalog and a Session, pulling missing models first (with bars) unless offline."""
+    """Settings, catalog and a Session, which pulls missing models first (with bars) unless offline."""
     from complm_cli.cli.common import load
-    from complm_cli.cli.pull_progress import pull_all
-    from complm_cli.pipeline import Session, models_needed
-    from complm_cli.store import Store
+    from complm_cli.cli.pull_progress import RichPullReporter
+    from complm_cli.pipeline import Session
 
     settings, cat = load(catalog, offline, **overrides)
     if expert:
         cat.get(expert)
-    if not settings.offline:
-        store = Store(settings)
-        wanted = list({m.name: m for mode in modes for m in models_needed(cat, expert, mode, monolithic)}.values())
-        missing = [m for m in wanted if m.remote is None and not store.is_pulled(m)]
-        if missing:
-            console = e.err_console()
-            if e.stderr_isatty or verbose:
-                console.print(f"pulling {', '.join(m.name for m in missing)} (first use)")
-            pull_all(store, missing, console, e.stderr_isatty, verbose=verbose, quiet=not (e.stderr_isatty or verbose))
-    return Session(settings, cat, expert=expert, pull=False, modes=modes, monolithic=monolithic)
+    # Quiet when piped: then only errors go to stderr.
+    reporter = RichPullReporter(e.err_console(), e.stderr_isatty, verbose=verbose, quiet=not (e.stderr_isatty or verbose))
+    return Session(settings, cat, expert=expert, pull_reporter=reporter, modes=modes, monolithic=monolithic)

@@ -28,10 +28,8 @@ def serve(
     """Serve the pipeline as an OpenAI-compatible API: models complm, complm-sequential, complm-monolithic."""
     from complm_cli import serve as server
     from complm_cli.cli.common import load
-    from complm_cli.cli.pull_progress import pull_all
+    from complm_cli.cli.pull_progress import RichPullReporter
     from complm_cli.config import parse_size
-    from complm_cli.pipeline import MODES, models_needed
-    from complm_cli.store import Store
 
     server.require_extra()
     e = env()
@@ -40,14 +38,7 @@ def serve(
     sock = server.bind(host, port)  # before the models: a taken port should fail at once
     console = e.err_console()
     try:
-        if not settings.offline:
-            store = Store(settings)
-            wanted = {m.name: m for mode in MODES for m in models_needed(cat, None, mode)}.values()
-            missing = [m for m in wanted if m.remote is None and not store.is_pulled(m)]
-            if missing:
-                console.print(f"pulling {', '.join(m.name for m in missing)} (first use)")
-                pull_all(store, missing, console, e.stderr_isatty)
-        session = server.make_session(settings, cat)
+        session = server.make_session(settings, cat, RichPullReporter(console, e.stderr_isatty))
     except BaseException:
         sock.close()
         raise
