@@ -21,8 +21,9 @@ LAST = "planner: last token"  # put in the event list just before the planner's 
 class Script:
     """The planner's replies, one per call, line by line; after `hold` lines it waits for `go`."""
 
-    def __init__(self, events: list, *replies: str, hold: int = 2, patience: float = WAIT):
+    def __init__(self, events: list, *replies: str, hold: int = 2, patience: float = WAIT, interrupt: bool = False):
         self.events, self.replies, self.hold, self.patience = events, list(replies), hold, patience
+        self.interrupt = interrupt  # Ctrl-C in the planner's thread once it may go on
         self.go = threading.Event()
         self.calls: list[list[dict]] = []
         self.waited: list[bool] = []
@@ -37,6 +38,8 @@ class Script:
             for i, piece in enumerate(pieces):
                 if first and i == self.hold:
                     self.waited.append(self.go.wait(self.patience))
+                    if self.interrupt:
+                        raise KeyboardInterrupt
                 if i == len(pieces) - 1:
                     self.events.append(LAST)
                 yield piece
@@ -62,7 +65,8 @@ def first(events: list, kind, node_id=None, question=None) -> int:
                 and (question is None or e.question == question))
 
 
-def test_a_step_starts_before_the_planner_has_finished(tmp_path) -> None:
+@pytest.mark.parametrize("mode", ["parallel", "sequential"])
+def test_a_step_starts_before_the_planner_has_finished(tmp_path, mode) -> None:
     events: list = []
     fake = Fake(answers={CAPITAL: "Paris", COUNTRY: "Spain"}, sleep=0.01)
     script = Script(events, PLAN)
@@ -73,7 +77,7 @@ def test_a_step_starts_before_the_planner_has_finished(tmp_path) -> None:
             script.go.set()
 
     with session_with(tmp_path, fake, script) as session:
-        result = session.ask(QUESTION, on_event=listen)
+        result = session.ask(QUESTION, on_event=listen, mode=mode)
     assert script.waited == [True], "no step started while the planner was writing"
     assert first(events, StepPlanned) < first(events, NodeStarted) < events.index(LAST) < first(events, PlanReady)
     assert [n.question for n in result.nodes] == [CAPITAL, COUNTRY] and [n.answer for n in result.nodes] == ["Paris", "Spain"]
@@ -169,6 +173,24 @@ def test_ctrl_c_while_planning_cancels_the_streamed_steps(tmp_path) -> None:
     assert LAST not in events  # the planner was stopped too
     assert fake.streams and all(s.end is not None and s.yielded < 1000 for s in fake.streams)
     assert fake.active == 0 and not any(isinstance(e, PlanReady) for e in events)
+
+
+def test_ctrl_c_in_the_planner_stops_the_streamed_steps(tmp_path) -> None:
+    events: list = []
+    fake = Fake(answers={CAPITAL: " ".join(["word"] * 1000), COUNTRY: " ".join(["word"] * 1000)}, sleep=0.005)
+    script = Script(events, PLAN + f'\nmore = ask("{CAPITAL} Really?")', interrupt=True)
+
+    def listen(event) -> None:
+        events.append(event)
+        if isinstance(event, NodeStarted):
+            script.go.set()
+
+    with session_with(tmp_path, fake, script) as session:
+        with pytest.raises(KeyboardInterrupt):
+            session.ask(QUESTION, on_event=listen)
+    assert script.waited == [True]
+    assert fake.streams and all(s.end is not None and s.yielded < 1000 for s in fake.streams)
+    assert fake.active == 0
 
 
 def test_streaming_can_be_turned_off(tmp_path) -> None:
