@@ -106,6 +106,7 @@ class Settings:
     seed: int = 0
     route_threshold: float | None = None  # None: the catalog's
     hub_timeout: float = 5.0  # seconds to reach the Hub before falling over to a mirror
+    stream_plan: bool = True  # run each plan step as soon as the planner has written it
 
     @property
     def config_file(self) -> Path:
@@ -143,6 +144,7 @@ _ENV = {
     "seed": "COMPLM_SEED",
     "route_threshold": "COMPLM_ROUTE_THRESHOLD",
     "hub_timeout": "COMPLM_HUB_TIMEOUT",
+    "stream_plan": "COMPLM_STREAM_PLAN",
 }
 
 
@@ -173,7 +175,7 @@ def _checked(name: str, value: Any) -> tuple[Any, str | None]:
         if name != "catalog" and path.exists() and not path.is_dir():
             return None, "is not a folder (it names a file)"
         return path, None
-    if name == "offline":
+    if name in ("offline", "stream_plan"):
         if isinstance(value, bool):
             return value, None
         word = str(value).strip().lower()

@@ -26,6 +26,16 @@ class PlanReady(Event):
 
 
 @dataclass
+class StepPlanned(Event):
+    """A step the planner has written, routed and handed to the scheduler while the planner writes on.
+
+    PlanReady still follows with the final plan, which may drop this step."""
+
+    node: Any  # dag.Node
+    route: Any  # route.Route
+
+
+@dataclass
 class NodeStarted(Event):
     node_id: int
     expert: str

@@ -6,6 +6,10 @@ model are handles on one batched engine (backends/engine.py), so nodes of
 the same model decode together in one batch. The ModelPool keeps models
 resident within a memory budget and unloads the least recently used idle
 one when another must load.
+
+Nodes reach the scheduler through a NodeFeed: `run_plan` feeds a whole plan
+at once; the pipeline feeds steps while the planner is still writing them
+(overlap.py), and closes the feed once the plan is final.
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ from complm_cli import prompts
 from complm_cli.backends.base import Worker, WorkerFactory
 from complm_cli.catalog import Expert
 from complm_cli.config import format_size
-from complm_cli.dag import Plan, short_answer, substitute
+from complm_cli.dag import Node, Plan, short_answer, substitute
 from complm_cli.errors import ModelError
 from complm_cli.events import Listener, NodeDone, NodeFailed, NodeStarted, NodeToken, ignore
 from complm_cli.generate import Cancelled, Params, generate
 
 CONTEXT_CHARS = 600  # of each parent's answer shown to a child, so one long answer cannot crowd the prompt
+POLL_S = 0.1  # the scheduler's longest wait: short, so that Ctrl-C and cancel are seen at once
 
 
 class ModelPool:
@@ -185,33 +190,195 @@ class Execution:
     seconds: float
     max_concurrency: int = 0
     events: list[tuple[float, str, int]] = field(default_factory=list)  # (time, 'start'|'end', node)
+    t0: float = 0.0  # time.perf_counter() when the run began: `started` counts from here
+    discarded: list[NodeResult] = field(default_factory=list)  # retracted nodes (streamed steps the final plan dropped)
+
+
+class NodeFeed:
+    """Nodes handed to a running scheduler over time (the planner is still writing the plan), then closed.
+
+    Thread-safe. A node's parents must have been fed before it. `retract`
+    discards every node from an id on (a suffix, so no node that stays loses a
+    parent): running ones are cancelled, and their ids may be fed again; those
+    new nodes wait until the old ones have stopped. Feeding after `close`, or
+    after the run has ended (it was cancelled), raises RuntimeError rather
+    than leave a node that would never run."""
+
+    def __init__(self) -> None:
+        self._inbox: "queue.Queue[tuple]" = queue.Queue()  # also the scheduler's: a node ending wakes it too
+        self._lock = threading.Lock()
+        self._ids: list[int] = []
+        self._closed = False
+        self._ended = False
+
+    def _check(self, node: Node) -> None:
+        if self._closed or self._ended:
+            raise RuntimeError(f"step {node.id} came after the plan was closed")
+        if node.id in self._ids:
+            raise ValueError(f"step {node.id} was fed twice")
+        if missing := [d for d in node.depends_on if d not in self._ids]:
+            raise ValueError(f"step {node.id} depends on step {missing[0]}, which was not fed before it")
+
+    def add(self, node: Node, expert: Expert) -> None:
+        with self._lock:
+            self._check(node)
+            self._ids.append(node.id)
+            self._inbox.put(("node", node, expert))
+
+    def close(self, last: list[tuple[Node, Expert]] = ()) -> None:
+        """The plan is final; `last`: its remaining nodes (in one message, so that none of them is taken for unfinished)."""
+        with self._lock:
+            for node, _ in last:
+                self._check(node)
+                self._ids.append(node.id)
+            self._closed = True
+            self._inbox.put(("close", list(last)))
+
+    def retract(self, first_id: int) -> threading.Event:
+        """Discard every fed node from `first_id` on; the event is set once none of them runs any more."""
+        done = threading.Event()
+        with self._lock:
+            self._ids = [i for i in self._ids if i < first_id]
+            if self._ended:
+                done.set()
+            else:
+                self._inbox.put(("retract", first_id, done))
+        return done
+
+    def _post(self, message: tuple) -> None:
+        self._inbox.put(message)
+
+    def _next(self, timeout: float) -> tuple | None:
+        try:
+            return self._inbox.get(timeout=timeout) if timeout else self._inbox.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _end(self) -> list[tuple]:
+        """The scheduler stops: later feeding raises; what was still queued is returned."""
+        with self._lock:
+            self._ended = True
+            rest = []
+            while (message := self._next(0)) is not None:
+                rest.append(message)
+            return rest
+
+
+class AnyOf:
+    """Set when any of its events is: a node stops for the run's cancel or for its own (a discarded step)."""
+
+    def __init__(self, *events: threading.Event):
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
 
 
 def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: RunOptions,
              on_event: Listener = ignore, cancel: threading.Event | None = None) -> Execution:
     """Run every node of `plan` on its expert; `experts` maps node id to the routed expert."""
+    feed = NodeFeed()
+    feed.close([(n, experts[n.id]) for n in plan.nodes])
+    return run_feed(feed, pool, options, on_event, cancel)
+
+
+def run_feed(feed: NodeFeed, pool: ModelPool, options: RunOptions, on_event: Listener = ignore,
+             cancel: threading.Event | None = None) -> Execution:
+    """Run nodes as they are fed, each once its parents are done, until the feed is closed and every node has ended."""
     cancel = cancel or threading.Event()
     t0 = time.perf_counter()
-    results = {n.id: NodeResult(n.id, n.question, n.depends_on, experts[n.id].name) for n in plan.nodes}
-    pending = [n.id for n in plan.nodes]
+    # The nodes fed so far. Node threads read it: it is rebound, never changed in place.
+    plan = Plan(question="", nodes=[])
+    experts: dict[int, Expert] = {}
+    results: dict[int, NodeResult] = {}
+    pending: list[int] = []
     running: set[int] = set()
-    finished: "queue.Queue[int]" = queue.Queue()
+    stopping: set[int] = set()  # retracted, still running until they notice
+    stop_node: dict[int, threading.Event] = {}
+    waiters: list[tuple[set[int], threading.Event]] = []  # retractions waiting for their nodes to stop
+    held: list[tuple] = []  # fed while retracted nodes still run, maybe under the same ids
+    closed = False
     lock = threading.Lock()
-    execution = Execution(results, 0.0)
-    # A calculation reads a number from each parent: those parents are asked for one.
-    numeric = {d for n in plan.nodes if experts[n.id].kind == "tool" for d in n.depends_on}
+    execution = Execution(results, 0.0, t0=t0)
+    # A calculation reads a number from each parent: those parents are asked for one. Before the plan is
+    # final a node cannot know whether a calculation will follow it, so one that asks for a quantity is asked too.
+    numeric: set[int] = set()
 
-    def run_node(node_id: int, threads: int) -> None:
+    def take(node: Node, expert: Expert) -> None:
+        plan.nodes = [*plan.nodes, node]
+        experts[node.id] = expert
+        results[node.id] = NodeResult(node.id, node.question, node.depends_on, expert.name)
+        stop_node[node.id] = threading.Event()
+        if expert.kind == "tool":
+            numeric.update(node.depends_on)
+        elif not closed and prompts.asks_for_number(node.question):
+            numeric.add(node.id)
+        pending.append(node.id)
+
+    def forget(node_id: int) -> None:
+        plan.nodes = [n for n in plan.nodes if n.id != node_id]
+        execution.discarded.append(results.pop(node_id))
+        experts.pop(node_id)
+        stop_node.pop(node_id)
+        numeric.discard(node_id)
+        with lock:
+            execution.events[:] = [e for e in execution.events if e[2] != node_id]
+
+    def handle(message: tuple) -> None:
+        nonlocal closed
+        kind = message[0]
+        if kind in ("node", "close") and (stopping or held):
+            held.append(message)
+        elif kind == "node":
+            take(message[1], message[2])
+        elif kind == "close":
+            closed = True
+            for node, expert in message[1]:
+                take(node, expert)
+            # The plan is known: a node yet to start is asked for a number only if a calculation uses it.
+            exact = {d for n in plan.nodes if experts[n.id].kind == "tool" for d in n.depends_on}
+            numeric.difference_update(set(pending) - exact)
+        elif kind == "retract":
+            first, done = message[1], message[2]
+            held[:] = [m for m in held if m[0] != "node" or m[1].id < first]
+            for node_id in [i for i in results if i >= first and i not in running]:  # waiting, or already ended
+                if node_id in pending:
+                    pending.remove(node_id)
+                forget(node_id)
+            alive = {i for i in running if i >= first}
+            for node_id in alive:
+                stop_node[node_id].set()
+            stopping.update(alive)
+            if alive:
+                waiters.append((set(alive), done))
+            else:
+                done.set()
+        elif kind == "end":
+            node_id = message[1]
+            running.discard(node_id)
+            if node_id in stopping:
+                stopping.discard(node_id)
+                forget(node_id)
+                for ids, done in waiters:
+                    ids.discard(node_id)
+                    if not ids:
+                        done.set()
+                if not stopping:
+                    later, held[:] = list(held), []
+                    for m in later:
+                        handle(m)
+
+    def run_node(node_id: int, threads: int, stop: AnyOf) -> None:
         try:
-            _run_node(node_id, threads)
+            _run_node(node_id, threads, stop)
         except BaseException as exc:  # never leave a node pending, nor the scheduler waiting for it
             res = results[node_id]
             if res.status == "pending":
                 res.status, res.reason = "failed", f"{type(exc).__name__}: {exc}"
         finally:
-            finished.put(node_id)
+            feed._post(("end", node_id))
 
-    def _run_node(node_id: int, threads: int) -> None:
+    def _run_node(node_id: int, threads: int, cancel: AnyOf) -> None:  # this node's cancel: the run's, or its own
         node, res = plan.node(node_id), results[node_id]
         if experts[node_id].kind == "tool":
             _calculate(node, res, results, t0, on_event)
@@ -254,7 +421,9 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
 
     executor = ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="complm-node")
     try:
-        while pending or running:
+        while True:
+            while (message := feed._next(0)) is not None:
+                handle(message)
             # Skip what can no longer run: a parent failed, was skipped or cancelled.
             for node_id in list(pending):
                 bad = [d for d in plan.node(node_id).depends_on
@@ -273,30 +442,32 @@ def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: R
             slots = max(0, options.workers - len(running))
             if ready and slots and not cancel.is_set():
                 starting = ready[:slots]
-                share = max(1, options.threads // max(1, len(running) + len(starting)))
+                share = max(1, options.threads // max(1, len(running) + len(starting) + (not closed)))
                 for node_id in starting:
                     pending.remove(node_id)
                     running.add(node_id)
-                    executor.submit(run_node, node_id, share)
+                    executor.submit(run_node, node_id, share, AnyOf(cancel, stop_node[node_id]))
                 execution.max_concurrency = max(execution.max_concurrency, len(running))
             if not running:
-                if pending and not ready:
-                    continue  # the skip pass above resolves them
-                break
-            try:
-                done_id = finished.get(timeout=0.1)  # short waits keep Ctrl-C responsive
-            except queue.Empty:
-                continue
-            running.discard(done_id)
-            while True:
-                try:
-                    running.discard(finished.get_nowait())
-                except queue.Empty:
+                if cancel.is_set() or (closed and not pending):
                     break
+                if closed and not ready:
+                    continue  # the skip pass above resolves them
+            # A node that ends or is fed wakes the loop at once; the timeout only keeps Ctrl-C responsive.
+            if (message := feed._next(POLL_S)) is not None:
+                handle(message)
     except KeyboardInterrupt:
         cancel.set()
         raise
     finally:
+        for message in held + feed._end():  # fed too late: the run was cancelled
+            if message[0] == "retract":
+                message[2].set()
+            elif message[0] in ("node", "close"):
+                for node, expert in ([message[1:]] if message[0] == "node" else message[1]):
+                    take(node, expert)
+        for _, done in waiters:
+            done.set()
         if cancel.is_set():
             for node_id in pending:
                 results[node_id].status, results[node_id].reason = "cancelled", "cancelled"

@@ -21,11 +21,12 @@ from complm_cli import calculator, dag
 from complm_cli.aggregate import aggregation_messages, direct_answer, repair
 from complm_cli.catalog import Catalog, Expert, catalog_for
 from complm_cli.config import Settings, load_settings
-from complm_cli.dag import Plan
+from complm_cli.dag import Node, Plan
 from complm_cli.errors import UsageError
 from complm_cli.events import AnswerDone, AnswerToken, Listener, PlanReady, Stage, ignore
 from complm_cli.execute import ModelPool, NodeResult, RunOptions, run_plan
 from complm_cli.generate import Cancelled, Params, generate
+from complm_cli.overlap import Overlap, overlap_seconds
 from complm_cli.plan import MAX_PLAN_TOKENS, copies_question, make_plan, plan_finished, single_node
 from complm_cli.progress import PullReporter
 from complm_cli.route import Embedder, Route, Router, VectorCache
@@ -49,6 +50,7 @@ class Result:
     experts: list[str] = field(default_factory=list)  # models used
     restored: list[int] = field(default_factory=list)  # final nodes the aggregator left out, put back
     memory: int = 0  # peak resident model bytes (estimated)
+    streamed: dict | None = None  # steps run while the planner wrote: released, kept, discarded (None: not streamed)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +62,7 @@ class Result:
             "restored_parts": self.restored,
             "plan_fallback": self.plan.fallback if self.plan else None,
             "plan_repairs": self.plan.repairs if self.plan else [],
+            "plan_stream": self.streamed,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "tokens": self.tokens,
             "experts": self.experts,
@@ -193,11 +196,21 @@ class Session:
 
     # --- the four parts -----------------------------------------------------------
 
-    def plan(self, question: str, cancel: threading.Event | None = None) -> Plan:
+    def plan(self, question: str, cancel: threading.Event | None = None, on_text=None) -> Plan:
+        """`on_text(reply so far)` sees the planner's first reply grow, token by token (a repair round writes a new plan)."""
+        calls: list[int] = []
+
         def generate(messages: list[dict], schema: dict, question: str) -> tuple[str, int]:
+            calls.append(1)
+            watch = on_text if len(calls) == 1 else None
+
+            def stop(partial: str) -> bool:
+                if watch is not None:
+                    watch(partial)
+                return copies_question(partial, question) or plan_finished(partial)
+
             text, tokens = self._generate(self.planner, messages, schema=schema, max_tokens=MAX_PLAN_TOKENS, temperature=0.0,
-                                          cancel=cancel, prefix=prompts.planner_prefix_length(),
-                                          stop=lambda partial: copies_question(partial, question) or plan_finished(partial))
+                                          cancel=cancel, prefix=prompts.planner_prefix_length(), stop=stop)
             if copies_question(text, question):
                 text = json.dumps({"steps": [{"q": question, "deps": []}]})
             return text, tokens
@@ -223,6 +236,10 @@ class Session:
             routes.update(zip((n.id for n in rest), self.router().route([dag.readable(n.question) for n in rest])))
         return routes
 
+    def _route_step(self, node: Node) -> tuple[Route, Expert]:
+        route = self.route(Plan("", [node]))[node.id]
+        return route, self.catalog.get(route.expert)
+
     def ask(self, question: str, *, mode: str = "parallel", on_event: Listener = ignore,
             cancel: threading.Event | None = None, plan: Plan | None = None,
             routes: dict[int, Route] | None = None, workers: int | None = None) -> Result:
@@ -238,21 +255,38 @@ class Session:
         self.warm_up()
         timings: dict[str, float] = {}
         reused = plan is not None
-        if plan is None:
-            on_event(Stage("plan", self.planner.name))
-            plan = self.plan(question, cancel)
-        timings["plan_s"] = plan.seconds
-        t = time.perf_counter()
-        if routes is None:
-            on_event(Stage("route", self.catalog.embedder.name))
-            routes = self.route(plan)
-        timings["route_s"] = time.perf_counter() - t
-        on_event(PlanReady(plan, routes))
-        experts = {n.id: self.catalog.get(routes[n.id].expert) for n in plan.nodes}
         options = RunOptions(workers=1 if mode == "sequential" else (workers or self.settings.worker_count()),
                              threads=self.settings.threads, node_timeout=self.settings.node_timeout, seed=self.settings.seed)
-        on_event(Stage("execute", mode))
-        execution = run_plan(plan, experts, self.pool, options, on_event, cancel)
+        # Steps run as the planner writes them (plan_stream.py), unless turned off or the plan is given.
+        overlap = None
+        try:
+            if plan is None:
+                on_event(Stage("plan", self.planner.name))
+                if self.settings.stream_plan and routes is None:
+                    overlap = Overlap(dag.escape_user(question), self._route_step, self.pool, options, on_event, cancel)
+                plan = self.plan(question, cancel, on_text=overlap.on_text if overlap else None)
+            timings["plan_s"] = plan.seconds
+            planned = t = time.perf_counter()
+            kept = overlap.settle(plan) if overlap is not None else {}
+            if routes is None:
+                on_event(Stage("route", self.catalog.embedder.name))
+                routes = {**kept, **self.route(Plan(plan.question, [n for n in plan.nodes if n.id not in kept]))}
+            timings["route_s"] = time.perf_counter() - t + (overlap.route_s if overlap is not None else 0.0)
+            on_event(PlanReady(plan, routes))
+            experts = {n.id: self.catalog.get(routes[n.id].expert) for n in plan.nodes}
+            on_event(Stage("execute", mode))
+            if overlap is not None and overlap.started:
+                execution = overlap.finish([(n, experts[n.id]) for n in plan.nodes if n.id not in kept])
+            else:
+                if overlap is not None:
+                    overlap.abort()  # nothing was streamed: the plan runs as a whole
+                execution = run_plan(plan, experts, self.pool, options, on_event, cancel)
+        except BaseException:
+            if overlap is not None:
+                overlap.abort()
+            raise
+        if not reused:
+            timings["overlap_s"] = overlap_seconds(execution, planned) if overlap is not None and overlap.started else 0.0
         if cancel.is_set():
             raise Cancelled()
         results = execution.results
@@ -288,6 +322,7 @@ class Session:
             aggregated=aggregated,
             experts=sorted({self.planner.name, *(e.name for e in experts.values())} | ({self.aggregator.name} if aggregated else set())),
             memory=self.pool.peak, restored=restored,
+            streamed=overlap.report() if overlap is not None and overlap.started else None,
         )
         on_event(AnswerDone(answer, result))
         return result

@@ -34,6 +34,7 @@ from complm_cli.dag import Node, Plan, references, validate
 MAX_NODES = 6
 MAX_QUESTION_CHARS = 200
 MAX_PLAN_TOKENS = 220
+NO_PLAN_LINES = "the reply has no plan lines"
 
 # Words that point back at an earlier answer ("In which country was that
 # painter born?"): the planner sometimes writes them without a {N}.
@@ -160,7 +161,7 @@ def parse_lines(question: str, raw: str) -> tuple[list[tuple[str, list[int]]], l
     if not steps and consts and not problems:
         steps.append((list(consts.values())[-1], []))  # a plan that only states a number
     if not steps and not problems:
-        problems.append("the reply has no plan lines")
+        problems.append(NO_PLAN_LINES)
     return steps, problems
 
 

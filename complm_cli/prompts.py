@@ -93,6 +93,14 @@ EXPERT_SYSTEM = (
 
 # A parent of a calculation: its number is read out of the answer, so the answer must state one.
 NUMERIC_HINT = " Answer in one short sentence that states the number."
+_QUANTITY = re.compile(r"^\s*(?:how (?:many|much|old|far|long|tall|high|deep|big|heavy|fast|large)\b|(?:in )?(?:what|which) year\b"
+                       r"|when (?:was|were|did|is)\b|what (?:is|was|are|were) the (?:number|population|age|height|length|distance"
+                       r"|area|speed|price|cost|weight|temperature|year|date|size|value)\b)", re.I)
+
+
+def asks_for_number(question: str) -> bool:
+    """A sub-question whose answer is a quantity: a step the planner has not finished may get a calculation after it."""
+    return bool(_QUANTITY.match(question))
 
 
 def expert_messages(question: str, context: list[tuple[str, str]], numeric: bool = False) -> list[dict]:

@@ -10,7 +10,8 @@ import time
 from typing import Any
 
 from complm_cli.dag import Plan, readable
-from complm_cli.events import AnswerDone, AnswerToken, Event, NodeDone, NodeFailed, NodeStarted, NodeToken, PlanReady, Stage
+from complm_cli.events import (AnswerDone, AnswerToken, Event, NodeDone, NodeFailed, NodeStarted, NodeToken, PlanReady, Stage,
+                               StepPlanned)
 from complm_cli.route import Route
 
 STATUS_STYLE = {"waiting": "dim", "running": "yellow", "done": "green", "failed": "red", "skipped": "dim red", "cancelled": "dim red"}
@@ -19,6 +20,11 @@ STATUS_STYLE = {"waiting": "dim", "running": "yellow", "done": "green", "failed"
 def _clip(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _entry(node) -> dict[str, Any]:
+    return {"status": "waiting", "question": readable(node.question), "step": (node.question, node.depends_on), "tokens": 0,
+            "start": None, "end": None, "reason": ""}
 
 
 class LiveView:
@@ -50,10 +56,14 @@ class LiveView:
             now = time.perf_counter()
             if isinstance(event, Stage):
                 self.stage, self.stage_started = f"{event.name} ({event.detail})" if event.detail else event.name, now
+            elif isinstance(event, StepPlanned):
+                self.routes[event.node.id] = event.route
+                self.nodes[event.node.id] = _entry(event.node)
             elif isinstance(event, PlanReady):
                 self.plan, self.routes = event.plan, event.routes
-                for n in event.plan.nodes:
-                    self.nodes[n.id] = {"status": "waiting", "question": readable(n.question), "tokens": 0, "start": None, "end": None, "reason": ""}
+                # A step streamed earlier keeps its state; one the final plan changed or dropped starts over or goes.
+                self.nodes = {n.id: self.nodes[n.id] if self.nodes.get(n.id, {}).get("step") == (n.question, n.depends_on)
+                              else _entry(n) for n in event.plan.nodes}
             elif isinstance(event, NodeStarted) and event.node_id in self.nodes:
                 self.nodes[event.node_id].update(status="running", question=event.question, start=now)
             elif isinstance(event, NodeToken) and event.node_id in self.nodes:
@@ -96,7 +106,7 @@ class LiveView:
                     seconds = (end or now) - start if start else 0.0
                     rate = f"{n['tokens'] / seconds:.1f}" if seconds > 0 and n["tokens"] else ""
                     status = n["status"] if not n["reason"] else f"{n['status']}: {_clip(n['reason'], 40)}"
-                    deps = self.plan.node(node_id).depends_on if self.plan else ()
+                    deps = n["step"][1]
                     table.add_row(str(node_id), _clip(n["question"], 60), ",".join(map(str, deps)) or "-", expert,
                                   Text(status, style=STATUS_STYLE.get(n["status"], "")), f"{seconds:.1f}s" if start else "", rate)
                 parts.append(table)
@@ -113,6 +123,8 @@ def summary_line(result) -> str:
         if len(result.nodes) > 1 and result.mode == "parallel":
             saved = t["nodes_sum_s"] - t["execute_s"]
             line += f" · nodes one after another: {t['nodes_sum_s']:.1f} s ({'saved' if saved >= 0 else 'lost'} {abs(saved):.1f} s)"
+    if t.get("overlap_s"):
+        line += f" · steps ran {t['overlap_s']:.1f} s while planning"
     if result.plan is not None and result.plan.fallback:
         line += " · plan fell back to one node"
     if result.status != "ok":

@@ -236,3 +236,24 @@ def test_list_shows_the_calculator_as_a_built_in_tool(isolated):
     assert result.exit_code == 0 and "nothing to pull" in result.stderr
     result = CliRunner().invoke(app, ["rm", "calculator"])
     assert result.exit_code == 0 and "nothing to remove" in result.stderr
+
+
+def test_verbose_progress_prints_a_streamed_step_once():
+    import io
+
+    from complm_cli.cli.ask import _plain_progress
+    from complm_cli.cli.common import Environment
+    from complm_cli.dag import Node, Plan
+    from complm_cli.events import NodeStarted, PlanReady, Stage, StepPlanned
+    from complm_cli.route import Route
+
+    err = io.StringIO()
+    listen = _plain_progress(Environment(stdout=io.StringIO(), stderr=err))
+    route = Route("big", 0.31, {}, "score")
+    listen(Stage("plan", "planner"))
+    listen(StepPlanned(Node(1, "Who wrote Hamlet?"), route))
+    listen(NodeStarted(1, "big", "Who wrote Hamlet?"))
+    listen(PlanReady(Plan("Q?", [Node(1, "Who wrote Hamlet?"), Node(2, "Where was {1} born?", (1,))]), {1: route, 2: route}))
+    lines = err.getvalue().splitlines()
+    assert lines == ["[plan] planner", "  node 1: Who wrote Hamlet? -> big (0.31, score), while planning",
+                     "  node 1 started on big", "  node 2: Where was {1} born? -> big (0.31, score)"]

@@ -62,6 +62,7 @@ def test_parse_size_rejects_nonsense():
     ("node_timeout = nan", "node_timeout"),
     ("hub_timeout = -1", "hub_timeout"),
     ("route_threshold = inf", "route_threshold"),
+    ("stream_plan = 3", "stream_plan"),
 ])
 def test_bad_config_value_names_file_and_key(isolated, line, key):
     isolated["config"].mkdir(parents=True)
@@ -75,6 +76,7 @@ def test_bad_config_value_names_file_and_key(isolated, line, key):
 @pytest.mark.parametrize("var, value", [
     ("COMPLM_THREADS", "0"), ("COMPLM_GPU_LAYERS", "-5"), ("COMPLM_NODE_TIMEOUT", "nan"),
     ("COMPLM_NODE_TIMEOUT", "-1"), ("COMPLM_MAX_MEMORY", "-1"), ("COMPLM_OFFLINE", "nope"), ("COMPLM_WORKERS", "2.5"),
+    ("COMPLM_STREAM_PLAN", "maybe"),
 ])
 def test_bad_environment_value_names_the_variable(monkeypatch, var, value):
     monkeypatch.setenv(var, value)
@@ -86,6 +88,15 @@ def test_bad_environment_value_names_the_variable(monkeypatch, var, value):
 def test_offline_words(monkeypatch, text, value):
     monkeypatch.setenv("COMPLM_OFFLINE", text)
     assert load_settings().offline is value
+
+
+def test_stream_plan_is_on_unless_turned_off(isolated, monkeypatch):
+    assert load_settings().stream_plan is True
+    isolated["config"].mkdir(parents=True)
+    (isolated["config"] / "config.toml").write_text("stream_plan = false\n")
+    assert load_settings().stream_plan is False
+    monkeypatch.setenv("COMPLM_STREAM_PLAN", "on")
+    assert load_settings().stream_plan is True
 
 
 @pytest.mark.parametrize("flags, flag", [

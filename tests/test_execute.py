@@ -796,3 +796,152 @@ def test_a_child_starts_only_after_its_parent_released_the_worker() -> None:
                     on_event=slow_listener)
     assert [r.status for r in execution.results.values()] == ["done", "done"]
     assert fake.loads == ["general"]  # one model loaded, reused by the child
+
+
+# --- nodes fed while the run goes on (a plan that streams in) --------------------------------------
+
+
+def run_in_thread(fake: Fake, feed, *, cancel: threading.Event | None = None, on_event=None, **options):
+    from complm_cli.execute import run_feed
+
+    out: dict = {}
+    thread = threading.Thread(target=lambda: out.update(x=run_feed(feed, pool_for(fake), RunOptions(**options),
+                                                                   on_event or (lambda e: None), cancel)))
+    thread.start()
+    return thread, out
+
+
+def test_a_node_fed_later_runs_and_wakes_the_scheduler(monkeypatch) -> None:
+    from complm_cli import execute
+    from complm_cli.execute import NodeFeed
+
+    monkeypatch.setattr(execute, "POLL_S", 60.0)  # only a message can wake the scheduler in time
+    fake = Fake(sleep=0.0)
+    feed = NodeFeed()
+    thread, out = run_in_thread(fake, feed, workers=2)
+    time.sleep(0.2)  # the scheduler is idle, waiting for a node
+    feed.add(Node(1, "Who painted the Mona Lisa?"), expert())
+    fake.wait_started(1)
+    feed.add(Node(2, "Where was {1} born?", (1,)), expert())
+    fake.wait_started(1)
+    feed.close([(Node(3, "What is 2 + 2?"), expert())])
+    thread.join(WAIT)
+    assert not thread.is_alive(), "closing the feed did not end the run"
+    r = out["x"].results
+    assert [r[i].status for i in (1, 2, 3)] == ["done"] * 3
+    assert r[2].question == "Where was Answer to Who painted the Mona Lisa? born?"
+
+
+def test_feeding_is_checked_and_ends_with_the_plan() -> None:
+    from complm_cli.execute import NodeFeed, run_feed
+
+    feed = NodeFeed()
+    feed.add(Node(1, "A?"), expert())
+    with pytest.raises(ValueError, match="fed twice"):
+        feed.add(Node(1, "A?"), expert())
+    with pytest.raises(ValueError, match="not fed before it"):
+        feed.add(Node(3, "C {2}?", (2,)), expert())
+    feed.close()
+    with pytest.raises(RuntimeError, match="after the plan was closed"):
+        feed.add(Node(2, "B?"), expert())
+    assert list(run_feed(feed, pool_for(Fake()), RunOptions()).results) == [1]
+
+
+def test_a_cancelled_run_ends_before_the_plan_is_closed_and_refuses_later_nodes() -> None:
+    from complm_cli.execute import NodeFeed
+
+    fake = Fake(tokens=1000, sleep=0.005)
+    cancel = threading.Event()
+    feed = NodeFeed()
+    feed.add(Node(1, "A?"), expert())
+    thread, out = run_in_thread(fake, feed, cancel=cancel)
+    fake.wait_started(1)
+    feed.add(Node(2, "B {1}?", (1,)), expert())
+    cancel.set()
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    with pytest.raises(RuntimeError):
+        feed.add(Node(3, "C?"), expert())
+    assert feed.retract(1).is_set()  # nothing runs any more: nothing to wait for
+    r = out["x"].results
+    assert r[1].status == "cancelled" and r[2].status in ("cancelled", "skipped")
+    assert fake.streams[0].yielded < 1000
+
+
+def test_a_retracted_node_is_cancelled_and_its_id_fed_again() -> None:
+    from complm_cli.execute import NodeFeed
+
+    fake = Fake(answers={"Slow step?": " ".join(["word"] * 500)}, sleep=0.005)
+    feed = NodeFeed()
+    feed.add(Node(1, "Kept step?"), expert())
+    feed.add(Node(2, "Slow step?"), expert())
+    feed.add(Node(3, "Child of {2}?", (2,)), expert())
+    thread, out = run_in_thread(fake, feed, workers=2)
+    fake.wait_started(2)
+    assert feed.retract(2).wait(WAIT)
+    slow = fake.stream_for("Slow step?")
+    assert slow.end is not None and slow.yielded < 500  # stopped, not run to the end
+    feed.close([(Node(2, "New step?"), expert())])
+    thread.join(WAIT)
+    execution = out["x"]
+    r = execution.results
+    assert list(r) == [1, 2] and (r[1].status, r[2].status) == ("done", "done") and r[2].question == "New step?"
+    assert sorted((d.question, d.status) for d in execution.discarded) == [("Child of {2}?", "pending"), ("Slow step?", "cancelled")]
+    assert [e[2] for e in execution.events].count(2) == 2  # the new node's interval only
+    assert not any("Child of" in s.question for s in fake.streams)
+
+
+def test_a_node_fed_after_its_parent_failed_is_skipped() -> None:
+    from complm_cli.execute import NodeFeed
+
+    fake = Fake(fail={"A?": RuntimeError("boom")})
+    failed = threading.Event()
+    feed = NodeFeed()
+    feed.add(Node(1, "A?"), expert())
+    thread, out = run_in_thread(fake, feed, on_event=lambda e: isinstance(e, NodeFailed) and failed.set())
+    assert failed.wait(WAIT)
+    feed.add(Node(2, "B?"), expert())  # a failure stops nothing else
+    feed.close([(Node(3, "C {1}?", (1,)), expert())])
+    thread.join(WAIT)
+    r = out["x"].results
+    assert [r[i].status for i in (1, 2, 3)] == ["failed", "done", "skipped"]
+    assert r[3].reason == "depends on step 1, which failed"
+
+
+def test_a_step_that_asks_for_a_quantity_before_the_plan_is_final_is_asked_for_its_number() -> None:
+    from complm_cli.execute import NodeFeed
+
+    fake = Fake(sleep=0.0)
+    feed = NodeFeed()
+    feed.add(Node(1, "How many legs does a spider have?"), expert())
+    feed.add(Node(2, "Who wrote Hamlet?"), expert())
+    thread, _ = run_in_thread(fake, feed, workers=2)
+    fake.wait_started(2)
+    feed.close()
+    thread.join(WAIT)
+
+    def hinted(f: Fake, question: str) -> bool:
+        return prompts.NUMERIC_HINT in f.stream_for(question).messages[0]["content"]
+
+    assert hinted(fake, "How many legs does a spider have?") and not hinted(fake, "Who wrote Hamlet?")
+    final = Fake(sleep=0.0)  # once the plan is known, only a calculation's parents are
+    run(plan_of(("How many legs does a spider have?", ())), final)
+    assert not hinted(final, "How many legs does a spider have?")
+
+
+def test_a_retracted_node_that_already_ended_gives_way_to_the_new_one() -> None:
+    from complm_cli.execute import NodeFeed
+
+    fake = Fake(sleep=0.0)
+    ended = threading.Event()
+    feed = NodeFeed()
+    feed.add(Node(1, "Old step?"), expert())
+    thread, out = run_in_thread(fake, feed, on_event=lambda e: isinstance(e, NodeDone) and ended.set())
+    assert ended.wait(WAIT)
+    assert feed.retract(1).wait(WAIT)
+    feed.close([(Node(1, "New step?"), expert()), (Node(2, "After {1}?", (1,)), expert())])
+    thread.join(WAIT)
+    execution = out["x"]
+    assert [(r.question, r.status) for r in execution.results.values()] == [
+        ("New step?", "done"), ("After Answer to New step??", "done")]
+    assert [(d.question, d.status) for d in execution.discarded] == [("Old step?", "done")]

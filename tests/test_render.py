@@ -57,3 +57,21 @@ def test_graph_dict_lists_levels_width_and_scores():
     data = render.graph_dict(PLAN, ROUTES)
     assert data["levels"] == [[1, 3], [2]] and data["width"] == 2
     assert data["nodes"][1]["reason"] == "fallback" and data["nodes"][0]["scores"]["small"] == 0.1
+
+
+def test_live_view_shows_steps_running_while_the_plan_is_written():
+    from complm_cli.events import StepPlanned
+
+    view = render.LiveView(Console(file=io.StringIO(), width=140))
+    view(Stage("plan", "big"))
+    view(StepPlanned(PLAN.nodes[0], ROUTES[1]))
+    view(StepPlanned(Node(2, "Where was {1} born?", (1,)), ROUTES[2]))
+    shown = text_of(view._render())
+    assert "plan (big)" in shown and "Who painted The Starry Night?" in shown and "waiting" in shown
+    view(NodeStarted(1, "big", "Who painted The Starry Night?"))
+    assert "running" in text_of(view._render()) and "plan (big)" in text_of(view._render())
+    view(PlanReady(PLAN, ROUTES))  # the final plan keeps step 1 as streamed, and changed step 2
+    rows = {line.split()[0]: line for line in text_of(view._render()).splitlines() if line.strip()[:1].isdigit()}
+    assert "running" in rows["1"]
+    assert "In which country was {1} born?" in rows["2"] and "waiting" in rows["2"] and "1" in rows["2"].split("?")[1]
+    assert "What is 2 plus 2?" in rows["3"]

@@ -72,17 +72,26 @@ def ask(
 
 def _plain_progress(e):
     """--verbose when piped: one line per event on stderr."""
-    from complm_cli.events import NodeDone, NodeFailed, NodeStarted, PlanReady, Stage
+    from complm_cli.dag import readable
+    from complm_cli.events import NodeDone, NodeFailed, NodeStarted, PlanReady, Stage, StepPlanned
+
+    shown: set[tuple] = set()  # steps printed while the planner wrote them are not printed again
+
+    def node_line(n, r, note: str = "") -> None:
+        shown.add((n.id, n.question, n.depends_on))
+        print(f"  node {n.id}: {readable(n.question)} -> {r.expert} ({r.score:.2f}, {r.reason}){note}", file=e.stderr)
 
     def listen(event) -> None:
         if isinstance(event, Stage):
             print(f"[{event.name}] {event.detail}", file=e.stderr)
+        elif isinstance(event, StepPlanned):
+            node_line(event.node, event.route, ", while planning")
         elif isinstance(event, PlanReady):
             if event.plan.fallback:
                 print(f"  plan fell back to a single node: {event.plan.fallback}", file=e.stderr)
             for n in event.plan.nodes:
-                r = event.routes[n.id]
-                print(f"  node {n.id}: {n.question} -> {r.expert} ({r.score:.2f}, {r.reason})", file=e.stderr)
+                if (n.id, n.question, n.depends_on) not in shown:
+                    node_line(n, event.routes[n.id])
         elif isinstance(event, NodeStarted):
             print(f"  node {event.node_id} started on {event.expert}", file=e.stderr)
         elif isinstance(event, NodeDone):
