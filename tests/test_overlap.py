@@ -264,7 +264,7 @@ def test_streamed_steps_run_on_the_real_model(models) -> None:
         if isinstance(event, NodeStarted):
             script.go.set()
 
-    with Session(settings, pull=False, factory=lambda e, p, s: Scripted(real(e, p, s))) as session:
+    with Session(settings, pull=False, factory=lambda e, p: Scripted(real(e, p))) as session:
         result = session.ask(QUESTION, on_event=listen)
     assert script.waited == [True]
     assert first(events, NodeStarted) < events.index(LAST) < first(events, PlanReady)
