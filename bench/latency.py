@@ -1,16 +1,20 @@
-"""Latency of parallel, sequential and monolithic runs on multi-part questions.
+"""Latency of composed runs against the direct answer, on multi-part questions.
 
-    python bench/latency.py [--repeat 1] [--questions N] [--workers W]
+    python bench/latency.py [--questions N] [--workers W]
 
-Uses the default experts (pulled on first use). Each question is planned
-once; parallel and sequential then run that same plan, so they differ only in
-scheduling. Both wall times include the (shared) planning time, as a user
-would see it; the `nodes` columns are the node phase alone, where the
-scheduling difference lives. Monolithic is one model answering directly.
+Uses the default experts (pulled on first use). Per question:
 
-Prints, per question: nodes, the width of the widest level, wall time per
-mode, and sequential/parallel (whole run and node phase); then the medians.
-A warm-up question first loads every model, so that no mode pays for it.
+- `par`: `complm ask` as a user runs it: the plan streams into execution
+  (steps start while the planner writes), nodes of one model share one
+  batched engine. `ttft` is the time to the answer's first token (the
+  aggregator's, or the first token of a node whose text is the answer).
+- `seq/par`: that question's plan run again, one node at a time against
+  all at once (the same plan for both, no streaming), whole run and node phase.
+- `mono`: the planner's model answering directly; `par/mono` is composed/direct.
+
+Then planning with the prompt cache cold (no prefix in memory or on disk),
+warm from disk (a new process), and warm in memory. A warm-up question
+first loads every model, so that no mode pays for it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ QUESTIONS = [
     ("fan-out", "Who painted the Mona Lisa, and what is the chemical symbol for gold?"),
     ("fan-out", "What is the capital of Canada, what is the largest planet in the solar system, and which Python keyword defines a function?"),
     ("fan-out", "How many legs does a spider have, and how many sides does a hexagon have?"),
+    ("fan-out", "What is the capital of Japan, who wrote Hamlet, and what is the freezing point of water in Celsius?"),
+    ("fan-out", "Who discovered penicillin, what is the largest ocean on Earth, and how many continents are there?"),
     # HotpotQA train, comparison questions (../shared/data/hotpotqa_train_100_distractor)
     ("compare", "Are Christopher Nolan and Sathish Kalathil both film directors?"),
     ("compare", "Who is the oldest, Sid Haig or Vic Darchinyan?"),
@@ -38,6 +44,50 @@ QUESTIONS = [
     ("chain", "What is the name of the waterfall in the country where the Bubye River is found?"),
     ("chain", "Who was the first president of the association which published Journal of Psychotherapy Integration?"),
 ]
+
+
+def _first_answer_token(result, times: dict) -> float | None:
+    """Seconds from the start to the first token of the answer's text."""
+    if "answer" in times:
+        return times["answer"]
+    sinks = {n.id for n in result.plan.nodes} - {d for n in result.plan.nodes for d in n.depends_on}
+    firsts = [times[("node", i)] for i in sinks if ("node", i) in times]
+    return min(firsts) if firsts else None
+
+
+def timed_ask(session, question: str, **kwargs):
+    from complm_cli.events import AnswerToken, NodeToken
+
+    times: dict = {}
+    start = time.perf_counter()
+
+    def listen(event) -> None:
+        now = time.perf_counter() - start
+        if isinstance(event, AnswerToken):
+            times.setdefault("answer", now)
+        elif isinstance(event, NodeToken):
+            times.setdefault(("node", event.node_id), now)
+
+    result = session.ask(question, on_event=listen, **kwargs)
+    return result, _first_answer_token(result, times)
+
+
+def planning_cache(session, questions: list[str]) -> tuple[float, float, float]:
+    """Median planning seconds: cold (no cached prefix), warm from disk, warm in memory."""
+    engines = session.pool.factory.local.engines
+    states = session.settings.cache_dir / "prompt-states"
+    cold, disk, memory = [], [], []
+    for q in questions:
+        for e in engines.loaded():
+            e.forget_prefix()
+        for f in states.glob(f"{session.planner.name}-*.seqstate"):
+            f.unlink()
+        t = time.perf_counter(); session.plan(q); cold.append(time.perf_counter() - t)
+        for e in engines.loaded():
+            e.forget_prefix()
+        t = time.perf_counter(); session.plan(q); disk.append(time.perf_counter() - t)
+        t = time.perf_counter(); session.plan(q); memory.append(time.perf_counter() - t)
+    return statistics.median(cold), statistics.median(disk), statistics.median(memory)
 
 
 def main() -> None:
@@ -61,38 +111,46 @@ def main() -> None:
     session.ask("What is 3 plus 3?", mode="monolithic")
     print(f"warm-up {time.perf_counter() - t:.1f} s\n")
 
-    header = (f"{'shape':8} {'question':58} {'nodes':>5} {'width':>5} {'plan tok':>8} {'plan s':>6} {'agg':>3} {'par s':>7} {'seq s':>7} "
-              f"{'mono s':>7} {'seq/par':>8} {'nodes seq/par':>13} {'par/mono':>8}")
+    header = (f"{'shape':8} {'question':50} {'nodes':>5} {'plan tok':>8} {'plan s':>6} {'overlap':>7} {'agg':>3} {'ttft':>5} "
+              f"{'par s':>6} {'mono s':>6} {'mono ttft':>9} {'par/mono':>8} {'seq/par':>7} {'nodes seq/par':>13}")
     print(header)
     print("-" * len(header))
     rows = []
     for shape, question in QUESTIONS[: opts.questions]:
-        plan = session.plan(question)
-        routes = session.route(plan)
-        par = session.ask(question, mode="parallel", plan=plan, routes=routes)
+        par, ttft = timed_ask(session, question, mode="parallel")
+        plan, routes = par.plan, par.routes
+        given = session.ask(question, mode="parallel", plan=plan, routes=routes)
         seq = session.ask(question, mode="sequential", plan=plan, routes=routes)
-        mono = session.ask(question, mode="monolithic")
-        ratio = seq.timings["wall_s"] / par.timings["wall_s"]
-        node_ratio = seq.timings["execute_s"] / par.timings["execute_s"] if par.timings["execute_s"] else float("nan")
+        mono, mono_ttft = timed_ask(session, question, mode="monolithic")
+        ratio = seq.timings["wall_s"] / given.timings["wall_s"]
+        node_ratio = seq.timings["execute_s"] / given.timings["execute_s"] if given.timings["execute_s"] else float("nan")
         direct = par.timings["wall_s"] / mono.timings["wall_s"]
-        rows.append((len(plan.nodes), plan.width, par.timings["wall_s"], seq.timings["wall_s"], mono.timings["wall_s"], ratio, node_ratio,
-                     plan.seconds, plan.tokens, direct, shape))
-        q = question if len(question) <= 58 else question[:57] + "…"
-        print(f"{shape:8} {q:58} {len(plan.nodes):>5} {plan.width:>5} {plan.tokens:>8} {plan.seconds:>6.1f} {'yes' if par.aggregated else 'no':>3} "
-              f"{par.timings['wall_s']:>7.1f} {seq.timings['wall_s']:>7.1f} "
-              f"{mono.timings['wall_s']:>7.1f} {ratio:>8.2f} {node_ratio:>13.2f} {direct:>8.1f}", flush=True)
-    session.close()
-    med = [statistics.median(col) for col in list(zip(*rows))[:10]]
+        rows.append(dict(shape=shape, nodes=len(plan.nodes), width=plan.width, par=par.timings["wall_s"], mono=mono.timings["wall_s"],
+                         ratio=ratio, node_ratio=node_ratio, plan_s=plan.seconds, plan_tok=plan.tokens, direct=direct,
+                         ttft=ttft or float("nan"), mono_ttft=mono_ttft or float("nan"), overlap=par.timings.get("overlap_s", 0.0)))
+        q = question if len(question) <= 50 else question[:49] + "…"
+        print(f"{shape:8} {q:50} {len(plan.nodes):>5} {plan.tokens:>8} {plan.seconds:>6.1f} {rows[-1]['overlap']:>7.1f} "
+              f"{'yes' if par.aggregated else 'no':>3} {rows[-1]['ttft']:>5.1f} {par.timings['wall_s']:>6.1f} "
+              f"{mono.timings['wall_s']:>6.1f} {rows[-1]['mono_ttft']:>9.1f} {direct:>8.2f} {ratio:>7.2f} {node_ratio:>13.2f}", flush=True)
     print("-" * len(header))
-    print(f"{'median':8} {'':58} {med[0]:>5.0f} {med[1]:>5.0f} {med[8]:>8.0f} {med[7]:>6.1f} {'':>3} {med[2]:>7.1f} {med[3]:>7.1f} "
-          f"{med[4]:>7.1f} {med[5]:>8.2f} {med[6]:>13.2f} {med[9]:>8.1f}")
-    wide = [r for r in rows if r[1] > 1]
-    if wide:
-        print(f"\nquestions with a level of 2+ nodes: {len(wide)}; median seq/par {statistics.median(r[5] for r in wide):.2f}, "
-              f"node phase {statistics.median(r[6] for r in wide):.2f}")
-    print(f"median planning time {statistics.median(r[7] for r in rows):.1f} s; "
-          f"median parallel/monolithic {statistics.median(r[9] for r in rows):.1f}x; "
-          f"on two-part fan-outs {statistics.median(r[9] for r in rows if r[10] == 'fan-out' and r[0] == 2):.1f}x")
+    med = {k: statistics.median(r[k] for r in rows) for k in ("nodes", "plan_tok", "plan_s", "overlap", "ttft", "par", "mono", "mono_ttft", "direct", "ratio", "node_ratio")}
+    print(f"{'median':8} {'':50} {med['nodes']:>5.0f} {med['plan_tok']:>8.0f} {med['plan_s']:>6.1f} {med['overlap']:>7.1f} {'':>3} "
+          f"{med['ttft']:>5.1f} {med['par']:>6.1f} {med['mono']:>6.1f} {med['mono_ttft']:>9.1f} {med['direct']:>8.2f} "
+          f"{med['ratio']:>7.2f} {med['node_ratio']:>13.2f}")
+
+    def median_of(pick, key):
+        chosen = [r[key] for r in rows if pick(r)]
+        return f"{statistics.median(chosen):.2f} (n={len(chosen)})" if chosen else "n/a"
+
+    print(f"\ncomposed/direct median on two-part fan-outs: {median_of(lambda r: r['shape'] == 'fan-out' and r['nodes'] == 2, 'direct')}")
+    print(f"sequential/parallel median on three-part fan-outs: whole run {median_of(lambda r: r['width'] >= 3, 'ratio')}, "
+          f"node phase {median_of(lambda r: r['width'] >= 3, 'node_ratio')}")
+    print(f"sequential/parallel median where a level has 2+ nodes: whole run {median_of(lambda r: r['width'] >= 2, 'ratio')}, "
+          f"node phase {median_of(lambda r: r['width'] >= 2, 'node_ratio')}")
+    cold, disk, memory = planning_cache(session, [q for _, q in QUESTIONS[:3]])
+    print(f"planning, median of 3: cold {cold:.2f} s, warm from disk {disk:.2f} s ({cold / disk:.1f}x), "
+          f"warm in memory {memory:.2f} s ({cold / memory:.1f}x)")
+    session.close()
 
 
 if __name__ == "__main__":

@@ -165,8 +165,11 @@ def parse_lines(question: str, raw: str) -> tuple[list[tuple[str, list[int]]], l
     return steps, problems
 
 
-def parse_plan(question: str, raw: str, max_nodes: int = MAX_NODES) -> Parsed:
-    """Any text in, a Plan and its remaining problems out; never raises."""
+def parse_plan(question: str, raw: str, max_nodes: int = MAX_NODES, *, lone_step_is_question: bool = True) -> Parsed:
+    """Any text in, a Plan and its remaining problems out; never raises.
+
+    `lone_step_is_question=False` keeps a one-step plan's step as written (what
+    streaming starts while it waits to see whether a second step follows)."""
     plan = Plan(question=question, nodes=[], raw=raw if isinstance(raw, str) else repr(raw))
     if isinstance(raw, str) and not raw.lstrip().startswith(("{", "[")):
         steps, problems = parse_lines(question, raw)
@@ -178,17 +181,17 @@ def parse_plan(question: str, raw: str, max_nodes: int = MAX_NODES) -> Parsed:
             plan.nodes = [Node(i, q, tuple(d)) for i, (q, d) in enumerate(steps, 1)]
             return Parsed(plan, problems)
         if steps:
-            return _finish(plan, [{"q": q, "deps": d} for q, d in steps], question, max_nodes)
+            return _finish(plan, [{"q": q, "deps": d} for q, d in steps], question, max_nodes, lone_step_is_question)
     data = _load_json(raw) if isinstance(raw, str) else None
     if data is None:
         return Parsed(plan, ["the planner's reply is not JSON"])
     steps = data.get("steps") if isinstance(data, dict) else data
     if not isinstance(steps, list) or not steps:
         return Parsed(plan, ["the reply has no list of steps"])
-    return _finish(plan, steps, question, max_nodes)
+    return _finish(plan, steps, question, max_nodes, lone_step_is_question)
 
 
-def _finish(plan: Plan, steps: list, question: str, max_nodes: int) -> Parsed:
+def _finish(plan: Plan, steps: list, question: str, max_nodes: int, lone_step_is_question: bool = True) -> Parsed:
     problems: list[str] = []
     for index, step in enumerate(steps, 1):
         if isinstance(step, str):
@@ -211,7 +214,7 @@ def _finish(plan: Plan, steps: list, question: str, max_nodes: int) -> Parsed:
     if problems:
         return Parsed(plan, problems)
     _repair(plan)
-    if len(plan.nodes) == 1 and not to_formula(plan.nodes[0].question):
+    if lone_step_is_question and len(plan.nodes) == 1 and not to_formula(plan.nodes[0].question):
         # One step: the question itself is the best sub-query, unless the step is the calculation it asks for.
         plan.nodes = [Node(1, question, ())]
     return Parsed(plan, validate(plan, max_nodes))

@@ -4,9 +4,13 @@ After each complete line of the planner's reply, the plan so far is parsed
 exactly as the final reply will be (`parse_plan`: references, the anaphora
 rule, repeats dropped). Those rules only look backwards, so a step of a
 clean prefix is the same step in the whole plan, with one exception: a plan
-of one step becomes the whole question. Hence a step is released only
+of one step becomes the whole question. The first step is released anyway,
+as soon as its line is complete: most plans go on to a second step, and
+starting the first one while the planner writes the second is what makes a
+two-part question cheap (bench/latency.py); when the plan stays one step,
+the caller discards the speculative step (unless it is the question itself)
+and runs the question. A step is released only
 
-- once the plan so far has at least two steps;
 - while the plan so far has no problem and every step is grounded (a problem
   sends the whole plan to a repair round, which may rewrite every step, so
   nothing more is released after one);
@@ -33,12 +37,10 @@ def stable_steps(question: str, text: str, max_nodes: int = MAX_NODES) -> tuple[
         return [], None if problems in ([], [NO_PLAN_LINES]) else problems[0]
     if problems:
         return [], problems[0]
-    parsed = parse_plan(question, text, max_nodes)
+    parsed = parse_plan(question, text, max_nodes, lone_step_is_question=False)
     if parsed.problems:
         return [], parsed.problems[0]
     nodes = parsed.plan.nodes
-    if len(nodes) < 2:
-        return [], None
     bad = ungrounded(parsed.plan, question)
     if bad:
         return [], f"step {bad[0]} is not about the question"

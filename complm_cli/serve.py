@@ -3,8 +3,8 @@
 GET /v1/models lists the modes as models; POST /v1/chat/completions answers
 the last user message, streamed as server-sent events or not, with the
 plan, routes and per-node timings under an extra `complm` key. Every request
-shares one Session, so models load once and concurrent requests take turns
-on them through the ModelPool (which never hands one Llama to two threads).
+shares one Session, so models load once, and the sequences of concurrent
+requests decode together in each model's batched engine.
 Starlette and uvicorn come with the `serve` extra and are imported only here.
 """
 

@@ -28,28 +28,31 @@ def grow(question: str, reply: str) -> list[tuple[int, list[Node]]]:
     return out
 
 
-def test_steps_come_out_when_their_line_is_complete_and_a_second_step_exists():
+def test_steps_come_out_when_their_line_is_complete():
     reply = f"{SPIDER}\n{DOG}\n{TOTAL}\n\n"
     released = grow(LEGS, reply)
-    line2_end = len(f"{SPIDER}\n{DOG}\n")
     assert released == [
-        (line2_end, [Node(1, "How many legs does a spider have?"), Node(2, "How many legs does a dog have?")]),
+        (len(f"{SPIDER}\n"), [Node(1, "How many legs does a spider have?")]),
+        (len(f"{SPIDER}\n{DOG}\n"), [Node(2, "How many legs does a dog have?")]),
         (len(reply) - 1, [Node(3, "3 * {1} + 2 * {2}", (1, 2))]),
     ]
     assert [n for _, new in released for n in new] == parse_plan(LEGS, reply).plan.nodes
 
 
-def test_a_one_step_plan_releases_nothing_early():
-    # A lone step becomes the whole question, so its text as written may never run.
+def test_a_first_step_is_released_before_it_is_known_whether_a_second_follows():
+    # Speculative: a lone step becomes the whole question, so this step as written is discarded
+    # by the caller (overlap.settle) when no second step comes, and the question runs instead.
     question = "What is the capital of Japan, the country?"
-    assert grow(question, 'capital = ask("What is the capital of Japan?")\n\nThat is the plan.\n') == []
-    assert parse_plan(question, 'capital = ask("What is the capital of Japan?")\n').plan.nodes == [Node(1, question)]
+    reply = 'capital = ask("What is the capital of Japan?")\n\nThat is the plan.\n'
+    assert grow(question, reply) == [(len(reply.split("\n")[0]) + 1, [Node(1, "What is the capital of Japan?")])]
+    assert parse_plan(question, reply).plan.nodes == [Node(1, question)]
 
 
 def test_a_repeated_step_is_not_released():
     question = "How many people live in the capital of France, and what is its area?"
     france = 'a = ask("What is the capital of France?")\n'
-    assert grow(question, france + france.replace("a =", "b =")) == []  # still one step
+    # the repeat releases nothing more: still one step
+    assert grow(question, france + france.replace("a =", "b =")) == [(len(france), [Node(1, "What is the capital of France?")])]
     released = grow(question, france + france.replace("a =", "b =") + 'c = ask("How many people live in {b}?")\n'
                     + 'd = ask("What is the area of {a}?")\n')
     steps = [n for _, new in released for n in new]
@@ -63,7 +66,8 @@ def test_an_ungrounded_step_stops_the_release():
     reply = f"{SPIDER}\n" + 'ocean = ask("What is the largest ocean on Earth?")\n' + f"{DOG}\n{TOTAL}\n"
     release = StepRelease(question)
     for end in range(1, len(reply) + 1):
-        assert release.feed(reply[:end]) == []
+        release.feed(reply[:end])
+    assert release.released == [Node(1, "How many legs does a spider have?")]  # before the bad line only
     assert release.stopped == "step 2 is not about the question"
     assert ungrounded(parse_plan(question, reply).plan, question) == [2]
 
@@ -128,6 +132,7 @@ def test_released_steps_are_the_first_steps_of_the_whole_plan(lines, newline):
         release.feed(reply[:end])
     final = parse_plan(question, reply)
     clean = not final.problems and not ungrounded(final.plan, question)
-    if clean:
+    if clean and len(final.plan.nodes) > 1:
         assert release.released == final.plan.nodes[: len(release.released)]
-    assert len(release.released) != 1  # a lone step is never released
+    elif clean:  # one step: the question itself runs; at most the step as written was started, speculatively
+        assert final.plan.nodes == [Node(1, question)] or len(release.released) <= 1

@@ -205,6 +205,14 @@ class Engine:
             return
         self._call(lambda: self._load_prefix(list(tokens), state_path))
 
+    def forget_prefix(self) -> None:
+        """Drop the cached prefix from memory (benchmarks measure planning without it)."""
+        def forget() -> None:
+            self._ll.llama_memory_seq_rm(self.memory, self.prefix_seq, -1, -1)
+            self._prefix = []
+
+        self._call(forget)
+
     @property
     def prefix(self) -> list[int]:
         return list(self._prefix)
