@@ -17,6 +17,7 @@ complm pull
 {
   echo "# $(date -u +%F) $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1)"
   python bench/batching.py --gpu-layers -1 --max-seqs 4 --tokens 128
+  python bench/draft_cost.py --gpu-layers -1
   echo
   COMPLM_GPU_LAYERS=-1 COMPLM_THREADS=4 python bench/latency.py
 } 2>&1 | tee bench/gpu-results.txt

@@ -1,0 +1,67 @@
+"""What checking a draft of k tokens costs against decoding one token, on one sequence.
+
+    python bench/draft_cost.py [--model qwen2.5-coder-1.5b] [--threads T] [--gpu-layers N]
+
+Prompt-lookup (and any speculative) decoding pays only where evaluating k
+tokens in one step costs much less than k single steps. Prints, for k = 1
+to 16, the median milliseconds of one llama_decode of k tokens after a
+short prompt, and that cost in single steps: a draft of k tokens pays only
+when more tokens than that are accepted on average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="qwen2.5-coder-1.5b")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--gpu-layers", type=int, default=0)
+    opts = parser.parse_args()
+
+    from complm_cli.backends.engine import Engine
+    from complm_cli.catalog import catalog_for
+    from complm_cli.config import load_settings
+    from complm_cli.store import Store
+
+    settings = load_settings()
+    expert = catalog_for(settings).get(opts.model)
+    engine = Engine(Store(settings).require(expert), n_ctx=2048, slots=1, threads=opts.threads or settings.threads,
+                    gpu_layers=opts.gpu_layers, name=expert.name)
+    prompt = engine.tokenize("<|im_start|>user\nWho painted the Mona Lisa, and what is the chemical symbol for gold? "
+                             "Tell me the whole story, with every detail you know.<|im_end|>\n<|im_start|>assistant\n")
+
+    def decode(tokens: list[int], start: int) -> None:
+        ll, batch = engine._ll, engine.batch.batch
+        for i, token in enumerate(tokens):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, 1
+            batch.seq_id[i][0], batch.logits[i] = 0, True  # a draft needs every position's logits
+        batch.n_tokens = len(tokens)
+        assert ll.llama_decode(engine.ctx, batch) == 0
+
+    def run() -> None:
+        ll = engine._ll
+        decode(prompt, 0)
+        print(f"{expert.name}, threads {engine.threads}, gpu layers {opts.gpu_layers}")
+        one = None
+        for k in (1, 2, 4, 8, 16):
+            times = []
+            for _ in range(7):
+                ll.llama_memory_seq_rm(engine.memory, 0, len(prompt), -1)
+                t = time.perf_counter()
+                decode(prompt[:k], len(prompt))
+                times.append(time.perf_counter() - t)
+            ms = statistics.median(times) * 1000
+            one = one or ms
+            print(f"k={k:>2}: {ms:6.1f} ms = {ms / one:4.1f} single steps")
+
+    engine._call(run)  # on the engine's own thread, the only one that touches its context
+    engine.close()
+
+
+if __name__ == "__main__":
+    main()
