@@ -75,3 +75,59 @@ def test_live_view_shows_steps_running_while_the_plan_is_written():
     assert "running" in rows["1"]
     assert "In which country was {1} born?" in rows["2"] and "waiting" in rows["2"] and "1" in rows["2"].split("?")[1]
     assert "What is 2 plus 2?" in rows["3"]
+
+
+# --- the answer streamed to a pipe -----------------------------------------------------------------
+
+
+class Writes:
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+    @property
+    def text(self) -> str:
+        return "".join(self.writes)
+
+
+def test_the_answer_reaches_a_pipe_as_it_is_written_and_ends_as_the_final_answer():
+    from complm_cli.events import AnswerToken
+    from complm_cli.render import AnswerStream
+
+    out = Writes()
+    stream = AnswerStream(out)
+    for piece in ["  Leonardo", " da Vinci", " painted it", ".\n", " "]:
+        stream(AnswerToken(piece))
+    assert out.text == "Leonardo da Vinci painted it."  # leading and trailing whitespace held back
+    assert len(out.writes) == 4  # piece by piece, before the run ends
+    stream.finish("Leonardo da Vinci painted it. The chemical symbol for gold is Au.")  # a part put back at the end
+    assert out.text == "Leonardo da Vinci painted it. The chemical symbol for gold is Au.\n"
+
+
+def test_a_think_block_never_reaches_the_pipe():
+    from complm_cli.events import AnswerToken
+    from complm_cli.prompts import strip_reasoning
+    from complm_cli.render import AnswerStream
+
+    out = Writes()
+    stream = AnswerStream(out)
+    raw = ["<th", "ink>", "Let me think", " about 2+2.", "</think>", "\n\n", "It is", " 4."]
+    for piece in raw:
+        stream(AnswerToken(piece))
+        assert "think" not in out.text and "Let me" not in out.text
+    stream.finish(strip_reasoning("".join(raw)))
+    assert out.text == "It is 4.\n"
+
+
+def test_an_answer_with_no_streamed_tokens_is_printed_at_the_end():
+    from complm_cli.render import AnswerStream
+
+    out = Writes()
+    stream = AnswerStream(out)
+    stream.finish("Ottawa. Jupiter.")  # a joined fan-out: no aggregation call, so no answer tokens
+    assert out.text == "Ottawa. Jupiter.\n"

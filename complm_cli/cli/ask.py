@@ -43,12 +43,15 @@ def ask(
     session = prepare(catalog, offline, expert, (mode,), e, verbose, **overrides)
     # A live view only for a person at a terminal: a pipe gets the answer alone.
     live = e.stderr_isatty and e.stdout_isatty and not as_json
+    # A pipe gets the answer as it is written, when a model writes it (aggregation, monolithic).
+    stream = render.AnswerStream(e.stdout) if not (as_json or e.stdout_isatty) else None
     try:
         if live:
             with render.LiveView(e.err_console()) as view:
                 result = session.ask(text, mode=mode, on_event=view)
         else:
-            result = session.ask(text, mode=mode, on_event=_plain_progress(e) if verbose else ignore)
+            progress = _plain_progress(e) if verbose else ignore
+            result = session.ask(text, mode=mode, on_event=(lambda ev: (progress(ev), stream(ev))) if stream else progress)
     finally:
         session.close()
     if as_json:
@@ -56,7 +59,7 @@ def ask(
     elif e.stdout_isatty:
         render.print_answer(e.out_console(), result)
     else:
-        print(result.answer, file=e.stdout)
+        stream.finish(result.answer)
     if live or verbose:
         e.err_console().print(f"[dim]{render.summary_line(result)}[/]")
     if result.status == "partial":
