@@ -187,3 +187,33 @@ def test_ctrl_c_in_the_middle_of_a_batch_ends_only_the_interrupted_sequence(mode
     proc = subprocess.run([sys.executable, "-c", CTRL_C_MID_BATCH, str(path)], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.stdout.split() == ["INTERRUPTED", "SAME", "FINISH", "cancelled"], proc.stdout + proc.stderr[-2000:]
+
+
+def test_a_failed_decode_ends_the_sequences_in_that_batch_and_the_engine_goes_on(engine):
+    """llama_decode failing (a full KV cache, a compute error) fails what it carried, nothing else:
+    the prefix stays, and the next sequences answer as before."""
+    import llama_cpp
+
+    prefix = engine.tokenize(chat("")[: chat("").index("user\n") + 5])
+    engine.set_prefix(prefix)
+    before = "".join(engine.submit(ask(engine, QUESTIONS[0], max_tokens=12)))
+
+    class FailOnce:
+        failed = False
+
+        def __getattr__(self, name):
+            return getattr(llama_cpp, name)
+
+        def llama_decode(self, ctx, batch):
+            if not FailOnce.failed and batch.n_tokens == 1:  # a decode step, not a prompt
+                FailOnce.failed = True
+                return -3
+            return llama_cpp.llama_decode(ctx, batch)
+
+    engine._ll = FailOnce()
+    doomed = engine.submit(ask(engine, QUESTIONS[1], max_tokens=30))
+    with pytest.raises(ModelError, match="llama_decode returned -3"):
+        "".join(doomed)
+    assert doomed.finish == "error" and len(engine._free) == engine.slots
+    again = engine.submit(ask(engine, QUESTIONS[0], max_tokens=12))
+    assert "".join(again) == before and again.reused > 0  # the cached prefix survived

@@ -338,6 +338,7 @@ class Engine:
             self.threads = threads
         n = 0
         wants: list[tuple[int, _Slot]] = []  # (batch index whose logits to sample, slot)
+        carried: list[_Slot] = []  # every slot with a token in this batch
 
         def add(token: int, pos: int, seq_id: int, logits: bool) -> None:
             nonlocal n
@@ -350,6 +351,7 @@ class Engine:
                 add(slot.last, slot.n_past, slot.seq_id, True)
                 slot.n_past += 1
                 wants.append((n - 1, slot))
+                carried.append(slot)
         for slot in self._active.values():  # then prompts, in chunks, with what room is left
             if slot.last is None and slot.pending and n < self.n_batch:
                 take = slot.pending[: self.n_batch - n]
@@ -357,6 +359,7 @@ class Engine:
                 for i, token in enumerate(take):
                     add(token, slot.n_past + i, slot.seq_id, not slot.pending and i == len(take) - 1)
                 slot.n_past += len(take)
+                carried.append(slot)
                 if not slot.pending:
                     wants.append((n - 1, slot))
         if n == 0:
@@ -366,9 +369,10 @@ class Engine:
         self.steps += 1
         self.batched_steps += len({batch.seq_id[i][0] for i in range(n)}) > 1
         if rc != 0:
-            # 1: no room left in the KV cache for this batch; other codes: a failed compute.
+            # 1: no room left in the KV cache for this batch; other codes: a failed compute. Every sequence
+            # with a token in the batch ends (its cells may hold part of the batch); the others go on.
             why = "its context is full" if rc == 1 else f"llama_decode returned {rc}"
-            for _, slot in wants or [(0, s) for s in self._active.values()]:
+            for slot in carried:
                 self._finish(slot, ModelError(f"The model '{self.name}' failed to generate ({why}); a shorter question, "
                                               f"or a larger n_ctx in the catalog, may help."), "error")
             return
