@@ -217,3 +217,19 @@ def test_a_failed_decode_ends_the_sequences_in_that_batch_and_the_engine_goes_on
     assert doomed.finish == "error" and len(engine._free) == engine.slots
     again = engine.submit(ask(engine, QUESTIONS[0], max_tokens=12))
     assert "".join(again) == before and again.reused > 0  # the cached prefix survived
+
+
+def test_closing_the_engine_while_sequences_run_ends_them_with_a_clear_error(models):
+    expert = load_catalog().get("smollm2-135m")
+    e = Engine(models / "models" / expert.name / expert.file, n_ctx=2048, slots=1, name=expert.name)
+    running = e.submit(ask(e, QUESTIONS[2], max_tokens=400))
+    waiting = e.submit(ask(e, QUESTIONS[3], max_tokens=400))  # one slot: this one waits
+    next(iter(running))
+    e.close()
+    for sequence in (running, waiting):
+        with pytest.raises(ModelError, match="unloaded"):
+            "".join(sequence)
+    with pytest.raises(ModelError, match="unloaded"):
+        e.submit(Request([1, 2, 3], max_tokens=4))
+    with pytest.raises(ModelError, match="unloaded"):
+        e.tokenize("a freed model is never touched")

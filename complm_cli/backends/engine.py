@@ -178,14 +178,19 @@ class Engine:
     def prefix_seq(self) -> int:
         return self.slots
 
+    def _open(self):
+        if self._closed:  # the model's memory is freed: touching it would crash the process
+            raise ModelError(f"The model '{self.name}' was unloaded.")
+        return self.model
+
     def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
-        return self.model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+        return self._open().tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
     def metadata(self) -> dict[str, str]:
-        return self.model.metadata()
+        return self._open().metadata()
 
     def token_text(self, token: int) -> str:
-        return self.model.token_get_text(token)
+        return self._open().token_get_text(token)
 
     def submit(self, request: Request) -> Sequence:
         if len(request.tokens) >= self.n_ctx:
@@ -224,8 +229,12 @@ class Engine:
             self._closed = True
             self._cond.notify_all()
         self._thread.join()
+        gone = ModelError(f"The model '{self.name}' was unloaded while it generated.")
         for seq in self._drain_all():
-            self._end(seq, ModelError(f"The model '{self.name}' was unloaded while it generated."), "error")
+            self._end(seq, gone, "error")
+        for _, done in self._tasks:  # a set_prefix that came too late: its caller must not wait forever
+            done.put(gone)
+        self._tasks.clear()
         self.batch.close()
         self.context.close()
         self.model.close()
@@ -252,6 +261,8 @@ class Engine:
     def _drain_all(self) -> list[Sequence]:
         with self._cond:
             pending = [s.sequence for s in self._active.values()] + self._waiting
+            for slot in self._active.values():
+                self._ll.llama_sampler_free(slot.sampler)
             self._active.clear()
             self._waiting.clear()
         return pending
