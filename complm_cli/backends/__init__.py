@@ -22,5 +22,5 @@ def default_factory(settings):
     from complm_cli.backends.engine import default_slots
     from complm_cli.backends.llama import llama_factory
 
-    return dispatch(llama_factory(settings.gpu_layers, settings.seed, settings.cache_dir / "prompt-states",
+    return dispatch(llama_factory(settings.gpu_layers, settings.cache_dir / "prompt-states",
                                   threads=settings.threads, slots=default_slots(settings.worker_count())))

@@ -177,8 +177,8 @@ class LlamaWorker:
 
     deadlines = True  # stream() takes a timeout, enforced between decode steps
 
-    def __init__(self, expert: Expert, path: Path, engines: Engines, *, seed: int = 0, state_dir: Path | None = None):
-        self.expert, self.path, self.engines, self.seed, self.state_dir = expert, path, engines, seed, state_dir
+    def __init__(self, expert: Expert, path: Path, engines: Engines, *, state_dir: Path | None = None):
+        self.expert, self.path, self.engines, self.state_dir = expert, path, engines, state_dir
         self.engine: Engine | None = None
         self._formatter = None
         self.memory = 0  # a worker is a handle; the engine's memory is charged once, under `shared`
@@ -259,11 +259,12 @@ class LlamaWorker:
             self.engines.release(engine)
 
 
-def llama_factory(gpu_layers: int | None, seed: int, state_dir: Path | None = None, *, threads: int = 2, slots: int = 4):
+def llama_factory(gpu_layers: int | None, state_dir: Path | None = None, *, threads: int = 2, slots: int = 4):
+    """Workers over one Engines: each call's seed goes with its request, not with the worker."""
     engines = Engines(threads=threads, slots=slots, gpu_layers=gpu_layers)
 
     def make(expert: Expert, path: Path) -> LlamaWorker:
-        return LlamaWorker(expert, path, engines, seed=seed, state_dir=state_dir)
+        return LlamaWorker(expert, path, engines, state_dir=state_dir)
 
     make.engines = engines  # for benchmarks and tests that look inside
     return make
