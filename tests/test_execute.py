@@ -945,3 +945,19 @@ def test_a_retracted_node_that_already_ended_gives_way_to_the_new_one() -> None:
     assert [(r.question, r.status) for r in execution.results.values()] == [
         ("New step?", "done"), ("After Answer to New step??", "done")]
     assert [(d.question, d.status) for d in execution.discarded] == [("Old step?", "done")]
+
+
+def test_the_timeout_bounds_planning_too_through_the_one_generation_path(tmp_path) -> None:
+    """The planner once generated outside the nodes' loop, with no deadline: a stuck planner ran to
+    its token budget. Now every stage goes through generate(), with one deadline and one error."""
+    from complm_cli.backends.engine import GenerationTimeout
+
+    fake = Fake(tokens=400, sleep=0.01)  # the planner's reply would take 4 s
+    session = fake_session(tmp_path, fake)
+    session.settings = session.settings.replace(node_timeout=0.3)
+    try:
+        with pytest.raises(GenerationTimeout, match="timed out after 0.3 s"):  # without a deadline: no error at all
+            session.ask(CHAIN_QUESTION)
+    finally:
+        session.close()
+    assert fake.active == 0 and fake.streams[0].end is not None  # the planner's stream was closed
