@@ -80,7 +80,7 @@ def generate(pool, expert: Expert, messages: list[dict], params: Params, *, canc
                 if cancel is not None and cancel.is_set():
                     raise Cancelled()
                 if deadline is not None and time.perf_counter() > deadline:
-                    raise GenerationTimeout(f"timed out after {params.timeout:g} s")
+                    raise GenerationTimeout(f"'{expert.name}' timed out after {params.timeout:g} s (raise --timeout to give it longer)")
                 if stop is not None and stop("".join(pieces)):
                     break
         finally:

@@ -335,7 +335,7 @@ class Engine:
             if slot.sequence.cancelled:
                 self._finish(slot, None, "cancelled")
             elif slot.deadline is not None and now > slot.deadline:
-                self._finish(slot, GenerationTimeout(f"timed out after {req.timeout:g} s"), "timeout")
+                self._finish(slot, GenerationTimeout(f"'{self.name}' timed out after {req.timeout:g} s (raise --timeout to give it longer)"), "timeout")
         with self._cond:
             for seq in [s for s in self._waiting if s.cancelled]:
                 self._waiting.remove(seq)
