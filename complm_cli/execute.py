@@ -390,7 +390,8 @@ def run_feed(feed: NodeFeed, pool: ModelPool, options: RunOptions, on_event: Lis
         gen = experts[node_id].generation
         params = Params(max_tokens=options.max_tokens or gen.max_tokens,
                         temperature=gen.temperature if options.temperature is None else options.temperature,
-                        seed=options.seed, threads=threads, timeout=options.node_timeout)
+                        seed=options.seed, threads=threads, timeout=options.node_timeout,
+                        prefix=1)  # the system prompt is the same for every node: evaluated once, then copied
         started: list[float] = []
 
         def on_start() -> None:

@@ -330,7 +330,8 @@ class Session:
     def _aggregate(self, plan: Plan, results: dict[int, NodeResult], on_event: Listener, cancel: threading.Event) -> tuple[str, int]:
         gen = self.aggregator.generation
         return self._generate(self.aggregator, aggregation_messages(plan, results), max_tokens=gen.max_tokens,
-                              temperature=gen.temperature, on_token=lambda p: on_event(AnswerToken(p)), cancel=cancel)
+                              temperature=gen.temperature, on_token=lambda p: on_event(AnswerToken(p)), cancel=cancel,
+                              prefix=1)
 
     def _monolithic(self, question: str, on_event: Listener, cancel: threading.Event, start: float) -> Result:
         model = self.forced or self.monolithic or self.fallback
@@ -338,7 +339,8 @@ class Session:
         gen = model.generation
         t = time.perf_counter()
         answer, tokens = self._generate(model, prompts.monolithic_messages(question), max_tokens=gen.max_tokens,
-                                        temperature=gen.temperature, on_token=lambda p: on_event(AnswerToken(p)), cancel=cancel)
+                                        temperature=gen.temperature, on_token=lambda p: on_event(AnswerToken(p)), cancel=cancel,
+                                        prefix=1)
         seconds = time.perf_counter() - t
         node = NodeResult(1, question, (), model.name, "done", answer, None, t - start, seconds, tokens, self.settings.threads)
         plan = single_node(question)

@@ -86,7 +86,7 @@ def test_cancelled_and_timed_out_sequences_leave_the_others_and_the_prefix_intac
     prefix = engine.tokenize(chat("")[: chat("").index("user\n") + 5])
     engine.set_prefix(prefix)
     solo = {q: "".join(engine.submit(ask(engine, q, max_tokens=20))) for q in QUESTIONS[:2]}
-    assert engine.prefix == prefix
+    assert engine.prefixes == [prefix]
 
     cancelled = engine.submit(ask(engine, QUESTIONS[2], max_tokens=200))
     timed = engine.submit(ask(engine, QUESTIONS[3], max_tokens=400, timeout=0.3))
@@ -233,3 +233,30 @@ def test_closing_the_engine_while_sequences_run_ends_them_with_a_clear_error(mod
         e.submit(Request([1, 2, 3], max_tokens=4))
     with pytest.raises(ModelError, match="unloaded"):
         e.tokenize("a freed model is never touched")
+
+
+def test_several_prefixes_are_kept_and_the_least_recently_used_makes_room(models):
+    """The planner's instructions, the experts' system prompt, the aggregator's: each prompt copies
+    the longest cached prefix it starts with; a new prefix beyond the limit evicts the oldest."""
+    expert = load_catalog().get("smollm2-135m")
+    e = Engine(models / "models" / expert.name / expert.file, n_ctx=2048, slots=2, name=expert.name, prefixes=2)
+    try:
+        def system(text: str) -> str:
+            return f"<|im_start|>system\n{text}<|im_end|>\n<|im_start|>user\n"
+
+        def request(text: str, q: str) -> Request:
+            return Request(e.tokenize(f"{system(text)}{q}<|im_end|>\n<|im_start|>assistant\n"), max_tokens=10)
+
+        a, b, c = "You answer briefly.", "You answer in French, as a poet would.", "You answer with one number."
+        plain = {t: "".join(e.submit(request(t, QUESTIONS[0]))) for t in (a, b)}
+        e.set_prefix(e.tokenize(system(a)))
+        e.set_prefix(e.tokenize(system(b)))
+        for t in (a, b):
+            seq = e.submit(request(t, QUESTIONS[0]))
+            assert "".join(seq) == plain[t] and seq.reused == len(e.tokenize(system(t)))
+        e.set_prefix(e.tokenize(system(c)))  # a third: `a` was used least recently and goes
+        assert e.prefixes == [e.tokenize(system(b)), e.tokenize(system(c))]
+        seq = e.submit(request(a, QUESTIONS[0]))
+        assert "".join(seq) == plain[a] and seq.reused == 0  # evaluated whole, same words
+    finally:
+        e.close()

@@ -65,7 +65,7 @@ def test_prompt_state_cache_is_saved_and_restored(models, tmp_path, monkeypatch)
     monkeypatch.setattr(llama_cpp, "llama_state_seq_set_data", lambda *a: restored.append(a[3]) or original(*a))
     second = worker(models, states)
     assert generate(second, "A synonym for happy?", prefix=3) == built  # greedy: the same words
-    assert len(restored) == 1 and second.engine.prefix  # read from disk into the prefix sequence
+    assert len(restored) == 1 and second.engine.prefixes  # read from disk into a prefix sequence
     second.unload()
 
 

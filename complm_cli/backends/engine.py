@@ -25,6 +25,7 @@ import ctypes
 import queue
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -50,6 +51,9 @@ class Request:
 
 
 _END = object()
+# Cached prefixes per engine: the planner's instructions and examples, the experts' system prompt
+# (with and without the number hint), the aggregator's. Each costs one KV stream of n_ctx cells.
+PREFIXES = 4
 
 
 class Sequence:
@@ -121,7 +125,8 @@ class Engine:
     """A model, one context with `slots` sequences, and the thread that decodes them."""
 
     def __init__(self, path: Path, *, n_ctx: int, slots: int, threads: int = 1, gpu_layers: int = 0,
-                 n_batch: int = 512, name: str = "model", threads_for: Callable[["Engine"], int] | None = None):
+                 n_batch: int = 512, name: str = "model", threads_for: Callable[["Engine"], int] | None = None,
+                 prefixes: int = PREFIXES):
         import llama_cpp
         from llama_cpp import _internals
 
@@ -129,6 +134,7 @@ class Engine:
 
         set_verbose(False)  # llama.cpp's load and context logs would land on the user's terminal
         self.path, self.name, self.slots, self.n_batch = Path(path), name, slots, n_batch
+        self.streams = slots + prefixes
         self._threads_for = threads_for
         self.threads = threads
         mparams = llama_cpp.llama_model_default_params()
@@ -136,14 +142,14 @@ class Engine:
         self.model = _internals.LlamaModel(path_model=str(path), params=mparams, verbose=False)
         try:
             cparams = llama_cpp.llama_context_default_params()
-            # One sequence id per slot, one more for the cached prefix, each with its own
+            # One sequence id per slot, `prefixes` more for cached prefixes, each with its own
             # stream of n_ctx cells. Measured on the 135M model: in one unified cache, where a
             # sequence's cells sit depends on its neighbours, which changes the order of the
             # attention sums and so, now and then, a greedy token; separate streams give the
             # same text batched as alone. A copied prefix then costs a copy of its cells.
-            cparams.n_seq_max = slots + 1
+            cparams.n_seq_max = self.streams
             cparams.kv_unified = False
-            cparams.n_ctx = n_ctx * (slots + 1)
+            cparams.n_ctx = n_ctx * self.streams
             cparams.n_batch = cparams.n_ubatch = n_batch
             cparams.n_threads = cparams.n_threads_batch = threads
             cparams.no_perf = True
@@ -153,7 +159,7 @@ class Engine:
             raise
         self._ll = llama_cpp
         self.ctx, self.memory, self.vocab = self.context.ctx, self.context.memory, self.model.vocab
-        self.n_ctx = llama_cpp.llama_n_ctx(self.ctx) // (slots + 1)  # per sequence
+        self.n_ctx = llama_cpp.llama_n_ctx(self.ctx) // self.streams  # per sequence
         self.batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
         self._piece = ctypes.create_string_buffer(256)
         self._cond = threading.Condition()
@@ -161,7 +167,8 @@ class Engine:
         self._tasks: list[tuple[Callable[[], object], "queue.SimpleQueue"]] = []
         self._active: dict[int, _Slot] = {}
         self._free = list(range(slots))
-        self._prefix: list[int] = []  # tokens held in the prefix sequence
+        self._prefixes: "OrderedDict[tuple[int, ...], int]" = OrderedDict()  # tokens -> their sequence id, oldest first
+        self._free_prefix = list(range(slots, self.streams))
         self._closed = False
         self.steps = 0  # llama_decode calls, for tests and benchmarks
         self.batched_steps = 0  # of them, steps that carried more than one sequence
@@ -173,10 +180,6 @@ class Engine:
     @property
     def busy(self) -> bool:
         return bool(self._active or self._waiting)
-
-    @property
-    def prefix_seq(self) -> int:
-        return self.slots
 
     def _open(self):
         if self._closed:  # the model's memory is freed: touching it would crash the process
@@ -205,22 +208,27 @@ class Engine:
         return sequence
 
     def set_prefix(self, tokens: list[int], state_path: Path | None = None) -> None:
-        """Keep `tokens` evaluated in the prefix sequence (from `state_path` when it holds them)."""
-        if list(tokens) == self._prefix:
+        """Keep `tokens` evaluated in a prefix sequence of their own (read from `state_path` when it
+        holds them); the least recently used prefix makes room when all are taken."""
+        key = tuple(tokens)
+        if key in self._prefixes:
             return
-        self._call(lambda: self._load_prefix(list(tokens), state_path))
+        self._call(lambda: self._load_prefix(key, state_path))
 
     def forget_prefix(self) -> None:
-        """Drop the cached prefix from memory (benchmarks measure planning without it)."""
+        """Drop every cached prefix from memory (benchmarks measure planning without them)."""
         def forget() -> None:
-            self._ll.llama_memory_seq_rm(self.memory, self.prefix_seq, -1, -1)
-            self._prefix = []
+            for seq_id in self._prefixes.values():
+                self._ll.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
+                self._free_prefix.append(seq_id)
+            self._prefixes.clear()
 
         self._call(forget)
 
     @property
-    def prefix(self) -> list[int]:
-        return list(self._prefix)
+    def prefixes(self) -> list[list[int]]:
+        """The cached prefixes, least recently used first."""
+        return [list(k) for k in list(self._prefixes)]
 
     def close(self) -> None:
         with self._cond:
@@ -275,17 +283,20 @@ class Engine:
                 if self._closed:
                     return
                 tasks, self._tasks = self._tasks, []
+            # Tasks (loading a prefix) before admissions: a sequence admitted now copies a prefix at the
+            # next decode, and a task that then reused that prefix's stream would hand it the wrong cells.
+            for fn, done in tasks:
+                try:
+                    done.put(fn())
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    done.put(exc)
+            with self._cond:
                 while self._waiting and self._free:
                     sequence = self._waiting.pop(0)
                     try:
                         self._admit(sequence)
                     except Exception as exc:  # noqa: BLE001 - a bad request (a grammar that does not parse) fails alone
                         self._end(sequence, exc if isinstance(exc, ModelError) else ModelError(str(exc)), "error")
-            for fn, done in tasks:
-                try:
-                    done.put(fn())
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                    done.put(exc)
             self._expire()
             if self._active:
                 try:
@@ -299,12 +310,14 @@ class Engine:
         sampler = self._sampler(req)  # first: a grammar that does not parse fails before it takes a slot
         seq_id = self._free.pop(0)
         tokens, n_past = req.tokens, 0
-        k = len(self._prefix)
-        # Only a prompt that goes on past the prefix: its last token must be evaluated for logits, and
-        # a copy between streams is of the whole sequence, never part of it.
-        if req.use_prefix and k and len(tokens) > k and tokens[:k] == self._prefix:
-            self._ll.llama_memory_seq_cp(self.memory, self.prefix_seq, seq_id, -1, -1)
-            n_past = sequence.reused = k
+        # The longest cached prefix the prompt goes on past: its last token must be evaluated for
+        # logits, and a copy between streams is of the whole sequence, never part of it.
+        match = max((k for k in self._prefixes if len(tokens) > len(k) and tuple(tokens[: len(k)]) == k),
+                    key=len, default=None) if req.use_prefix else None
+        if match is not None:
+            self._ll.llama_memory_seq_cp(self.memory, self._prefixes[match], seq_id, -1, -1)
+            self._prefixes.move_to_end(match)
+            n_past = sequence.reused = len(match)
         slot = _Slot(seq_id, sequence, list(tokens[n_past:]), n_past, sampler,
                      time.perf_counter() + req.timeout if req.timeout else None)
         self._active[seq_id] = slot
@@ -435,17 +448,22 @@ class Engine:
 
     # --- the cached prefix -------------------------------------------------------------
 
-    def _load_prefix(self, tokens: list[int], state_path: Path | None) -> None:
+    def _load_prefix(self, tokens: tuple[int, ...], state_path: Path | None) -> None:
         ll = self._ll
-        ll.llama_memory_seq_rm(self.memory, self.prefix_seq, -1, -1)
-        self._prefix = []
+        if tokens in self._prefixes:
+            return
+        if not self._free_prefix:
+            _, oldest = self._prefixes.popitem(last=False)
+            self._free_prefix.append(oldest)
+        seq_id = self._free_prefix.pop(0)
+        ll.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
         if state_path is not None and state_path.is_file():
             data = state_path.read_bytes()
             buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-            if ll.llama_state_seq_set_data(self.ctx, buf, len(data), self.prefix_seq) > 0:
-                self._prefix = tokens
+            if ll.llama_state_seq_set_data(self.ctx, buf, len(data), seq_id) > 0:
+                self._prefixes[tokens] = seq_id
                 return
-            ll.llama_memory_seq_rm(self.memory, self.prefix_seq, -1, -1)
+            ll.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
             with contextlib.suppress(OSError):
                 state_path.unlink()  # damaged or from another build: rebuilt below
         batch = self.batch.batch
@@ -453,16 +471,17 @@ class Engine:
             chunk = tokens[start : start + self.n_batch]
             for i, token in enumerate(chunk):
                 batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, 1
-                batch.seq_id[i][0], batch.logits[i] = self.prefix_seq, False
+                batch.seq_id[i][0], batch.logits[i] = seq_id, False
             batch.n_tokens = len(chunk)
             if ll.llama_decode(self.ctx, batch) != 0:
-                ll.llama_memory_seq_rm(self.memory, self.prefix_seq, -1, -1)
-                return  # no cached prefix: prompts are evaluated whole
-        self._prefix = tokens
+                ll.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
+                self._free_prefix.append(seq_id)
+                return  # not cached: prompts that start with it are evaluated whole
+        self._prefixes[tokens] = seq_id
         if state_path is not None:
-            size = ll.llama_state_seq_get_size(self.ctx, self.prefix_seq)
+            size = ll.llama_state_seq_get_size(self.ctx, seq_id)
             buf = (ctypes.c_uint8 * size)()
-            written = ll.llama_state_seq_get_data(self.ctx, buf, size, self.prefix_seq)
+            written = ll.llama_state_seq_get_data(self.ctx, buf, size, seq_id)
             with contextlib.suppress(OSError):
                 atomic_write(state_path, bytes(buf[:written]))  # without it the next run only costs more time
 

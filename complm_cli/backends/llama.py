@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from complm_cli.backends.engine import Engine, Request
+from complm_cli.backends.engine import PREFIXES, Engine, Request
 from complm_cli.catalog import Expert
 from complm_cli.errors import ModelError
 
@@ -182,7 +182,7 @@ class LlamaWorker:
         self.engine: Engine | None = None
         self._formatter = None
         self.memory = 0  # a worker is a handle; the engine's memory is charged once, under `shared`
-        self.shared = (repr(engines.key(expert, path)), estimate_memory(expert, path, engines.n_ctx_for(expert), engines.slots + 1))
+        self.shared = (repr(engines.key(expert, path)), estimate_memory(expert, path, engines.n_ctx_for(expert), engines.slots + PREFIXES))
 
     def load(self) -> None:
         if self.engine is None:
