@@ -12,9 +12,9 @@ notice (continuous batching, as llama.cpp's server does with its slots).
 On a CPU the weights are read from memory once per step whatever the
 number of sequences, which is where the gain over one context per node
 comes from; on a GPU the gain is larger. A prefix that many prompts share
-(the planner's instructions and examples) is evaluated once into a
-sequence of its own and copied into each new sequence, which costs little
-next to evaluating it; its state is also kept on disk across runs.
+(the planner's instructions and examples, the experts' system prompt) is
+evaluated once into a sequence of its own and copied into each new
+sequence that starts with it, which costs little next to evaluating it; its state is also kept on disk across runs.
 """
 
 from __future__ import annotations
