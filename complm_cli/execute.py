@@ -104,8 +104,15 @@ class ModelPool:
                 busy = list(self._busy.values())
                 # Evict only when that makes room; otherwise wait for a busy worker instead.
                 if self._memory([*busy, worker]) <= self.budget:
-                    while self._memory([*self._idle.values(), *busy, worker]) > self.budget and self._idle:
-                        _, old = self._idle.popitem(last=False)
+                    # An idle handle whose engine stays (a busy worker or the new one holds it) frees nothing:
+                    # evicting it would only close an engine that must load again at once.
+                    kept = {w.shared[0] for w in (*busy, worker) if getattr(w, "shared", None)}
+                    for key, old in list(self._idle.items()):  # oldest first
+                        if self._memory([*self._idle.values(), *busy, worker]) <= self.budget:
+                            break
+                        if getattr(old, "shared", None) and old.shared[0] in kept:
+                            continue
+                        del self._idle[key]
                         old.unload()
                         self.evictions += 1
                     key = id(worker)
@@ -473,6 +480,9 @@ def run_feed(feed: NodeFeed, pool: ModelPool, options: RunOptions, on_event: Lis
             for node_id in pending:
                 results[node_id].status, results[node_id].reason = "cancelled", "cancelled"
         executor.shutdown(wait=True, cancel_futures=True)
+        for res in results.values():  # a node submitted but never picked up by a thread (cancel_futures)
+            if res.status == "pending":
+                res.status, res.reason = "cancelled", "cancelled before it started"
         execution.seconds = time.perf_counter() - t0
     return execution
 

@@ -64,8 +64,9 @@ def generate(pool, expert: Expert, messages: list[dict], params: Params, *, canc
         kwargs = {"prefix": params.prefix} if params.prefix else {}
         if params.schema is not None:
             kwargs["schema"] = params.schema
-        if params.timeout and getattr(worker, "deadlines", False):
+        if getattr(worker, "deadlines", False):  # the engine also sees the deadline and the cancel between steps
             kwargs["timeout"] = params.timeout
+            kwargs["cancel"] = cancel
         stream = worker.stream(messages, max_tokens=params.max_tokens, temperature=params.temperature,
                                seed=params.seed, threads=params.threads, **kwargs)
         pieces: list[str] = []

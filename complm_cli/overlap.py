@@ -22,6 +22,7 @@ from complm_cli.catalog import Expert
 from complm_cli.dag import Node, Plan
 from complm_cli.events import Listener, StepPlanned
 from complm_cli.execute import AnyOf, Execution, ModelPool, NodeFeed, RunOptions, run_feed
+from complm_cli.generate import Cancelled
 from complm_cli.plan_stream import StepRelease
 from complm_cli.route import Route
 
@@ -110,7 +111,13 @@ class Overlap:
     def finish(self, rest: list[tuple[Node, Expert]]) -> Execution:
         """The final plan's remaining steps (after `settle`); waits for the whole run."""
         self._start()
-        self.feed.close(rest)
+        try:
+            self.feed.close(rest)
+        except RuntimeError:  # the run already ended (cancelled, or it failed): that is the error to report
+            self._runner.join()
+            if self._error is not None:
+                raise self._error from None
+            raise Cancelled() from None
         while self._runner.is_alive():
             self._runner.join(0.1)  # short joins keep Ctrl-C responsive
         if self._error is not None:

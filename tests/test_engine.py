@@ -260,3 +260,23 @@ def test_several_prefixes_are_kept_and_the_least_recently_used_makes_room(models
         assert "".join(seq) == plain[a] and seq.reused == 0  # evaluated whole, same words
     finally:
         e.close()
+
+
+def test_a_deadline_counts_from_submission_and_a_caller_cancel_is_seen_before_any_token(models):
+    """A sequence that waits for a slot times out on time; one whose caller cancels ends between steps,
+    whether or not a token came, and the running one is untouched."""
+    expert = load_catalog().get("smollm2-135m")
+    e = Engine(models / "models" / expert.name / expert.file, n_ctx=2048, slots=1, name=expert.name)
+    try:
+        solo = "".join(e.submit(ask(e, QUESTIONS[0], max_tokens=60)))
+        running = e.submit(ask(e, QUESTIONS[0], max_tokens=60))
+        late = e.submit(ask(e, QUESTIONS[1], max_tokens=10, timeout=0.05))  # no slot until `running` ends
+        stop = threading.Event()
+        dropped = e.submit(Request(e.tokenize(chat(QUESTIONS[2])), max_tokens=10, cancelled=stop.is_set))
+        stop.set()
+        with pytest.raises(GenerationTimeout, match="timed out"):
+            "".join(late)
+        assert list(dropped) == [] and dropped.finish == "cancelled" and dropped.tokens == 0
+        assert "".join(running) == solo
+    finally:
+        e.close()

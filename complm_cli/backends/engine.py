@@ -46,8 +46,9 @@ class Request:
     seed: int = 0
     grammar: str | None = None  # GBNF, root rule "root"
     stop: tuple[str, ...] = ()
-    timeout: float | None = None  # seconds from submission
+    timeout: float | None = None  # seconds from submission, waiting for a slot included
     use_prefix: bool = True  # copy the engine's cached prefix where the prompt starts with it
+    cancelled: Callable[[], bool] | None = None  # the caller's cancel (Ctrl-C), seen between steps even before a token
 
 
 _END = object()
@@ -77,7 +78,7 @@ class Sequence:
 
     @property
     def cancelled(self) -> bool:
-        return self._cancelled.is_set()
+        return self._cancelled.is_set() or bool(self.request.cancelled and self.request.cancelled())
 
     def __iter__(self) -> Iterator[str]:
         try:
@@ -276,6 +277,19 @@ class Engine:
         return pending
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - no reader may wait forever on a dead thread
+            broken = ModelError(f"The model '{self.name}' stopped generating ({type(exc).__name__}: {exc}).")
+            with self._cond:
+                self._closed = True
+                tasks, self._tasks = self._tasks, []
+            for seq in self._drain_all():
+                self._end(seq, broken, "error")
+            for _, done in tasks:
+                done.put(broken)
+
+    def _loop(self) -> None:
         while True:
             with self._cond:
                 while not (self._closed or self._tasks or self._waiting or self._active):
@@ -308,6 +322,9 @@ class Engine:
     def _admit(self, sequence: Sequence) -> None:
         req = sequence.request
         sampler = self._sampler(req)  # first: a grammar that does not parse fails before it takes a slot
+        # The lowest free id, and the batch in id order: llama.cpp splits a batch of separate KV streams
+        # into runs of consecutive ids, so gaps would cost one pass over the weights per run.
+        self._free.sort()
         seq_id = self._free.pop(0)
         tokens, n_past = req.tokens, 0
         # The longest cached prefix the prompt goes on past: its last token must be evaluated for
@@ -319,7 +336,7 @@ class Engine:
             self._prefixes.move_to_end(match)
             n_past = sequence.reused = len(match)
         slot = _Slot(seq_id, sequence, list(tokens[n_past:]), n_past, sampler,
-                     time.perf_counter() + req.timeout if req.timeout else None)
+                     sequence.submitted + req.timeout if req.timeout else None)
         self._active[seq_id] = slot
 
     def _sampler(self, req: Request):
@@ -350,9 +367,14 @@ class Engine:
             elif slot.deadline is not None and now > slot.deadline:
                 self._finish(slot, GenerationTimeout(f"'{self.name}' timed out after {req.timeout:g} s (raise --timeout to give it longer)"), "timeout")
         with self._cond:
-            for seq in [s for s in self._waiting if s.cancelled]:
-                self._waiting.remove(seq)
-                self._end(seq, None, "cancelled")
+            for seq in list(self._waiting):
+                if seq.cancelled:
+                    self._waiting.remove(seq)
+                    self._end(seq, None, "cancelled")
+                elif seq.request.timeout and now > seq.submitted + seq.request.timeout:
+                    self._waiting.remove(seq)  # never got a slot in time
+                    self._end(seq, GenerationTimeout(f"'{self.name}' timed out after {seq.request.timeout:g} s "
+                                                     f"(raise --timeout to give it longer)"), "timeout")
 
     def _step(self) -> None:
         ll, batch = self._ll, self.batch.batch
@@ -370,13 +392,14 @@ class Engine:
             batch.seq_id[n][0], batch.logits[n] = seq_id, logits
             n += 1
 
-        for slot in self._active.values():  # one token for each generating sequence first: they are waited on
+        ordered = sorted(self._active.values(), key=lambda slot: slot.seq_id)
+        for slot in ordered:  # one token for each generating sequence first: they are waited on
             if slot.last is not None:
                 add(slot.last, slot.n_past, slot.seq_id, True)
                 slot.n_past += 1
                 wants.append((n - 1, slot))
                 carried.append(slot)
-        for slot in self._active.values():  # then prompts, in chunks, with what room is left
+        for slot in ordered:  # then prompts, in chunks, with what room is left
             if slot.last is None and slot.pending and n < self.n_batch:
                 take = slot.pending[: self.n_batch - n]
                 del slot.pending[: len(take)]
@@ -452,13 +475,26 @@ class Engine:
         ll = self._ll
         if tokens in self._prefixes:
             return
-        if not self._free_prefix:
+        if not self._free_prefix and self._prefixes:
             _, oldest = self._prefixes.popitem(last=False)
             self._free_prefix.append(oldest)
+        if not self._free_prefix:
+            return
         seq_id = self._free_prefix.pop(0)
+        try:
+            self._fill_prefix(tokens, seq_id, state_path)
+        except BaseException:
+            self._free_prefix.append(seq_id)  # an unreadable state file must not cost a prefix slot for good
+            raise
+
+    def _fill_prefix(self, tokens: tuple[int, ...], seq_id: int, state_path: Path | None) -> None:
+        ll = self._ll
         ll.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
-        if state_path is not None and state_path.is_file():
-            data = state_path.read_bytes()
+        try:
+            data = state_path.read_bytes() if state_path is not None and state_path.is_file() else b""
+        except OSError:
+            data = b""  # unreadable: evaluated below, and written again if the folder allows
+        if data:
             buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
             if ll.llama_state_seq_set_data(self.ctx, buf, len(data), seq_id) > 0:
                 self._prefixes[tokens] = seq_id

@@ -133,13 +133,16 @@ class Engines:
                 return engine
             check_llama_cpp_version()
             check_internals()
+            engine = None
             try:
                 with signals_after():
                     engine = Engine(path, n_ctx=self.n_ctx_for(expert), slots=self.slots, threads=self.threads,
                                     gpu_layers=self.gpu_layers_for(expert), name=expert.name, threads_for=self.threads_for)
-            except ModelError:
-                raise
-            except Exception as exc:
+            except BaseException as exc:
+                if engine is not None:  # built, then a Ctrl-C held during the load was delivered: nobody holds it
+                    engine.close()
+                if isinstance(exc, ModelError) or not isinstance(exc, Exception):
+                    raise
                 raise ModelError(f"The model '{expert.name}' could not be loaded from {path} ({exc}); "
                                  f"try `complm verify {expert.name}`.") from None
             self._engines[key] = (engine, 1)
@@ -190,7 +193,7 @@ class LlamaWorker:
 
     def stream(self, messages: list[dict], *, max_tokens: int, temperature: float, seed: int,
                threads: int = 0, schema: dict | None = None, prefix: int = 0, timeout: float | None = None,
-               grammar: str | None = None) -> Iterator[str]:
+               grammar: str | None = None, cancel=None) -> Iterator[str]:
         """`prefix`: how many leading messages never change (the planner's examples): they are
         evaluated once, kept on disk, and copied into each new sequence. `threads` is only a
         hint: the engines divide the CPU among themselves."""
@@ -206,7 +209,8 @@ class LlamaWorker:
 
                 grammar = json_schema_to_gbnf(json.dumps(schema))
             sequence = engine.submit(Request(tokens, max_tokens=max_tokens, temperature=temperature, seed=seed,
-                                             grammar=grammar, stop=tuple(stops), timeout=timeout))
+                                             grammar=grammar, stop=tuple(s for s in stops if s), timeout=timeout,
+                                             cancelled=cancel.is_set if cancel is not None else None))
         except ModelError:
             raise
         except (ValueError, RuntimeError, OSError) as exc:
@@ -220,18 +224,18 @@ class LlamaWorker:
 
             engine = self.engine
             template = engine.metadata().get("tokenizer.chat_template") or CHATML
-            self._formatter = Jinja2ChatFormatter(template=template, eos_token=self._special("tokenizer.ggml.eos_token_id"),
-                                                  bos_token=self._special("tokenizer.ggml.bos_token_id"))
+            self._formatter = Jinja2ChatFormatter(template=template, eos_token=self._special("eos"),
+                                                  bos_token=self._special("bos"))
         out = self._formatter(messages=messages)
         stop = out.stop if isinstance(out.stop, list) else ([out.stop] if out.stop else [])
         return out.prompt, stop
 
-    def _special(self, key: str) -> str:
-        value = self.engine.metadata().get(key)
-        try:
-            return self.engine.token_text(int(value)) if value is not None else ""
-        except (ValueError, TypeError):
-            return ""
+    def _special(self, which: str) -> str:
+        """The text of the end- or start-of-text token, with llama.cpp's defaults for a vocabulary whose file names none."""
+        import llama_cpp
+
+        token = (llama_cpp.llama_vocab_eos if which == "eos" else llama_cpp.llama_vocab_bos)(self.engine.vocab)
+        return self.engine.token_text(token) if token >= 0 else ""
 
     def _cache_prefix(self, messages: list[dict], prefix: int, tokens: list[int]) -> None:
         """Find the tokens every prompt with these first `prefix` messages starts with, and keep them evaluated."""
