@@ -73,10 +73,7 @@ def test_a_step_starts_before_the_planner_has_finished(tmp_path, mode) -> None:
     fake = Fake(answers={CAPITAL: "Paris", COUNTRY: "Spain"}, sleep=0.01)
     script = Script(events, PLAN)
 
-    def listen(event) -> None:
-        events.append(event)
-        if isinstance(event, NodeStarted):
-            script.go.set()
+    listen = go_on(events, script, NodeStarted)
 
     with session_with(tmp_path, fake, script) as session:
         result = session.ask(QUESTION, on_event=listen, mode=mode)
@@ -90,6 +87,17 @@ def test_a_step_starts_before_the_planner_has_finished(tmp_path, mode) -> None:
     assert [s.question for s in fake.streams].count(CAPITAL) == 1  # a kept step is not run again
     planned = [e for e in events if isinstance(e, StepPlanned)]
     assert [(e.node.id, e.route.expert) for e in planned] == [(1, "smollm2-135m"), (2, "smollm2-135m")]
+
+
+def go_on(events: list, script, kind):
+    """A listener that records every event and lets the scripted planner go on at the first `kind`."""
+
+    def listen(event) -> None:
+        events.append(event)
+        if isinstance(event, kind):
+            script.go.set()
+
+    return listen
 
 
 def test_a_streamed_step_the_final_plan_changed_is_discarded(tmp_path) -> None:
@@ -126,10 +134,7 @@ def test_a_plan_that_falls_back_discards_every_streamed_step(tmp_path) -> None:
     bad = PLAN + '\nmuseum = ask("Which museum is in {city}?")'
     script = Script(events, bad, bad)
 
-    def listen(event) -> None:
-        events.append(event)
-        if isinstance(event, NodeStarted):
-            script.go.set()
+    listen = go_on(events, script, NodeStarted)
 
     with session_with(tmp_path, fake, script) as session:
         result = session.ask(QUESTION, on_event=listen)
@@ -144,10 +149,7 @@ def test_a_failed_step_does_not_stop_the_planner(tmp_path) -> None:
     fake.respond = lambda messages: "Paris; unknown" if messages[0]["content"] == prompts.AGGREGATOR_SYSTEM else None
     script = Script(events, PLAN + '\ncity = ask("What is the capital of {country}?")')
 
-    def listen(event) -> None:
-        events.append(event)
-        if isinstance(event, NodeFailed):
-            script.go.set()
+    listen = go_on(events, script, NodeFailed)
 
     with session_with(tmp_path, fake, script) as session:
         result = session.ask(QUESTION, on_event=listen)
@@ -182,10 +184,7 @@ def test_ctrl_c_in_the_planner_stops_the_streamed_steps(tmp_path) -> None:
     fake = Fake(answers={CAPITAL: " ".join(["word"] * 1000), COUNTRY: " ".join(["word"] * 1000)}, sleep=0.005)
     script = Script(events, PLAN + f'\nmore = ask("{CAPITAL} Really?")', interrupt=True)
 
-    def listen(event) -> None:
-        events.append(event)
-        if isinstance(event, NodeStarted):
-            script.go.set()
+    listen = go_on(events, script, NodeStarted)
 
     with session_with(tmp_path, fake, script) as session:
         with pytest.raises(KeyboardInterrupt):
@@ -200,10 +199,7 @@ def test_streaming_can_be_turned_off(tmp_path) -> None:
     fake = Fake(answers={CAPITAL: "Paris", COUNTRY: "Spain"}, sleep=0.0)
     script = Script(events, PLAN, patience=0.3)
 
-    def listen(event) -> None:
-        events.append(event)
-        if isinstance(event, NodeStarted):
-            script.go.set()
+    listen = go_on(events, script, NodeStarted)
 
     with session_with(tmp_path, fake, script, stream_plan=False) as session:
         result = session.ask(QUESTION, on_event=listen)
@@ -259,10 +255,7 @@ def test_streamed_steps_run_on_the_real_model(models) -> None:
                 return script.stream(messages)
             return self.inner.stream(messages, **kwargs)
 
-    def listen(event) -> None:
-        events.append(event)
-        if isinstance(event, NodeStarted):
-            script.go.set()
+    listen = go_on(events, script, NodeStarted)
 
     with Session(settings, pull=False, factory=lambda e, p: Scripted(real(e, p))) as session:
         result = session.ask(QUESTION, on_event=listen)
