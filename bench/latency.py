@@ -8,8 +8,11 @@ Uses the default experts (pulled on first use). Per question:
   (steps start while the planner writes), nodes of one model share one
   batched engine. `ttft` is the time to the answer's first token (the
   aggregator's, or the first token of a node whose text is the answer).
-- `seq/par`: that question's plan run again, one node at a time against
-  all at once (the same plan for both, no streaming), whole run and node phase.
+- `seq/par`: `complm ask --mode sequential` as a user runs it (the whole
+  plan first, then one node at a time) against the `par` run above.
+- `same plan`: that question's plan run again, one node at a time against
+  all at once, neither streaming: what running nodes at once gains alone,
+  whole run (planning counted in both) and node phase.
 - `mono`: the planner's model answering directly; `par/mono` is composed/direct.
 
 Then planning with the prompt cache cold (no prefix in memory or on disk),
@@ -109,10 +112,13 @@ def main() -> None:
     t = time.perf_counter()
     session.ask("What is 2 plus 2, and what is the capital of France?", mode="parallel")  # loads every model
     session.ask("What is 3 plus 3?", mode="monolithic")
+    for expert in session.routable:  # every model a step may be routed to, not only those the warm-up used
+        if expert.kind == "llm" and expert.remote is None:
+            session.pool.release(session.pool.acquire(expert))
     print(f"warm-up {time.perf_counter() - t:.1f} s\n")
 
     header = (f"{'shape':8} {'question':50} {'nodes':>5} {'plan tok':>8} {'plan s':>6} {'overlap':>7} {'agg':>3} {'ttft':>5} "
-              f"{'par s':>6} {'mono s':>6} {'mono ttft':>9} {'par/mono':>8} {'seq/par':>7} {'nodes seq/par':>13}")
+              f"{'par s':>6} {'seq s':>6} {'mono s':>6} {'mono ttft':>9} {'par/mono':>8} {'seq/par':>7} {'same plan':>9} {'nodes':>5}")
     print(header)
     print("-" * len(header))
     rows = []
@@ -121,32 +127,35 @@ def main() -> None:
         plan, routes = par.plan, par.routes
         given = session.ask(question, mode="parallel", plan=plan, routes=routes)
         seq = session.ask(question, mode="sequential", plan=plan, routes=routes)
+        own = session.ask(question, mode="sequential")  # plans for itself, as `--mode sequential` does
         mono, mono_ttft = timed_ask(session, question, mode="monolithic")
+        user_ratio = own.timings["wall_s"] / par.timings["wall_s"]
         ratio = seq.timings["wall_s"] / given.timings["wall_s"]
         node_ratio = seq.timings["execute_s"] / given.timings["execute_s"] if given.timings["execute_s"] else float("nan")
         direct = par.timings["wall_s"] / mono.timings["wall_s"]
         rows.append(dict(shape=shape, nodes=len(plan.nodes), width=plan.width, par=par.timings["wall_s"], mono=mono.timings["wall_s"],
-                         ratio=ratio, node_ratio=node_ratio, plan_s=plan.seconds, plan_tok=plan.tokens, direct=direct,
+                         ratio=ratio, node_ratio=node_ratio, user_ratio=user_ratio, seq=own.timings["wall_s"], plan_s=plan.seconds, plan_tok=plan.tokens, direct=direct,
                          ttft=ttft or float("nan"), mono_ttft=mono_ttft or float("nan"), overlap=par.timings.get("overlap_s", 0.0)))
         q = question if len(question) <= 50 else question[:49] + "…"
         print(f"{shape:8} {q:50} {len(plan.nodes):>5} {plan.tokens:>8} {plan.seconds:>6.1f} {rows[-1]['overlap']:>7.1f} "
               f"{'yes' if par.aggregated else 'no':>3} {rows[-1]['ttft']:>5.1f} {par.timings['wall_s']:>6.1f} "
-              f"{mono.timings['wall_s']:>6.1f} {rows[-1]['mono_ttft']:>9.1f} {direct:>8.2f} {ratio:>7.2f} {node_ratio:>13.2f}", flush=True)
+              f"{own.timings['wall_s']:>6.1f} {mono.timings['wall_s']:>6.1f} {rows[-1]['mono_ttft']:>9.1f} {direct:>8.2f} "
+              f"{user_ratio:>7.2f} {ratio:>9.2f} {node_ratio:>5.2f}", flush=True)
     print("-" * len(header))
-    med = {k: statistics.median(r[k] for r in rows) for k in ("nodes", "plan_tok", "plan_s", "overlap", "ttft", "par", "mono", "mono_ttft", "direct", "ratio", "node_ratio")}
+    med = {k: statistics.median(r[k] for r in rows) for k in ("nodes", "plan_tok", "plan_s", "overlap", "ttft", "par", "seq", "mono", "mono_ttft",
+                                                               "direct", "user_ratio", "ratio", "node_ratio")}
     print(f"{'median':8} {'':50} {med['nodes']:>5.0f} {med['plan_tok']:>8.0f} {med['plan_s']:>6.1f} {med['overlap']:>7.1f} {'':>3} "
-          f"{med['ttft']:>5.1f} {med['par']:>6.1f} {med['mono']:>6.1f} {med['mono_ttft']:>9.1f} {med['direct']:>8.2f} "
-          f"{med['ratio']:>7.2f} {med['node_ratio']:>13.2f}")
+          f"{med['ttft']:>5.1f} {med['par']:>6.1f} {med['seq']:>6.1f} {med['mono']:>6.1f} {med['mono_ttft']:>9.1f} {med['direct']:>8.2f} "
+          f"{med['user_ratio']:>7.2f} {med['ratio']:>9.2f} {med['node_ratio']:>5.2f}")
 
     def median_of(pick, key):
         chosen = [r[key] for r in rows if pick(r)]
         return f"{statistics.median(chosen):.2f} (n={len(chosen)})" if chosen else "n/a"
 
     print(f"\ncomposed/direct median on two-part fan-outs: {median_of(lambda r: r['shape'] == 'fan-out' and r['nodes'] == 2, 'direct')}")
-    print(f"sequential/parallel median on three-part fan-outs: whole run {median_of(lambda r: r['width'] >= 3, 'ratio')}, "
-          f"node phase {median_of(lambda r: r['width'] >= 3, 'node_ratio')}")
-    print(f"sequential/parallel median where a level has 2+ nodes: whole run {median_of(lambda r: r['width'] >= 2, 'ratio')}, "
-          f"node phase {median_of(lambda r: r['width'] >= 2, 'node_ratio')}")
+    for label, pick in (("on three-part fan-outs", lambda r: r["width"] >= 3), ("where a level has 2+ nodes", lambda r: r["width"] >= 2)):
+        print(f"sequential/parallel median {label}: as each mode runs {median_of(pick, 'user_ratio')}; same plan, "
+              f"whole run {median_of(pick, 'ratio')}, node phase {median_of(pick, 'node_ratio')}")
     cold, disk, memory = planning_cache(session, [q for _, q in QUESTIONS[:3]])
     print(f"planning, median of 3: cold {cold:.2f} s, warm from disk {disk:.2f} s ({cold / disk:.1f}x), "
           f"warm in memory {memory:.2f} s ({cold / memory:.1f}x)")

@@ -98,7 +98,7 @@ class Settings:
     config_dir: Path = field(default_factory=_default_config_dir)
     catalog: Path | None = None  # one more catalog file, layered over the shipped and user ones
     offline: bool = False
-    workers: int = 0  # 0: fit the machine
+    workers: int = 0  # 0: the default (4)
     threads: int = field(default_factory=cpu_count)
     gpu_layers: int | None = None  # None: each expert's catalog setting, else 0; a flag wins over both
     max_memory: int = 0  # bytes of resident models; 0: 60% of RAM
@@ -124,7 +124,9 @@ class Settings:
         return self.max_memory or int(total_ram_bytes() * 0.6)
 
     def worker_count(self) -> int:
-        return self.workers or max(1, min(4, self.threads))
+        # Not tied to the cores: nodes of one model decode in one batch (backends/engine.py),
+        # and engines of different models divide the threads among themselves.
+        return self.workers or 4
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with `changes` (None leaves a setting as it is), each checked like a flag."""
@@ -196,7 +198,7 @@ def _checked(name: str, value: Any) -> tuple[Any, str | None]:
     except (TypeError, ValueError, OverflowError):
         return None, f"must be {'a number' if kind is float else 'a whole number'}"
     problem = {
-        "workers": "must be 0 (fit the machine) or more" if number < 0 else None,
+        "workers": "must be 0 (the default, 4) or more" if number < 0 else None,
         "threads": "must be 1 or more" if number < 1 else None,
         "gpu_layers": "must be -1 (all layers) or 0 or more" if number < -1 else None,
         "node_timeout": "must be a number of seconds above 0" if not (math.isfinite(number) and number > 0) else None,

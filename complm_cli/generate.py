@@ -1,7 +1,7 @@
 """The one way text is generated, for every stage: planner, nodes, aggregator, monolithic.
 
 It takes a worker from the pool, streams, and gives the worker back; it
-counts the pieces, ends on the cancel event with `Cancelled`, on the
+counts the tokens (the pieces, where a backend does not count them), ends on the cancel event with `Cancelled`, on the
 deadline with `GenerationTimeout`, and where `stop` says the text is
 complete. A backend that can enforce the deadline itself (the batched
 engine) is told it too, so a sequence stuck in a long prompt ends on time.
@@ -90,6 +90,9 @@ def generate(pool, expert: Expert, messages: list[dict], params: Params, *, canc
                 close()  # a batched sequence leaves its batch now, not when it would have ended
         if cancel is not None and cancel.is_set():
             raise Cancelled()
-        return Generation(prompts.strip_reasoning("".join(pieces)), len(pieces), time.perf_counter() - start, first)
+        # The engine counts tokens; a piece may hold several (text held back while a stop string might start).
+        tokens = getattr(stream, "tokens", None)
+        return Generation(prompts.strip_reasoning("".join(pieces)), tokens if isinstance(tokens, int) else len(pieces),
+                          time.perf_counter() - start, first)
     finally:
         pool.release(worker)

@@ -258,11 +258,12 @@ class Session:
         options = RunOptions(workers=1 if mode == "sequential" else (workers or self.settings.worker_count()),
                              threads=self.settings.threads, node_timeout=self.settings.node_timeout, seed=self.settings.seed)
         # Steps run as the planner writes them (plan_stream.py), unless turned off or the plan is given.
+        # Sequential mode never overlaps: it is the baseline, one model call at a time.
         overlap = None
         try:
             if plan is None:
                 on_event(Stage("plan", self.planner.name))
-                if self.settings.stream_plan and routes is None:
+                if self.settings.stream_plan and routes is None and mode == "parallel":
                     overlap = Overlap(dag.escape_user(question), self._route_step, self.pool, options, on_event, cancel)
                 plan = self.plan(question, cancel, on_text=overlap.on_text if overlap else None)
             timings["plan_s"] = plan.seconds

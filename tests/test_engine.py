@@ -280,3 +280,25 @@ def test_a_deadline_counts_from_submission_and_a_caller_cancel_is_seen_before_an
         assert "".join(running) == solo
     finally:
         e.close()
+
+
+def test_generation_counts_the_tokens_not_the_pieces(engine):
+    """Text held back while it might start a stop string comes out later in one piece with the
+    next token's text; the token count in --json and the tables must still be the model's."""
+    from complm_cli.generate import Params, generate
+
+    class Pool:
+        def acquire(self, expert, cancel):
+            return self
+
+        def release(self, worker):
+            pass
+
+        def stream(self, messages, **kwargs):
+            return engine.submit(ask(engine, "Count from 1 to 20, one number per line.", max_tokens=30, stop=("\n99",)))
+
+    pieces: list[str] = []
+    result = generate(Pool(), load_catalog().get("smollm2-135m"), [], Params(max_tokens=30, temperature=0.0),
+                      on_piece=pieces.append)
+    assert "\n" in result.text and result.tokens == 30
+    assert len(pieces) < result.tokens  # every newline waited for the next token's text

@@ -961,3 +961,15 @@ def test_the_timeout_bounds_planning_too_through_the_one_generation_path(tmp_pat
     finally:
         session.close()
     assert fake.active == 0 and fake.streams[0].end is not None  # the planner's stream was closed
+
+
+def test_by_default_a_three_part_fan_out_runs_all_at_once_on_two_cores(tmp_path) -> None:
+    # Nodes of one model share a batch, so the default is not the core count: the
+    # third node of a level must not wait for a worker (bench/latency.py).
+    fake = Fake(tokens=10, sleep=0.02)
+    plan = independent(3)
+    with fake_session(tmp_path, fake) as session:
+        session.settings = session.settings.replace(workers=0)
+        assert session.settings.threads == 2 and session.settings.worker_count() == 4
+        result = session.ask("Three independent questions?", plan=plan, routes=session.route(plan))
+    assert result.status == "ok" and fake.max_active == 3

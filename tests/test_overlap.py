@@ -67,8 +67,7 @@ def first(events: list, kind, node_id=None, question=None) -> int:
                 and (question is None or e.question == question))
 
 
-@pytest.mark.parametrize("mode", ["parallel", "sequential"])
-def test_a_step_starts_before_the_planner_has_finished(tmp_path, mode) -> None:
+def test_a_step_starts_before_the_planner_has_finished(tmp_path) -> None:
     events: list = []
     fake = Fake(answers={CAPITAL: "Paris", COUNTRY: "Spain"}, sleep=0.01)
     script = Script(events, PLAN)
@@ -76,7 +75,7 @@ def test_a_step_starts_before_the_planner_has_finished(tmp_path, mode) -> None:
     listen = go_on(events, script, NodeStarted)
 
     with session_with(tmp_path, fake, script) as session:
-        result = session.ask(QUESTION, on_event=listen, mode=mode)
+        result = session.ask(QUESTION, on_event=listen)
     assert script.waited == [True], "no step started while the planner was writing"
     assert first(events, StepPlanned) < first(events, NodeStarted) < events.index(LAST) < first(events, PlanReady)
     assert [n.question for n in result.nodes] == [CAPITAL, COUNTRY] and [n.answer for n in result.nodes] == ["Paris", "Spain"]
@@ -87,6 +86,20 @@ def test_a_step_starts_before_the_planner_has_finished(tmp_path, mode) -> None:
     assert [s.question for s in fake.streams].count(CAPITAL) == 1  # a kept step is not run again
     planned = [e for e in events if isinstance(e, StepPlanned)]
     assert [(e.node.id, e.route.expert) for e in planned] == [(1, "smollm2-135m"), (2, "smollm2-135m")]
+
+
+def test_sequential_mode_plans_first_then_runs_one_step_at_a_time(tmp_path) -> None:
+    # The baseline overlaps nothing: no step may start while the planner writes.
+    events: list = []
+    fake = Fake(answers={CAPITAL: "Paris", COUNTRY: "Spain"}, sleep=0.01)
+    script = Script(events, PLAN, hold=99)
+
+    with session_with(tmp_path, fake, script) as session:
+        result = session.ask(QUESTION, on_event=events.append, mode="sequential")
+    assert events.index(LAST) < first(events, PlanReady) < first(events, NodeStarted)
+    assert not any(isinstance(e, StepPlanned) for e in events)
+    assert result.streamed is None and result.timings["overlap_s"] == 0.0
+    assert result.answer == "Paris. Spain." and fake.max_active == 1
 
 
 def go_on(events: list, script, kind):

@@ -27,6 +27,9 @@ class Worker(Protocol):
                threads: int, schema: dict | None = None, prefix: int = 0) -> Iterator[str]:
         """Yield the reply piece by piece (about one token each); stop early when closed.
 
+        The iterable may count the tokens behind the pieces in `tokens` (an int),
+        where a piece can hold several; without it the pieces are counted.
+
         `prefix` counts leading messages that are the same on every call; a
         backend may keep their evaluated state to skip them next time."""
         ...

@@ -76,6 +76,11 @@ class Sequence:
         self._cancelled.set()
         self._wake()
 
+    def close(self) -> None:
+        """The reader is done: an unfinished sequence leaves its batch now."""
+        if self.finish is None:
+            self.cancel()
+
     @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set() or bool(self.request.cancelled and self.request.cancelled())

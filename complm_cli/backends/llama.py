@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from complm_cli.backends.engine import PREFIXES, Engine, Request
+from complm_cli.backends.engine import PREFIXES, Engine, Request, Sequence
 from complm_cli.catalog import Expert
 from complm_cli.errors import ModelError
 
@@ -193,10 +193,11 @@ class LlamaWorker:
 
     def stream(self, messages: list[dict], *, max_tokens: int, temperature: float, seed: int,
                threads: int = 0, schema: dict | None = None, prefix: int = 0, timeout: float | None = None,
-               grammar: str | None = None, cancel=None) -> Iterator[str]:
+               grammar: str | None = None, cancel=None) -> Sequence:
         """`prefix`: how many leading messages never change (the planner's examples): they are
         evaluated once, kept on disk, and copied into each new sequence. `threads` is only a
-        hint: the engines divide the CPU among themselves."""
+        hint: the engines divide the CPU among themselves. The sequence iterates text pieces and
+        counts the tokens behind them (`tokens`)."""
         self.load()
         engine = self.engine
         try:
@@ -216,7 +217,7 @@ class LlamaWorker:
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelError(f"The model '{self.expert.name}' failed to generate ({exc}); a shorter question, "
                              f"or a larger n_ctx in the catalog, may help.") from None
-        yield from sequence
+        return sequence
 
     def _format(self, messages: list[dict]) -> tuple[str, list[str]]:
         if self._formatter is None:

@@ -18,7 +18,7 @@ def ask(
     mode: str = typer.Option("parallel", "--mode", "-m", help=MODE_HELP),
     expert: str = typer.Option(None, "--expert", "-e", help="Send every node to this expert (monolithic: the model that answers)."),
     as_json: bool = JsonOpt,
-    workers: int = typer.Option(None, "--workers", "-w", min=1, help="Nodes that may run at once (default: fits the machine)."),
+    workers: int = typer.Option(None, "--workers", "-w", min=1, help="Nodes that may run at once (default: 4)."),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads in all, divided among running nodes."),
     gpu_layers: int = typer.Option(None, "--gpu-layers", help="Layers to offload to a GPU (-1: all) where llama.cpp supports it."),
     max_memory: str = typer.Option(None, "--max-memory", help="Memory for resident models, e.g. 8GB (default: 60% of RAM)."),
