@@ -119,6 +119,7 @@ def main() -> None:
     ap.add_argument("--skip", type=int, default=0, help="leave out the first N questions of each set (to split a run)")
     ap.add_argument("--out-dir", type=Path, default=ROOT / ".scratch" / "compose")
     ap.add_argument("--report", action="store_true", help="print the table from saved rows, run nothing")
+    ap.add_argument("--own-plans", action="store_true", help="each mode plans for itself as `complm ask` does (parallel streams)")
     args = ap.parse_args()
     sets = [s for s in args.sets.split(",") if s]
     modes = [m for m in args.modes.split(",") if m]
@@ -141,7 +142,8 @@ def main() -> None:
                         print(f"[{name} {done[0]}/{total}] {ex_id} {mode} {'ok ' if row['scores']['correct'] else 'bad'} "
                               f"{row['timings']['wall_s']:.1f}s  {row['prediction'][:70]!r}", file=sys.stderr, flush=True)
 
-                ev.run(session, examples, tuple(modes), out=args.out_dir / f"{name}.jsonl", on_step=step)
+                ev.run(session, examples, tuple(modes), out=args.out_dir / f"{name}.jsonl", on_step=step,
+                       shared_plan=not args.own_plans)
         finally:
             session.close()
     report(paths, args.out_dir, sets, ["parallel", "monolithic"])

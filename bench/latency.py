@@ -13,11 +13,18 @@ Uses the default experts (pulled on first use). Per question:
 - `same plan`: that question's plan run again, one node at a time against
   all at once, neither streaming: what running nodes at once gains alone,
   whole run (planning counted in both) and node phase.
-- `mono`: the planner's model answering directly; `par/mono` is composed/direct.
+- `mono`: the planner's model answering directly; `par/mono` is composed/direct,
+  and `tok/mono` the tokens the composed run generated (plan, nodes, aggregation)
+  over the direct answer's: on a CPU, where decoding several sequences at once
+  gains little, the time ratio follows it.
 
 Then planning with the prompt cache cold (no prefix in memory or on disk),
 warm from disk (a new process), and warm in memory. A warm-up question
 first loads every model, so that no mode pays for it.
+
+Last, what a user of the CLI sees: `complm ask` on a two-part fan-out in a
+fresh process each time, composed against `--mode monolithic` (median of
+three), where loading the models and importing sentence-transformers count.
 """
 
 from __future__ import annotations
@@ -118,7 +125,7 @@ def main() -> None:
     print(f"warm-up {time.perf_counter() - t:.1f} s\n")
 
     header = (f"{'shape':8} {'question':50} {'nodes':>5} {'plan tok':>8} {'plan s':>6} {'overlap':>7} {'agg':>3} {'ttft':>5} "
-              f"{'par s':>6} {'seq s':>6} {'mono s':>6} {'mono ttft':>9} {'par/mono':>8} {'seq/par':>7} {'same plan':>9} {'nodes':>5}")
+              f"{'par s':>6} {'seq s':>6} {'mono s':>6} {'mono ttft':>9} {'par/mono':>8} {'tok/mono':>8} {'seq/par':>7} {'same plan':>9} {'nodes':>5}")
     print(header)
     print("-" * len(header))
     rows = []
@@ -133,26 +140,29 @@ def main() -> None:
         ratio = seq.timings["wall_s"] / given.timings["wall_s"]
         node_ratio = seq.timings["execute_s"] / given.timings["execute_s"] if given.timings["execute_s"] else float("nan")
         direct = par.timings["wall_s"] / mono.timings["wall_s"]
+        tok_ratio = par.tokens["total"] / max(1, mono.tokens["total"])
         rows.append(dict(shape=shape, nodes=len(plan.nodes), width=plan.width, par=par.timings["wall_s"], mono=mono.timings["wall_s"],
-                         ratio=ratio, node_ratio=node_ratio, user_ratio=user_ratio, seq=own.timings["wall_s"], plan_s=plan.seconds, plan_tok=plan.tokens, direct=direct,
+                         ratio=ratio, node_ratio=node_ratio, user_ratio=user_ratio, tok_ratio=tok_ratio, seq=own.timings["wall_s"],
+                         plan_s=plan.seconds, plan_tok=plan.tokens, direct=direct,
                          ttft=ttft or float("nan"), mono_ttft=mono_ttft or float("nan"), overlap=par.timings.get("overlap_s", 0.0)))
         q = question if len(question) <= 50 else question[:49] + "…"
         print(f"{shape:8} {q:50} {len(plan.nodes):>5} {plan.tokens:>8} {plan.seconds:>6.1f} {rows[-1]['overlap']:>7.1f} "
               f"{'yes' if par.aggregated else 'no':>3} {rows[-1]['ttft']:>5.1f} {par.timings['wall_s']:>6.1f} "
-              f"{own.timings['wall_s']:>6.1f} {mono.timings['wall_s']:>6.1f} {rows[-1]['mono_ttft']:>9.1f} {direct:>8.2f} "
+              f"{own.timings['wall_s']:>6.1f} {mono.timings['wall_s']:>6.1f} {rows[-1]['mono_ttft']:>9.1f} {direct:>8.2f} {tok_ratio:>8.2f} "
               f"{user_ratio:>7.2f} {ratio:>9.2f} {node_ratio:>5.2f}", flush=True)
     print("-" * len(header))
     med = {k: statistics.median(r[k] for r in rows) for k in ("nodes", "plan_tok", "plan_s", "overlap", "ttft", "par", "seq", "mono", "mono_ttft",
-                                                               "direct", "user_ratio", "ratio", "node_ratio")}
+                                                               "direct", "tok_ratio", "user_ratio", "ratio", "node_ratio")}
     print(f"{'median':8} {'':50} {med['nodes']:>5.0f} {med['plan_tok']:>8.0f} {med['plan_s']:>6.1f} {med['overlap']:>7.1f} {'':>3} "
-          f"{med['ttft']:>5.1f} {med['par']:>6.1f} {med['seq']:>6.1f} {med['mono']:>6.1f} {med['mono_ttft']:>9.1f} {med['direct']:>8.2f} "
+          f"{med['ttft']:>5.1f} {med['par']:>6.1f} {med['seq']:>6.1f} {med['mono']:>6.1f} {med['mono_ttft']:>9.1f} {med['direct']:>8.2f} {med['tok_ratio']:>8.2f} "
           f"{med['user_ratio']:>7.2f} {med['ratio']:>9.2f} {med['node_ratio']:>5.2f}")
 
     def median_of(pick, key):
         chosen = [r[key] for r in rows if pick(r)]
         return f"{statistics.median(chosen):.2f} (n={len(chosen)})" if chosen else "n/a"
 
-    print(f"\ncomposed/direct median on two-part fan-outs: {median_of(lambda r: r['shape'] == 'fan-out' and r['nodes'] == 2, 'direct')}")
+    two = lambda r: r["shape"] == "fan-out" and r["nodes"] == 2  # noqa: E731
+    print(f"\ncomposed/direct median on two-part fan-outs: {median_of(two, 'direct')}; tokens {median_of(two, 'tok_ratio')}")
     for label, pick in (("on three-part fan-outs", lambda r: r["width"] >= 3), ("where a level has 2+ nodes", lambda r: r["width"] >= 2)):
         print(f"sequential/parallel median {label}: as each mode runs {median_of(pick, 'user_ratio')}; same plan, "
               f"whole run {median_of(pick, 'ratio')}, node phase {median_of(pick, 'node_ratio')}")
@@ -160,6 +170,23 @@ def main() -> None:
     print(f"planning, median of 3: cold {cold:.2f} s, warm from disk {disk:.2f} s ({cold / disk:.1f}x), "
           f"warm in memory {memory:.2f} s ({cold / memory:.1f}x)")
     session.close()
+    one_shot(QUESTIONS[1][1])
+
+
+def one_shot(question: str, runs: int = 3) -> None:
+    """Wall seconds of `complm ask` in a new process, composed and direct, alternating."""
+    import subprocess
+
+    walls: dict[str, list[float]] = {"parallel": [], "monolithic": []}
+    for _ in range(runs):
+        for mode in walls:
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "complm_cli", "ask", "--mode", mode, question],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            walls[mode].append(time.perf_counter() - t)
+    par, mono = statistics.median(walls["parallel"]), statistics.median(walls["monolithic"])
+    print(f"one-shot `complm ask` (new process, models loaded each time), median of {runs}: "
+          f"composed {par:.1f} s, direct {mono:.1f} s ({par / mono:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -86,8 +86,13 @@ def _drop_cut_line(f) -> None:
 
 
 def run(session: Session, examples: list[Example], modes: tuple[str, ...], *, out: Path | None = None,
-        monolithic: Expert | None = None, on_step: Callable[[str, str, dict | None], None] | None = None) -> dict:
-    """Run every example in every mode; return the summary (over this run and a resumed --out)."""
+        monolithic: Expert | None = None, on_step: Callable[[str, str, dict | None], None] | None = None,
+        shared_plan: bool = True) -> dict:
+    """Run every example in every mode; return the summary (over this run and a resumed --out).
+
+    `shared_plan`: parallel and sequential run one plan, made once, so that they differ only in
+    execution. Without it each mode plans for itself as `complm ask` does (parallel then starts
+    steps while the planner writes), which is what a user gets."""
     on_step = on_step or (lambda *_: None)
     previous = read_done(out)
     done = {(r.get("id"), r.get("mode")) for r in previous}
@@ -105,15 +110,15 @@ def run(session: Session, examples: list[Example], modes: tuple[str, ...], *, ou
                 on_step(ex.id, m, None)
         plan = routes = None
         for mode in todo:
-            if mode != "monolithic" and plan is None:
+            if mode != "monolithic" and plan is None and shared_plan:
                 plan = session.plan(ex.question)
                 routes = session.route(plan)
-            result = session.ask(ex.question, mode=mode, plan=plan if mode != "monolithic" else None,
-                                 routes=routes if mode != "monolithic" else None)
+            given = mode != "monolithic" and shared_plan
+            result = session.ask(ex.question, mode=mode, plan=plan if given else None, routes=routes if given else None)
             scores = score(result.answer, ex.answers, ex.question)
             row = {
                 "id": ex.id, "mode": mode, "question": ex.question, "prediction": result.answer, "gold": ex.answers,
-                "scores": scores, "status": result.status,
+                "scores": scores, "status": result.status, "shared_plan": given if mode != "monolithic" else None,
                 "plan": result.plan.to_dict() if result.plan and mode != "monolithic" else None,
                 "routes": {str(k): v.to_dict() for k, v in result.routes.items()} if mode != "monolithic" else None,
                 "timings": {k: round(v, 3) for k, v in result.timings.items()}, "tokens": result.tokens,

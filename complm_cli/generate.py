@@ -1,10 +1,11 @@
 """The one way text is generated, for every stage: planner, nodes, aggregator, monolithic.
 
 It takes a worker from the pool, streams, and gives the worker back; it
-counts the tokens (the pieces, where a backend does not count them), ends on the cancel event with `Cancelled`, on the
-deadline with `GenerationTimeout`, and where `stop` says the text is
-complete. A backend that can enforce the deadline itself (the batched
-engine) is told it too, so a sequence stuck in a long prompt ends on time.
+counts the tokens (the pieces, where a backend does not count them), ends
+on the cancel event with `Cancelled`, on the deadline with
+`GenerationTimeout`, and where `stop` says the text is complete. A backend
+that can enforce the deadline itself (the batched engine) is told it too,
+so a sequence stuck in a long prompt ends on time.
 """
 
 from __future__ import annotations

@@ -51,3 +51,16 @@ def test_eval_own_dataset_with_field_names(models, tmp_path):
     result = runner.invoke(app, ["eval", str(data), "--mode", "monolithic", "--json", "--catalog", str(TINY_CATALOG)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["modes"]["monolithic"]["count"] == 1
+
+
+def test_eval_own_plans_runs_each_mode_as_ask_does(models, tmp_path):
+    out = tmp_path / "own.jsonl"
+    result = runner.invoke(app, ["eval", "--sample", "--limit", "1", "--mode", "parallel,sequential", "--own-plans",
+                                 "--out", str(out), "--json", "--catalog", str(TINY_CATALOG)])
+    assert result.exit_code == 0, result.output
+    rows = {r["mode"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(rows) == {"parallel", "sequential"}
+    for row in rows.values():
+        # a mode that planned for itself times its own planning, and says how long steps ran during it
+        assert row["shared_plan"] is False and "overlap_s" in row["timings"] and row["timings"]["plan_s"] > 0
+    assert rows["sequential"]["timings"]["overlap_s"] == 0.0

@@ -10,7 +10,6 @@ import re
 import signal
 import threading
 from pathlib import Path
-from typing import Iterator
 
 from complm_cli.backends.engine import PREFIXES, Engine, Request, Sequence
 from complm_cli.catalog import Expert

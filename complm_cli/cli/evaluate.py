@@ -37,6 +37,8 @@ def evaluate(
     expert: str = typer.Option(None, "--expert", "-e", help="Send every node to this expert."),
     workers: int = typer.Option(None, "--workers", "-w", min=1, help="Nodes that may run at once in parallel mode."),
     seed: int = typer.Option(None, "--seed", help="Sampling seed."),
+    own_plans: bool = typer.Option(False, "--own-plans", help="Each mode plans for itself, as `complm ask` does (parallel streams its plan); "
+                                   "by default parallel and sequential share one plan."),
     as_json: bool = JsonOpt,
     offline: bool = OfflineOpt,
     catalog: Path = CatalogOpt,
@@ -72,7 +74,7 @@ def evaluate(
         else:
             bars, step = contextlib.nullcontext(), None
         with bars:
-            result = ev.run(session, examples, modes, out=out, on_step=step)
+            result = ev.run(session, examples, modes, out=out, on_step=step, shared_plan=not own_plans)
     finally:
         session.close()
     result["dataset"] = str(path)
