@@ -10,6 +10,8 @@ Sets:
               ../shared/data/gsm8k_train/train.jsonl; lines 0-999 are the only ones
               that may be read while writing prompts, so these 100 are held out
   musique     the 100 MuSiQue training questions (never used for prompts or tuning)
+  hotpotqa    HotpotQA training questions 11 to 100 of ../shared/data/hotpotqa_train_100_distractor,
+              without the one bench/latency.py asks (the first 10 were read in bench/plan_forms.py)
   arith       20 questions that combine looked-up facts with arithmetic (written here)
   twopart     20 simple two-part questions (written here); scored per part
 
@@ -32,7 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DATA = ROOT.parent / "shared" / "data"
-SETS = ("sample", "gsm8k", "musique", "arith", "twopart")
+SETS = ("sample", "gsm8k", "musique", "arith", "twopart", "hotpotqa")
 GSM8K_TUNING_LINES = 1000
 
 
@@ -60,6 +62,18 @@ def build_sets(folder: Path) -> dict[str, Path]:
                 out.write(json.dumps({"id": row["id"], "question": row["question"],
                                       "answers": [row["answer"], *row.get("answer_aliases", [])]}) + "\n")
     paths["musique"] = musique
+    hotpot = folder / "hotpotqa_questions.jsonl"
+    if not hotpot.exists():
+        sys.path.insert(0, str(HERE))
+        from latency import QUESTIONS
+
+        asked = {q for _, q in QUESTIONS}
+        rows = json.load(open(DATA / "hotpotqa_train_100_distractor" / "hotpotqa_train.json", encoding="utf-8"))
+        with open(hotpot, "w", encoding="utf-8") as out:
+            for row in rows[10:]:
+                if row["question"] not in asked:
+                    out.write(json.dumps({"id": row["_id"], "question": row["question"], "answer": row["answer"]}) + "\n")
+    paths["hotpotqa"] = hotpot
     return paths
 
 

@@ -9,24 +9,11 @@ and a part it dropped is put back from its node.
 
 from __future__ import annotations
 
-import re
-
 from complm_cli import prompts
 from complm_cli.dag import Plan
 from complm_cli.execute import NodeResult
+from complm_cli.facts import key_facts
 from complm_cli.numbers import find_numbers
-
-# Words that ask to combine or compare parts: such a fan-out needs the aggregator.
-_COMBINES = re.compile(
-    r"\b(or|than|both|either|neither|same|compare[ds]?|comparison|differen(?:ce|t)|total|sum|together|altogether|combined|"
-    r"first|last|earlier|later|older|younger|more|less|fewer|most|least|bigger|smaller|larger|longer|shorter|higher|lower)\b",
-    re.I,
-)
-
-
-# Capitalised because they start a sentence, not because they name the answer.
-_COMMON = frozenset("""The This That These Those There Their They Then Than It Its Yes And But However
-Answer Sure Here His Her She For From With When Where Which What Who Why How""".split())
 
 
 def direct_answer(plan: Plan, results: dict[int, NodeResult]) -> str | None:
@@ -40,7 +27,7 @@ def direct_answer(plan: Plan, results: dict[int, NodeResult]) -> str | None:
     if len(sinks) == 1:
         return results[sinks[0]].shown
     fan_out = all(not n.depends_on for n in plan.nodes)
-    if fan_out and not _COMBINES.search(plan.question) and not prompts.is_yes_no(plan.question):
+    if fan_out and not prompts.combines_parts(plan.question):
         return join([results[s].shown or "" for s in sinks])
     return None
 
@@ -57,17 +44,6 @@ def aggregation_messages(plan: Plan, results: dict[int, NodeResult]) -> list[dic
     return prompts.aggregator_messages(plan.question, parts)
 
 
-def _key_facts(answer: str, question: str) -> set[str]:
-    """What identifies a sub-answer: its numbers, else its capitalised names, that the sub-question does not state."""
-    stated = {v for _, v, _ in find_numbers(question)}
-    numbers = {str(v) for _, v, _ in find_numbers(answer) if v not in stated}
-    if numbers:
-        return numbers
-    asked = set(re.findall(r"\b[A-Z][\w'-]+", question))
-    words = re.findall(r"\b[A-Z][\w'-]{2,}", answer)
-    return {w for w in words if w not in asked and w not in _COMMON}
-
-
 def _mentions(text: str, facts: set[str]) -> bool:
     numbers = {str(v) for _, v, _ in find_numbers(text)}
     lowered = text.lower()
@@ -81,7 +57,7 @@ def missing_parts(answer: str, plan: Plan, results: dict[int, NodeResult]) -> li
         res = results[s]
         if res.status != "done" or not res.answer:
             continue
-        facts = _key_facts(res.answer, res.question)
+        facts = key_facts(res.answer, res.question)
         if facts and not _mentions(answer, facts):
             out.append(s)
     return out

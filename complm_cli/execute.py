@@ -30,6 +30,7 @@ from complm_cli.config import format_size
 from complm_cli.dag import Node, Plan, short_answer, substitute
 from complm_cli.errors import ModelError
 from complm_cli.events import Listener, NodeDone, NodeFailed, NodeStarted, NodeToken, ignore
+from complm_cli.facts import stated_fact_end
 from complm_cli.generate import Cancelled, Params, generate
 
 CONTEXT_CHARS = 600  # of each parent's answer shown to a child, so one long answer cannot crowd the prompt
@@ -211,7 +212,8 @@ class NodeFeed:
     after the run has ended (it was cancelled), raises RuntimeError rather
     than leave a node that would never run."""
 
-    def __init__(self) -> None:
+    def __init__(self, question: str = "") -> None:
+        self.question = question  # the user's: whether its parts are combined decides which answers are intermediate
         self._inbox: "queue.Queue[tuple]" = queue.Queue()  # also the scheduler's: a node ending wakes it too
         self._lock = threading.Lock()
         self._ids: list[int] = []
@@ -284,7 +286,7 @@ class AnyOf:
 def run_plan(plan: Plan, experts: dict[int, Expert], pool: ModelPool, options: RunOptions,
              on_event: Listener = ignore, cancel: threading.Event | None = None) -> Execution:
     """Run every node of `plan` on its expert; `experts` maps node id to the routed expert."""
-    feed = NodeFeed()
+    feed = NodeFeed(plan.question)
     feed.close([(n, experts[n.id]) for n in plan.nodes])
     return run_feed(feed, pool, options, on_event, cancel)
 
@@ -295,7 +297,7 @@ def run_feed(feed: NodeFeed, pool: ModelPool, options: RunOptions, on_event: Lis
     cancel = cancel or threading.Event()
     t0 = time.perf_counter()
     # The nodes fed so far. Node threads read it: it is rebound, never changed in place.
-    plan = Plan(question="", nodes=[])
+    plan = Plan(question=feed.question, nodes=[])
     experts: dict[int, Expert] = {}
     results: dict[int, NodeResult] = {}
     pending: list[int] = []
@@ -310,6 +312,20 @@ def run_feed(feed: NodeFeed, pool: ModelPool, options: RunOptions, on_event: Lis
     # A calculation reads a number from each parent: those parents are asked for one. Before the plan is
     # final a node cannot know whether a calculation will follow it, so one that asks for a quantity is asked too.
     numeric: set[int] = set()
+    # Nodes whose answers only feed later steps or the aggregator: they end once a sentence states a fact.
+    # Node threads test membership while the scheduler updates it as the plan grows (a running step can
+    # become intermediate when the planner writes a step that uses it).
+    intermediate: set[int] = set()
+
+    def mark_intermediate() -> None:
+        fed = {d for n in plan.nodes for d in n.depends_on}
+        sinks = [n.id for n in plan.nodes if n.id not in fed]
+        # Two or more final steps are combined by the aggregator, unless they are a fan-out that is only listed.
+        # Steps added later never undo that: a final step either stays one of two or more, or gains a dependent.
+        combined = len(sinks) >= 2 and (bool(fed) or prompts.combines_parts(plan.question))
+        now = fed | (set(sinks) if combined else set())
+        intermediate.intersection_update(now)
+        intermediate.update(now)
 
     def take(node: Node, expert: Expert) -> None:
         plan.nodes = [*plan.nodes, node]
@@ -321,6 +337,7 @@ def run_feed(feed: NodeFeed, pool: ModelPool, options: RunOptions, on_event: Lis
         elif not closed and prompts.asks_for_number(node.question):
             numeric.add(node.id)
         pending.append(node.id)
+        mark_intermediate()
 
     def forget(node_id: int) -> None:
         plan.nodes = [n for n in plan.nodes if n.id != node_id]
@@ -328,6 +345,7 @@ def run_feed(feed: NodeFeed, pool: ModelPool, options: RunOptions, on_event: Lis
         experts.pop(node_id)
         stop_node.pop(node_id)
         numeric.discard(node_id)
+        mark_intermediate()
         with lock:
             execution.events[:] = [e for e in execution.events if e[2] != node_id]
 
@@ -412,10 +430,22 @@ def run_feed(feed: NodeFeed, pool: ModelPool, options: RunOptions, on_event: Lis
             res.tokens += 1
             on_event(NodeToken(node_id, piece))
 
+        stated: list[str] = []
+
+        def enough(text: str) -> bool:
+            """An intermediate answer is complete once a sentence of it states a fact; the rest only costs time."""
+            if node_id not in intermediate:
+                return False
+            end = stated_fact_end(text, res.question)
+            if end is not None:
+                stated.append(text[:end])
+            return end is not None
+
         try:
             out = generate(pool, experts[node_id], prompts.expert_messages(res.question, context, numeric=node_id in numeric),
-                           params, cancel=cancel, on_piece=on_piece, on_start=on_start)
-            res.answer, res.status, res.seconds = out.text, "done", out.seconds
+                           params, cancel=cancel, on_piece=on_piece, on_start=on_start, stop=enough)
+            res.answer = prompts.strip_reasoning(stated[0]) if stated else out.text
+            res.tokens, res.status, res.seconds = out.tokens, "done", out.seconds
             on_event(NodeDone(node_id, res.answer, res.seconds, res.tokens))
         except Cancelled:
             res.status, res.reason = "cancelled", "cancelled" if started else "cancelled before it started"

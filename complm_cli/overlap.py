@@ -31,7 +31,7 @@ class Overlap:
     def __init__(self, question: str, route: Callable[[Node], tuple[Route, Expert]], pool: ModelPool,
                  options: RunOptions, on_event: Listener, cancel: threading.Event):
         self.release = StepRelease(question)
-        self.feed = NodeFeed()
+        self.feed = NodeFeed(question)
         self.route, self.pool, self.options, self.on_event = route, pool, options, on_event
         self.stop = threading.Event()  # ours: a failed plan stops the streamed steps without setting the caller's cancel
         self.cancel = AnyOf(cancel, self.stop)

@@ -127,6 +127,19 @@ def is_yes_no(question: str) -> bool:
     return bool(_YES_NO_QUESTION.match(question))
 
 
+# Words that ask to combine or compare parts: such a fan-out needs the aggregator.
+_COMBINES = re.compile(
+    r"\b(or|than|both|either|neither|same|compare[ds]?|comparison|differen(?:ce|t)|total|sum|together|altogether|combined|"
+    r"first|last|earlier|later|older|younger|more|less|fewer|most|least|bigger|smaller|larger|longer|shorter|higher|lower)\b",
+    re.I,
+)
+
+
+def combines_parts(question: str) -> bool:
+    """A question whose parts' answers must be combined (compared, added, both checked), not only listed."""
+    return bool(_COMBINES.search(question)) or is_yes_no(question)
+
+
 def aggregator_messages(question: str, parts: list[tuple[str, str | None]]) -> list[dict]:
     """`parts`: (sub-question, answer or None when that node failed)."""
     lines = []

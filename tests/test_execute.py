@@ -973,3 +973,35 @@ def test_by_default_a_three_part_fan_out_runs_all_at_once_on_two_cores(tmp_path)
         assert session.settings.threads == 2 and session.settings.worker_count() == 4
         result = session.ask("Three independent questions?", plan=plan, routes=session.route(plan))
     assert result.status == "ok" and fake.max_active == 3
+
+
+PAINTER, BORN = "Who painted The Starry Night?", "In which country was {1} born?"
+PAINTER_REPLY = "Vincent van Gogh painted it in 1889. It is an oil painting on canvas that hangs in New York, " + " ".join(["and"] * 60)
+
+
+def test_an_answer_that_feeds_a_later_step_ends_once_it_states_a_fact() -> None:
+    fake = Fake(answers={PAINTER: PAINTER_REPLY,
+                         "In which country was Vincent van Gogh painted it in 1889 born?": "He was born in the Netherlands. He was a pastor's son."})
+    execution = run(plan_of((PAINTER, ()), (BORN, (1,))), fake)
+    first, last = execution.results[1], execution.results[2]
+    assert first.answer == "Vincent van Gogh painted it in 1889."
+    assert fake.stream_for(PAINTER).yielded < 12 and first.tokens == fake.stream_for(PAINTER).yielded
+    # the child reads the short answer, and its own answer (the one shown) is kept whole
+    assert last.question == "In which country was Vincent van Gogh painted it in 1889 born?"
+    assert last.answer == "He was born in the Netherlands. He was a pastor's son."
+
+
+@pytest.mark.parametrize(("question", "cut"), [
+    ("Who painted The Starry Night, and who wrote Hamlet?", False),  # listed as they are: shown whole
+    ("Did the painter of The Starry Night and the author of Hamlet live in the same century?", True),  # combined
+])
+def test_fan_out_answers_are_cut_only_where_the_aggregator_combines_them(question, cut) -> None:
+    fake = Fake(answers={PAINTER: PAINTER_REPLY, "Who wrote Hamlet?": "William Shakespeare wrote it in 1600. It is long."})
+    plan = plan_of((PAINTER, ()), ("Who wrote Hamlet?", ()))
+    plan.question = question
+    execution = run(plan, fake)
+    answers = [execution.results[i].answer for i in (1, 2)]
+    if cut:
+        assert answers == ["Vincent van Gogh painted it in 1889.", "William Shakespeare wrote it in 1600."]
+    else:
+        assert answers == [PAINTER_REPLY, "William Shakespeare wrote it in 1600. It is long."]

@@ -277,3 +277,20 @@ def test_streamed_steps_run_on_the_real_model(models) -> None:
     assert [n.status for n in result.nodes] == ["done", "done"] and all(n.answer for n in result.nodes)
     assert result.streamed["kept"] == 2 and result.timings["overlap_s"] > 0
     assert {n.expert for n in result.nodes} == {"smollm2-135m"}
+
+
+def test_a_running_step_that_a_later_line_uses_ends_once_it_states_a_fact(tmp_path) -> None:
+    # The planner writes step 1, which starts at once; then step 2, which uses step 1's answer: from then
+    # on step 1's answer only feeds step 2, so it ends at its first sentence that states a fact.
+    events: list = []
+    painter = "Who painted The Starry Night?"
+    long_reply = "Vincent van Gogh painted it. " + " ".join(["word"] * 300)
+    fake = Fake(answers={painter: long_reply}, sleep=0.01)
+    script = Script(events, f'painter = ask("{painter}")\ncountry = ask("In which country was {{painter}} born?")', hold=1)
+
+    with session_with(tmp_path, fake, script) as session:
+        result = session.ask("In which country was the painter of The Starry Night born?", on_event=go_on(events, script, NodeStarted))
+    assert script.waited == [True] and result.streamed["kept"] == 2
+    assert result.nodes[0].answer == "Vincent van Gogh painted it."
+    assert fake.stream_for(painter).yielded < 300
+    assert result.nodes[1].question == "In which country was Vincent van Gogh painted it born?"
