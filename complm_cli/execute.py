@@ -30,7 +30,7 @@ from complm_cli.config import format_size
 from complm_cli.dag import Node, Plan, short_answer, substitute
 from complm_cli.errors import ModelError
 from complm_cli.events import Listener, NodeDone, NodeFailed, NodeStarted, NodeToken, ignore
-from complm_cli.facts import stated_fact_end
+from complm_cli.facts import FactWatch
 from complm_cli.generate import Cancelled, Params, generate
 
 CONTEXT_CHARS = 600  # of each parent's answer shown to a child, so one long answer cannot crowd the prompt
@@ -313,19 +313,18 @@ def run_feed(feed: NodeFeed, pool: ModelPool, options: RunOptions, on_event: Lis
     # final a node cannot know whether a calculation will follow it, so one that asks for a quantity is asked too.
     numeric: set[int] = set()
     # Nodes whose answers only feed later steps or the aggregator: they end once a sentence states a fact.
-    # Node threads test membership while the scheduler updates it as the plan grows (a running step can
-    # become intermediate when the planner writes a step that uses it).
-    intermediate: set[int] = set()
+    # Node threads read it while the scheduler rebinds it as the plan grows (a running step can become
+    # intermediate when the planner writes a step that uses it).
+    intermediate: frozenset[int] = frozenset()
 
     def mark_intermediate() -> None:
+        nonlocal intermediate
         fed = {d for n in plan.nodes for d in n.depends_on}
         sinks = [n.id for n in plan.nodes if n.id not in fed]
         # Two or more final steps are combined by the aggregator, unless they are a fan-out that is only listed.
         # Steps added later never undo that: a final step either stays one of two or more, or gains a dependent.
         combined = len(sinks) >= 2 and (bool(fed) or prompts.combines_parts(plan.question))
-        now = fed | (set(sinks) if combined else set())
-        intermediate.intersection_update(now)
-        intermediate.update(now)
+        intermediate = frozenset(fed | (set(sinks) if combined else set()))
 
     def take(node: Node, expert: Expert) -> None:
         plan.nodes = [*plan.nodes, node]
@@ -431,12 +430,13 @@ def run_feed(feed: NodeFeed, pool: ModelPool, options: RunOptions, on_event: Lis
             on_event(NodeToken(node_id, piece))
 
         stated: list[str] = []
+        watch = FactWatch(res.question)
 
         def enough(text: str) -> bool:
             """An intermediate answer is complete once a sentence of it states a fact; the rest only costs time."""
             if node_id not in intermediate:
                 return False
-            end = stated_fact_end(text, res.question)
+            end = watch.end(text)
             if end is not None:
                 stated.append(text[:end])
             return end is not None

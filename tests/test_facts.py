@@ -2,7 +2,7 @@
 
 import pytest
 
-from complm_cli.facts import key_facts, stated_fact_end
+from complm_cli.facts import FactWatch, key_facts, stated_fact_end
 
 
 @pytest.mark.parametrize(("text", "question", "head"), [
@@ -30,6 +30,10 @@ from complm_cli.facts import key_facts, stated_fact_end
 def test_an_answer_ends_after_the_first_sentence_that_states_a_fact(text, question, head) -> None:
     end = stated_fact_end(text, question)
     assert end is not None and text[:end] == head
+    # the scheduler feeds the answer as it grows, a character at a time at worst: the same cut
+    watch = FactWatch(question)
+    grown = next(e for i in range(1, len(text) + 1) if (e := watch.end(text[:i])) is not None)
+    assert grown == end
 
 
 @pytest.mark.parametrize(("text", "question"), [
