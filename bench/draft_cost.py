@@ -4,7 +4,7 @@
 
 Prompt-lookup (and any speculative) decoding pays only where evaluating k
 tokens in one step costs much less than k single steps. Prints, for k = 1
-to 16, the median milliseconds of one llama_decode of k tokens after a
+to 32, the median milliseconds of one llama_decode of k tokens after a
 short prompt, and that cost in single steps: a draft of k tokens pays only
 when more tokens than that are accepted on average.
 """
@@ -48,12 +48,12 @@ def main() -> None:
         decode(prompt, 0)
         print(f"{expert.name}, threads {engine.threads}, gpu layers {opts.gpu_layers}")
         one = None
-        for k in (1, 2, 4, 8, 16):
+        for k in (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32):
             times = []
             for _ in range(7):
                 ll.llama_memory_seq_rm(engine.memory, 0, len(prompt), -1)
                 t = time.perf_counter()
-                decode(prompt[:k], len(prompt))
+                decode((prompt * 2)[:k], len(prompt))
                 times.append(time.perf_counter() - t)
             ms = statistics.median(times) * 1000
             one = one or ms

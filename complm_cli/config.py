@@ -107,6 +107,7 @@ class Settings:
     route_threshold: float | None = None  # None: the catalog's
     hub_timeout: float = 5.0  # seconds to reach the Hub before falling over to a mirror
     stream_plan: bool = True  # run each plan step as soon as the planner has written it
+    draft: bool = True  # guess copied words (the plan's clauses, earlier answers) for the model to check (drafts.py)
 
     @property
     def config_file(self) -> Path:
@@ -147,6 +148,7 @@ _ENV = {
     "route_threshold": "COMPLM_ROUTE_THRESHOLD",
     "hub_timeout": "COMPLM_HUB_TIMEOUT",
     "stream_plan": "COMPLM_STREAM_PLAN",
+    "draft": "COMPLM_DRAFT",
 }
 
 
@@ -177,7 +179,7 @@ def _checked(name: str, value: Any) -> tuple[Any, str | None]:
         if name != "catalog" and path.exists() and not path.is_dir():
             return None, "is not a folder (it names a file)"
         return path, None
-    if name in ("offline", "stream_plan"):
+    if name in ("offline", "stream_plan", "draft"):
         if isinstance(value, bool):
             return value, None
         word = str(value).strip().lower()

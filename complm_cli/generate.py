@@ -47,6 +47,7 @@ class Params:
     schema: dict | None = None
     prefix: int = 0
     timeout: float | None = None
+    draft: Callable[[str], str] | None = None  # text so far -> a guess the engine checks (greedy, local engines only)
 
 
 def generate(pool, expert: Expert, messages: list[dict], params: Params, *, cancel: threading.Event | None = None,
@@ -68,6 +69,8 @@ def generate(pool, expert: Expert, messages: list[dict], params: Params, *, canc
         if getattr(worker, "deadlines", False):  # the engine also sees the deadline and the cancel between steps
             kwargs["timeout"] = params.timeout
             kwargs["cancel"] = cancel
+        if params.draft is not None and getattr(worker, "drafts", False):
+            kwargs["draft"] = params.draft
         stream = worker.stream(messages, max_tokens=params.max_tokens, temperature=params.temperature,
                                seed=params.seed, threads=params.threads, **kwargs)
         pieces: list[str] = []

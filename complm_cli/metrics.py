@@ -68,15 +68,11 @@ def _canonical_number(text: str) -> str:
 def _strip_punctuation(text: str) -> str:
     out = []
     for ch in text:
-        if ch in _APOSTROPHES:
+        if ch in _APOSTROPHES or unicodedata.category(ch) == "Mn":  # combining accents: "Gödel" == "Godel"
             continue
-        category = unicodedata.category(ch)
-        if category[0] in "PS":
-            out.append(" ")
-        elif category == "Mn":  # combining accents: "Gödel" == "Godel"
-            continue
-        else:
-            out.append(ch)
+        # Anything else that is no letter or digit separates words: punctuation and symbols, but also
+        # control characters, which left "0" glued to an escape after ".0\x1b" until a second pass.
+        out.append(ch if ch.isalnum() else " ")
     return "".join(out)
 
 

@@ -28,6 +28,7 @@ from complm_cli.execute import ModelPool, NodeResult, RunOptions, run_plan
 from complm_cli.generate import Cancelled, Params, generate
 from complm_cli.overlap import Overlap, overlap_seconds
 from complm_cli.plan import MAX_PLAN_TOKENS, copies_question, make_plan, plan_finished, single_node
+from complm_cli.drafts import CopyDraft, PlanDraft
 from complm_cli.progress import PullReporter
 from complm_cli.route import Embedder, Route, Router, VectorCache
 from complm_cli.store import Installed, Store
@@ -187,10 +188,11 @@ class Session:
 
     def _generate(self, expert: Expert, messages: list[dict], *, schema: dict | None = None, max_tokens: int,
                   temperature: float, on_token=None, cancel: threading.Event | None = None, prefix: int = 0,
-                  stop=None) -> tuple[str, int]:
+                  stop=None, draft=None) -> tuple[str, int]:
         """The planner's, the aggregator's and monolithic generation: the same path as a node's (generate.py)."""
         params = Params(max_tokens=max_tokens, temperature=temperature, seed=self.settings.seed,
-                        threads=self.settings.threads, schema=schema, prefix=prefix, timeout=self.settings.node_timeout)
+                        threads=self.settings.threads, schema=schema, prefix=prefix, timeout=self.settings.node_timeout,
+                        draft=draft)
         out = generate(self.pool, expert, messages, params, cancel=cancel, on_piece=on_token, stop=stop)
         return out.text, out.tokens
 
@@ -210,7 +212,8 @@ class Session:
                 return copies_question(partial, question) or plan_finished(partial)
 
             text, tokens = self._generate(self.planner, messages, schema=schema, max_tokens=MAX_PLAN_TOKENS, temperature=0.0,
-                                          cancel=cancel, prefix=prompts.planner_prefix_length(), stop=stop)
+                                          cancel=cancel, prefix=prompts.planner_prefix_length(), stop=stop,
+                                          draft=PlanDraft(question) if self.settings.draft else None)
             if copies_question(text, question):
                 text = json.dumps({"steps": [{"q": question, "deps": []}]})
             return text, tokens
@@ -256,7 +259,8 @@ class Session:
         timings: dict[str, float] = {}
         reused = plan is not None
         options = RunOptions(workers=1 if mode == "sequential" else (workers or self.settings.worker_count()),
-                             threads=self.settings.threads, node_timeout=self.settings.node_timeout, seed=self.settings.seed)
+                             threads=self.settings.threads, node_timeout=self.settings.node_timeout, seed=self.settings.seed,
+                             draft=self.settings.draft)
         # Steps run as the planner writes them (plan_stream.py), unless turned off or the plan is given.
         # Sequential mode never overlaps: it is the baseline, one model call at a time.
         overlap = None
@@ -330,9 +334,10 @@ class Session:
 
     def _aggregate(self, plan: Plan, results: dict[int, NodeResult], on_event: Listener, cancel: threading.Event) -> tuple[str, int]:
         gen = self.aggregator.generation
-        return self._generate(self.aggregator, aggregation_messages(plan, results), max_tokens=gen.max_tokens,
+        messages = aggregation_messages(plan, results)
+        return self._generate(self.aggregator, messages, max_tokens=gen.max_tokens,
                               temperature=gen.temperature, on_token=lambda p: on_event(AnswerToken(p)), cancel=cancel,
-                              prefix=1)
+                              prefix=1, draft=CopyDraft(messages[-1]["content"]) if self.settings.draft else None)
 
     def _monolithic(self, question: str, on_event: Listener, cancel: threading.Event, start: float) -> Result:
         model = self.forced or self.monolithic or self.fallback

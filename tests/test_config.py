@@ -63,6 +63,7 @@ def test_parse_size_rejects_nonsense():
     ("hub_timeout = -1", "hub_timeout"),
     ("route_threshold = inf", "route_threshold"),
     ("stream_plan = 3", "stream_plan"),
+    ('draft = "maybe"', "draft"),
 ])
 def test_bad_config_value_names_file_and_key(isolated, line, key):
     isolated["config"].mkdir(parents=True)
@@ -88,6 +89,12 @@ def test_bad_environment_value_names_the_variable(monkeypatch, var, value):
 def test_offline_words(monkeypatch, text, value):
     monkeypatch.setenv("COMPLM_OFFLINE", text)
     assert load_settings().offline is value
+
+
+def test_drafting_is_on_unless_turned_off(isolated, monkeypatch):
+    assert load_settings().draft is True
+    monkeypatch.setenv("COMPLM_DRAFT", "0")
+    assert load_settings().draft is False
 
 
 def test_stream_plan_is_on_unless_turned_off(isolated, monkeypatch):

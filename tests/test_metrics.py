@@ -211,6 +211,7 @@ def test_summarize_empty() -> None:
 
 
 @example("_0A")  # a number glued to a letter once became "0" on the second pass
+@example(".0\x1b")  # ... and one glued to a control character split from it on the second pass
 @given(st.text())
 def test_normalize_is_idempotent(text: str) -> None:
     once = normalize(text)

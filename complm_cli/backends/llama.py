@@ -178,6 +178,7 @@ class LlamaWorker:
     workers of one expert, and their nodes are decoded together in one batch."""
 
     deadlines = True  # stream() takes a timeout, enforced between decode steps
+    drafts = True  # stream() takes a drafter whose guesses the engine checks
 
     def __init__(self, expert: Expert, path: Path, engines: Engines, *, state_dir: Path | None = None):
         self.expert, self.path, self.engines, self.state_dir = expert, path, engines, state_dir
@@ -192,7 +193,7 @@ class LlamaWorker:
 
     def stream(self, messages: list[dict], *, max_tokens: int, temperature: float, seed: int,
                threads: int = 0, schema: dict | None = None, prefix: int = 0, timeout: float | None = None,
-               grammar: str | None = None, cancel=None) -> Sequence:
+               grammar: str | None = None, cancel=None, draft=None) -> Sequence:
         """`prefix`: how many leading messages never change (the planner's examples): they are
         evaluated once, kept on disk, and copied into each new sequence. `threads` is only a
         hint: the engines divide the CPU among themselves. The sequence iterates text pieces and
@@ -210,7 +211,7 @@ class LlamaWorker:
                 grammar = json_schema_to_gbnf(json.dumps(schema))
             sequence = engine.submit(Request(tokens, max_tokens=max_tokens, temperature=temperature, seed=seed,
                                              grammar=grammar, stop=tuple(s for s in stops if s), timeout=timeout,
-                                             cancelled=cancel.is_set if cancel is not None else None))
+                                             cancelled=cancel.is_set if cancel is not None else None, draft=draft))
         except ModelError:
             raise
         except (ValueError, RuntimeError, OSError) as exc:
