@@ -107,7 +107,7 @@ class Settings:
     route_threshold: float | None = None  # None: the catalog's
     hub_timeout: float = 5.0  # seconds to reach the Hub before falling over to a mirror
     stream_plan: bool = True  # run each plan step as soon as the planner has written it
-    draft: bool = True  # guess copied words (the plan's clauses, earlier answers) for the model to check (drafts.py)
+    draft: bool = True  # guess the question's words the planner copies, for the model to check (drafts.py)
 
     @property
     def config_file(self) -> Path:

@@ -1,28 +1,31 @@
-"""Guesses of a model's next words, for the engine to check (prompt-lookup decoding).
+"""Guesses of the planner's next words, for the engine to check (prompt-lookup decoding).
 
-Several replies copy their prompt. A plan copies the question's own words:
-"Who painted the Mona Lisa, and what is the chemical symbol of gold?" becomes
+A plan copies the question's own words: "Who painted the Mona Lisa, and
+what is the chemical symbol of gold?" becomes
 
     painter = ask("Who painted the Mona Lisa?")
     symbol = ask("What is the chemical symbol of gold?")
 
-and a later step or the aggregator copies the names and facts of earlier
-answers. A drafter guesses the words that follow from the prompt; the engine
-checks the whole guess in one step and keeps only the tokens the model would
-have written itself (backends/engine.py), so a wrong guess costs time, never
-words. Guesses are made only where copying is part of composing: the plan,
-steps that build on earlier answers, and the aggregation. A question answered
-directly, and a step that stands alone, are decoded as they always were, so
-`--mode monolithic` and composition are compared on equal terms.
+A drafter guesses the words that follow from the question; the engine checks
+the whole guess in one step and keeps only the tokens the model would have
+written itself (backends/engine.py), so a wrong guess costs time, never
+words. Only the planner guesses. The same phrase guesses (CopyDraft) were
+tried on the steps that build on earlier answers and on the aggregation,
+which copy names from those answers: chains and comparisons ran 1.01x to
+1.02x faster (bench/drafts.py), nothing worth a second code path. A direct
+answer is never guessed, so `--mode monolithic` and composition are compared
+on equal terms.
 """
 
 from __future__ import annotations
 
 import re
 
+_ASKING = r"(?:who|whom|whose|what|where|when|why|how)\b"
 _WH = r"(?:who|whom|whose|what|which|where|when|why|how|is|are|was|were|do|does|did|can|could|has|have|had|will|would)\b"
-# Where one question of a list ends and the next begins: "?", ";", ". ", ", and what ...", ", which ...".
-_CLAUSE_END = re.compile(rf"\s*(?:[?;]+|\.\s+|,?\s+and\s+(?={_WH})|,\s+(?={_WH}))\s*", re.I)
+# Where one question of a list ends and the next begins: "?", ";", ". ", ", and which ...", ", how ...".
+# A bare ", which" or ", was" is most often a relative clause of a statement ("a DVD, which cost him").
+_CLAUSE_END = re.compile(rf"\s*(?:[?;]+|\.\s+|,?\s+and\s+(?={_WH})|,\s+(?={_ASKING}))\s*", re.I)
 # A line that has reached its ask call: `name = ask` and whatever of the string is written;
 # or only `name =`, where a list of questions most likely goes on with an ask.
 _ASK = re.compile(r'^\s*[A-Za-z_]\w*\s*=(\s*ask)?(?:\((\s*f?"((?:[^"\\]|\\.)*))?)?$')
@@ -52,6 +55,7 @@ def _norm(text: str) -> str:
 
 class CopyDraft:
     """Callable: the reply so far -> the prompt's words that follow the reply's last words ("" for none).
+    The planner's fallback guess (PlanDraft), and usable for any reply that copies its prompt.
 
     Once the model's own last words (at least MIN_MATCH characters, from a word
     boundary) are found in the prompt, the prompt's next words are guessed, up to
@@ -124,7 +128,10 @@ class PlanDraft(CopyDraft):
         super().__init__(question)
         self.question = question
         self.spans = clauses(question)
-        self.asks = [(a, b) for a, b in self.spans if re.match(_WH, question[a:b], re.I)]  # the clauses that are questions
+        # The clauses that are questions: they start as one, in a sentence that ends with "?"
+        # ("When it reaches the top, he sees ..." is a statement).
+        self.asks = [(a, b) for a, b in self.spans
+                     if re.match(_WH, question[a:b], re.I) and re.match(r"[^.!?]*\?", question[b:])]
 
     def _unused(self, text: str) -> list[tuple[int, int]]:
         asked = {_norm(q) for q in _ASKED.findall(text)}

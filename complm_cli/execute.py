@@ -28,7 +28,6 @@ from complm_cli.backends.base import Worker, WorkerFactory
 from complm_cli.catalog import Expert
 from complm_cli.config import format_size
 from complm_cli.dag import Node, Plan, short_answer, substitute
-from complm_cli.drafts import CopyDraft
 from complm_cli.errors import ModelError
 from complm_cli.events import Listener, NodeDone, NodeFailed, NodeStarted, NodeToken, ignore
 from complm_cli.facts import FactWatch
@@ -191,7 +190,6 @@ class RunOptions:
     max_tokens: int | None = None  # None: each expert's own cap
     temperature: float | None = None
     context_chars: int = CONTEXT_CHARS
-    draft: bool = False  # a step that builds on earlier answers guesses their words for the model to check
 
 
 @dataclass
@@ -443,12 +441,9 @@ def run_feed(feed: NodeFeed, pool: ModelPool, options: RunOptions, on_event: Lis
                 stated.append(text[:end])
             return end is not None
 
-        messages = prompts.expert_messages(res.question, context, numeric=node_id in numeric)
-        if context and options.draft:  # a step that stands alone is decoded as a direct answer is
-            params.draft = CopyDraft(messages[-1]["content"])
         try:
-            out = generate(pool, experts[node_id], messages, params, cancel=cancel, on_piece=on_piece, on_start=on_start,
-                           stop=enough)
+            out = generate(pool, experts[node_id], prompts.expert_messages(res.question, context, numeric=node_id in numeric),
+                           params, cancel=cancel, on_piece=on_piece, on_start=on_start, stop=enough)
             res.answer = prompts.strip_reasoning(stated[0]) if stated else out.text
             res.tokens, res.status, res.seconds = out.tokens, "done", out.seconds
             on_event(NodeDone(node_id, res.answer, res.seconds, res.tokens))

@@ -28,7 +28,7 @@ from complm_cli.execute import ModelPool, NodeResult, RunOptions, run_plan
 from complm_cli.generate import Cancelled, Params, generate
 from complm_cli.overlap import Overlap, overlap_seconds
 from complm_cli.plan import MAX_PLAN_TOKENS, copies_question, make_plan, plan_finished, single_node
-from complm_cli.drafts import CopyDraft, PlanDraft
+from complm_cli.drafts import PlanDraft
 from complm_cli.progress import PullReporter
 from complm_cli.route import Embedder, Route, Router, VectorCache
 from complm_cli.store import Installed, Store
@@ -259,8 +259,7 @@ class Session:
         timings: dict[str, float] = {}
         reused = plan is not None
         options = RunOptions(workers=1 if mode == "sequential" else (workers or self.settings.worker_count()),
-                             threads=self.settings.threads, node_timeout=self.settings.node_timeout, seed=self.settings.seed,
-                             draft=self.settings.draft)
+                             threads=self.settings.threads, node_timeout=self.settings.node_timeout, seed=self.settings.seed)
         # Steps run as the planner writes them (plan_stream.py), unless turned off or the plan is given.
         # Sequential mode never overlaps: it is the baseline, one model call at a time.
         overlap = None
@@ -334,10 +333,9 @@ class Session:
 
     def _aggregate(self, plan: Plan, results: dict[int, NodeResult], on_event: Listener, cancel: threading.Event) -> tuple[str, int]:
         gen = self.aggregator.generation
-        messages = aggregation_messages(plan, results)
-        return self._generate(self.aggregator, messages, max_tokens=gen.max_tokens,
+        return self._generate(self.aggregator, aggregation_messages(plan, results), max_tokens=gen.max_tokens,
                               temperature=gen.temperature, on_token=lambda p: on_event(AnswerToken(p)), cancel=cancel,
-                              prefix=1, draft=CopyDraft(messages[-1]["content"]) if self.settings.draft else None)
+                              prefix=1)
 
     def _monolithic(self, question: str, on_event: Listener, cancel: threading.Event, start: float) -> Result:
         model = self.forced or self.monolithic or self.fallback
