@@ -7,7 +7,13 @@
 # several minutes), pulls the default experts, then runs bench/batching.py
 # and bench/latency.py with all layers on the GPU. Results go to
 # bench/gpu-results.txt. Not run for this repository yet: no GPU was lent
-# to the sessions that wrote it (see the README's speed section).
+# to the sessions that wrote it (see the README's speed section). It needs
+# a machine that reaches PyPI and the model mirrors: the GPU machines lent
+# to sessions here reach no network and take at most 64 MiB of files per
+# call, less than any model file (the 135M model is 98 MB), so there only
+# batching.py and draft_cost.py could run, on a GGUF of the same shapes
+# with made-up weights written on that machine (speed depends on shapes
+# and quantisation, not on the weights' values).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=$(python -c "from complm_cli.backends.llama import TESTED; print(TESTED)")

@@ -22,13 +22,13 @@ from complm_cli.aggregate import aggregation_messages, direct_answer, repair
 from complm_cli.catalog import Catalog, Expert, catalog_for
 from complm_cli.config import Settings, load_settings
 from complm_cli.dag import Node, Plan
+from complm_cli.drafts import PlanDraft
 from complm_cli.errors import UsageError
 from complm_cli.events import AnswerDone, AnswerToken, Listener, PlanReady, Stage, ignore
 from complm_cli.execute import ModelPool, NodeResult, RunOptions, run_plan
 from complm_cli.generate import Cancelled, Params, generate
 from complm_cli.overlap import Overlap, overlap_seconds
 from complm_cli.plan import MAX_PLAN_TOKENS, copies_question, make_plan, plan_finished, single_node
-from complm_cli.drafts import PlanDraft
 from complm_cli.progress import PullReporter
 from complm_cli.route import Embedder, Route, Router, VectorCache
 from complm_cli.store import Installed, Store

@@ -389,3 +389,18 @@ def test_a_guessing_sequence_in_a_batch_leaves_the_others_words_and_its_own_alon
     plain = engine.submit(ask(engine, QUESTIONS[2], max_tokens=20))
     assert ["".join(guessed), "".join(wrong), "".join(plain)] == alone
     assert guessed.accepted > 0 and wrong.drafted > 0
+
+
+def test_guesses_never_overflow_a_small_batch(models):
+    """The batch holds n_batch tokens: guesses of several sequences shrink to fit beside the others."""
+    expert = load_catalog().get("smollm2-135m")
+    small = Engine(models / "models" / expert.name / expert.file, n_ctx=2048, slots=3, threads=1, n_batch=8,
+                   name=expert.name)
+    try:
+        q = QUESTIONS[3]
+        text = "".join(small.submit(ask(small, q, max_tokens=30)))
+        sequences = [small.submit(ask(small, q, max_tokens=30, draft=oracle(text))) for _ in range(3)]
+        assert ["".join(s) for s in sequences] == [text] * 3
+        assert all(0 < s.accepted <= s.drafted for s in sequences)
+    finally:
+        small.close()

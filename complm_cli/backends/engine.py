@@ -369,6 +369,8 @@ class Engine:
                 except Exception as exc:  # noqa: BLE001 - an engine fault fails the batch, not the process
                     for slot in list(self._active.values()):
                         self._finish(slot, ModelError(f"The model '{self.name}' failed to generate ({exc})."), "error")
+                    for fill in list(self._fills):
+                        self._give_up(fill)  # its cells may hold part of the batch
 
     def _admit(self, sequence: Sequence) -> None:
         req = sequence.request
@@ -446,13 +448,15 @@ class Engine:
 
         ordered = sorted(self._active.values(), key=lambda slot: slot.seq_id)
         drafts: dict[int, list[int]] = {}
+        later = sum(slot.last is not None for slot in ordered)  # generating sequences not in the batch yet
         for slot in ordered:  # one token for each generating sequence first: they are waited on
             if slot.last is not None:
+                later -= 1
                 add(slot.last, slot.n_past, slot.seq_id, True)
                 slot.n_past += 1
                 wants.append((n - 1, slot))
                 carried.append(slot)
-                guess = self._guess(slot) if slot.drafting else []
+                guess = self._guess(slot, self.n_batch - n - later) if slot.drafting else []
                 for i, token in enumerate(guess):
                     add(token, slot.n_past + i, slot.seq_id, True)
                 if guess:
@@ -507,10 +511,10 @@ class Engine:
             else:
                 self._sample(slot, index)
 
-    def _guess(self, slot: _Slot) -> list[int]:
-        """The drafter's guess after the text so far, as tokens, within the budget and the context."""
+    def _guess(self, slot: _Slot, batch_room: int) -> list[int]:
+        """The drafter's guess after the text so far, as tokens, within the budget, the context and the batch."""
         seq = slot.sequence
-        room = min(MAX_DRAFT, seq.request.max_tokens - seq.tokens - 1, self.n_ctx - slot.n_past - 2)
+        room = min(MAX_DRAFT, batch_room, seq.request.max_tokens - seq.tokens - 1, self.n_ctx - slot.n_past - 2)
         if room <= 0:
             return []
         try:
