@@ -70,8 +70,9 @@ PREFIXES = 4
 # Prefix tokens evaluated per step while other sequences decode: small enough that they wait
 # little for each step (about 0.2 s on the 1.5B model, 2 CPU threads), large enough to fill it soon.
 PREFIX_CHUNK = 32
-# The longest guess checked in one step: on 2 CPU threads 10 to 16 tokens cost the same (bench/draft_cost.py).
-MAX_DRAFT = 16
+# The longest guess checked in one step, so that with the sequence's own token a step holds at most 16:
+# on 2 CPU threads one step of 10 to 16 tokens costs about 5 single steps, of 20 about 7 (bench/draft_cost.py).
+MAX_DRAFT = 15
 
 
 class Sequence:
