@@ -9,10 +9,10 @@ what is the chemical symbol of gold?" becomes
 A drafter guesses the words that follow from the question; the engine checks
 the whole guess in one step and keeps only the tokens the model would have
 written itself (backends/engine.py), so a wrong guess costs time, never
-words. Only the planner guesses. The same phrase guesses (CopyDraft) were
-tried on the steps that build on earlier answers and on the aggregation,
-which copy names from those answers: chains and comparisons ran 1.01x to
-1.02x faster (bench/drafts.py), nothing worth a second code path. A direct
+words. Only the planner guesses. The same phrase guesses were tried on the
+steps that build on earlier answers and on the aggregation, which copy
+names from those answers: chains and comparisons ran 1.01x to 1.02x faster
+(bench/drafts.py), nothing worth a second code path. A direct
 answer is never guessed, so `--mode monolithic` and composition are compared
 on equal terms.
 """
@@ -30,11 +30,9 @@ _CLAUSE_END = re.compile(rf"\s*(?:[?;]+|\.\s+|,?\s+and\s+(?={_WH})|,\s+(?={_ASKI
 # or only `name =`, where a list of questions most likely goes on with an ask.
 _ASK = re.compile(r'^\s*[A-Za-z_]\w*\s*=(\s*ask)?(?:\((\s*f?"((?:[^"\\]|\\.)*))?)?$')
 _ASKED = re.compile(r'ask\(\s*f?"((?:[^"\\]|\\.)*)"')
-_SENTENCE_END = re.compile(r"[.?!;:](?=\s|$)|\n")
-MIN_MATCH = 8  # characters of the model's own words that must be found in the prompt before its words are guessed
+MIN_MATCH = 8  # characters of the model's own words that must be found in the question before its words are guessed
 FIRST_WORDS = 2  # words guessed at first; doubled each time the model keeps them all
 MAX_WORDS = 16
-_LOOK_BACK = 60  # characters of the reply matched against the prompt
 
 
 def clauses(question: str) -> list[tuple[int, int]]:
@@ -53,64 +51,7 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().rstrip(" ?.").split())
 
 
-class CopyDraft:
-    """Callable: the reply so far -> the prompt's words that follow the reply's last words ("" for none).
-    The planner's fallback guess (PlanDraft), and usable for any reply that copies its prompt.
-
-    Once the model's own last words (at least MIN_MATCH characters, from a word
-    boundary) are found in the prompt, the prompt's next words are guessed, up to
-    the end of that sentence: two at first, twice as many each time the model
-    keeps them all, two again after a miss (a reply follows its prompt for a name
-    or a phrase, then leaves it). A word is completed only where it is a name:
-    "director" may be the whole word, not the start of "directors".
-    """
-
-    def __init__(self, source: str):
-        self.source, self.lower = source, source.lower()
-        self.words = FIRST_WORDS
-        self._last: tuple[str, str] | None = None  # (text, guess) of the last guess
-
-    def __call__(self, text: str) -> str:
-        return self._phrase(text, text[-_LOOK_BACK:], "")
-
-    def _end(self, start: int) -> int:
-        m = _SENTENCE_END.search(self.source, start)
-        return m.start() if m else len(self.source)
-
-    def _close(self, end: int, done: str) -> str:
-        return ""
-
-    def _phrase(self, text: str, typed: str, done: str) -> str:
-        if self._last is not None:
-            before, guess = self._last
-            self.words = min(MAX_WORDS, self.words * 2) if text.startswith(before + guess) else FIRST_WORDS
-            self._last = None
-        low = typed.lower()
-        for size in range(len(low), MIN_MATCH - 1, -1):
-            if size < len(low) and low[-size - 1].isalnum() and low[-size].isalnum():
-                continue  # the match must start at a word boundary of the model's words
-            at = self.lower.rfind(low[-size:])
-            if at < 0 or (at > 0 and self.lower[at - 1].isalnum() and low[-size].isalnum()):
-                continue
-            start = at + size
-            end = self._end(start)
-            if end <= start:
-                return ""
-            rest = self.source[start:end]
-            mid_word = rest[:1].isalnum()
-            if mid_word:
-                word = self.source[self.source.rfind(" ", 0, start) + 1:]
-                if not word[:1].isupper() and not word[:1].isdigit():
-                    return ""
-            words = re.findall(r"\s*\S+", rest)  # each word with the spaces before it
-            cut = "".join(words[: self.words + mid_word])
-            guess = cut + (self._close(end, done) if len(cut) >= len(rest) else "")
-            self._last = (text, guess)
-            return guess
-        return ""
-
-
-class PlanDraft(CopyDraft):
+class PlanDraft:
     """The planner's guesses: a question's clauses as ask lines, besides its copied words.
 
     - At `name =` (or `name = ask`) in a list of two or more questions: the next
@@ -120,13 +61,19 @@ class PlanDraft(CopyDraft):
       that clause and of its line. A question of one clause is guessed so only on
       the first line (a simple question copied whole): a later line that starts
       like the question puts a reference where the question's words were.
-    - Otherwise the model's own words, as CopyDraft guesses them, to the end of
-      the clause; never inside a {reference}.
+    - Otherwise, once the model's own last words (at least MIN_MATCH characters,
+      from a word boundary) are found in the question, the question's next
+      words, to the end of the clause: two at first, twice as many each time the
+      model keeps them all, two again after a miss (a rephrased step follows the
+      question for a name or a phrase, then leaves it). A word is completed only
+      where it is a name: "director" may be the whole word, not the start of
+      "directors". Never inside a {reference}.
     """
 
     def __init__(self, question: str):
-        super().__init__(question)
-        self.question = question
+        self.question, self.lower = question, question.lower()
+        self.words = FIRST_WORDS
+        self._last: tuple[str, str] | None = None  # (text, guess) of the last phrase guess
         self.spans = clauses(question)
         # The clauses that are questions: they start as one, in a sentence that ends with "?"
         # ("When it reaches the top, he sees ..." is a statement).
@@ -140,9 +87,9 @@ class PlanDraft(CopyDraft):
     def _end(self, start: int) -> int:
         return next((b for a, b in self.spans if a <= start < b), start)
 
-    def _close(self, end: int, done: str) -> str:
+    def _close(self, end: int, unused: list[tuple[int, int]]) -> str:
         """What closes the line after the clause ending at `end`: a newline too while other questions wait."""
-        others = [s for s in self._unused(done) if s[1] != end and s in self.asks]
+        others = [s for s in unused if s[1] != end and s in self.asks]
         return '?")' + ("\n" if others else "")
 
     def __call__(self, text: str) -> str:
@@ -161,7 +108,7 @@ class PlanDraft(CopyDraft):
                 return ""  # or every question is asked: what follows is a formula, if anything
             a, b = waiting[0]
             clause = self.question[a:b]
-            return (" ask" if called is None else "") + '("' + clause[:1].upper() + clause[1:] + self._close(b, done)
+            return (" ask" if called is None else "") + '("' + clause[:1].upper() + clause[1:] + self._close(b, unused)
         if "{" in typed[typed.rfind("}") + 1:]:
             return ""  # inside a reference to an earlier step: a name the question does not hold
         low = typed.lower()
@@ -169,5 +116,35 @@ class PlanDraft(CopyDraft):
             for a, b in unused:  # the model began a clause as the question words it
                 clause = self.lower[a:b]
                 if clause.startswith(low) and len(low) < len(clause):
-                    return self.question[a + len(typed):b] + self._close(b, done)
-        return self._phrase(text, typed, done)
+                    return self.question[a + len(typed):b] + self._close(b, unused)
+        return self._phrase(text, typed, unused)
+
+    def _phrase(self, text: str, typed: str, unused: list[tuple[int, int]]) -> str:
+        """The question's words after the model's own last words (see the class)."""
+        if self._last is not None:
+            before, guess = self._last
+            self.words = min(MAX_WORDS, self.words * 2) if text.startswith(before + guess) else FIRST_WORDS
+            self._last = None
+        low = typed.lower()
+        for size in range(len(low), MIN_MATCH - 1, -1):
+            if size < len(low) and low[-size - 1].isalnum() and low[-size].isalnum():
+                continue  # the match must start at a word boundary of the model's words
+            at = self.lower.rfind(low[-size:])
+            if at < 0 or (at > 0 and self.lower[at - 1].isalnum() and low[-size].isalnum()):
+                continue
+            start = at + size
+            end = self._end(start)
+            if end <= start:
+                return ""
+            rest = self.question[start:end]
+            mid_word = rest[:1].isalnum()
+            if mid_word:
+                word = self.question[self.question.rfind(" ", 0, start) + 1:]
+                if not word[:1].isupper() and not word[:1].isdigit():
+                    return ""
+            words = re.findall(r"\s*\S+", rest)  # each word with the spaces before it
+            cut = "".join(words[: self.words + mid_word])
+            guess = cut + (self._close(end, unused) if len(cut) >= len(rest) else "")
+            self._last = (text, guess)
+            return guess
+        return ""

@@ -83,8 +83,3 @@ class FactWatch:
             if states_answer(head, self.question):
                 return len(head)
         return None
-
-
-def stated_fact_end(text: str, question: str) -> int | None:
-    """`FactWatch.end` for a whole text at once."""
-    return FactWatch(question).end(text)

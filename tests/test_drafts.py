@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from complm_cli.drafts import CopyDraft, PlanDraft, clauses
+from complm_cli.drafts import PlanDraft, clauses
 
 from tests.conftest import TINY_CATALOG
 
@@ -101,34 +101,6 @@ def test_a_name_is_completed_but_a_common_word_is_not():
     nolan = PlanDraft("Are Christopher Nolan and Sathish Kalathil both film directors?")
     assert nolan('nolan = ask("Is Christopher Nolan a film director') == ""  # "directors" or "director"?
     assert nolan('nolan = ask("Is Christopher Nolan a') == ""  # "a" is no start of "and"
-
-
-FACTS = ("Facts from earlier steps:\n<<<\n- Who painted The Starry Night? Vincent van Gogh painted The Starry Night "
-         "in 1889.\n>>>\n\nQuestion: In which country was Vincent van Gogh born?")
-
-
-def test_an_answer_copies_names_from_earlier_answers_to_the_end_of_their_sentence():
-    draft = CopyDraft(FACTS)
-    assert draft("Vincent") == ""  # too little to find
-    assert draft("Vincent van") == " Gogh born"  # two words; the sentence's end is the limit
-    assert draft("The painter of The Starry") == " Night in"
-    assert draft("It was painted in 1889") == ""  # the sentence ends there: nothing to guess
-
-
-def test_a_copied_phrase_grows_while_the_model_keeps_it():
-    draft = CopyDraft("Answer: The chemical symbol for gold is Au, from the Latin aurum, which means shining dawn.")
-    text = "Gold's chemical symbol"
-    assert draft(text) == " for gold"
-    text += " for gold"
-    assert draft(text) == " is Au, from the"
-    text += " is Au, from the"
-    assert draft(text) == " Latin aurum, which means shining dawn"  # to the sentence's end
-    assert draft(text + " Latin") == " aurum, which"  # the model stopped short of the guess: two again
-
-
-def test_a_drafter_only_looks_at_the_last_words_of_a_long_reply():
-    draft = CopyDraft("Vincent van Gogh was born in the Netherlands.")
-    assert draft("x" * 500 + " Vincent van Gogh was") == " born in"
 
 
 # --- who guesses: the planner, nothing else -------------------------------------------

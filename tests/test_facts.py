@@ -1,8 +1,8 @@
-"""Where an intermediate answer has stated a fact (facts.stated_fact_end), and its key facts."""
+"""Where an intermediate answer has stated a fact (facts.FactWatch), and its key facts."""
 
 import pytest
 
-from complm_cli.facts import FactWatch, key_facts, stated_fact_end
+from complm_cli.facts import FactWatch, key_facts
 
 
 @pytest.mark.parametrize(("text", "question", "head"), [
@@ -28,7 +28,7 @@ from complm_cli.facts import FactWatch, key_facts, stated_fact_end
     ("The answer is Paris, i.e. the capital. Next", "What is the capital?", "The answer is Paris, i.e. the capital."),
 ])
 def test_an_answer_ends_after_the_first_sentence_that_states_a_fact(text, question, head) -> None:
-    end = stated_fact_end(text, question)
+    end = FactWatch(question).end(text)
     assert end is not None and text[:end] == head
     # the scheduler feeds the answer as it grows, a character at a time at worst: the same cut
     watch = FactWatch(question)
@@ -46,7 +46,7 @@ def test_an_answer_ends_after_the_first_sentence_that_states_a_fact(text, questi
     ("Christopher Nolan directed Inception in 2010. He", "Is Christopher Nolan a film director?"),  # no Yes or No
 ])
 def test_no_cut_where_nothing_is_stated_or_the_shape_is_not_prose(text, question) -> None:
-    assert stated_fact_end(text, question) is None
+    assert FactWatch(question).end(text) is None
 
 
 def test_key_facts_are_numbers_first_then_new_names() -> None:

@@ -147,6 +147,11 @@ class _Fill:
     waiting: list["queue.SimpleQueue"]  # the callers of set_prefix, told when it is ready (or not cached)
     pos: int = 0
 
+    def tell(self, outcome: BaseException | None) -> None:
+        """None: ready, or not cached (prompts that start with it are evaluated whole); else the error."""
+        for done in self.waiting:
+            done.put(outcome)
+
 
 def _hold_back(text: str, stops: tuple[str, ...]) -> int:
     """How many trailing characters could be the start of a stop string (not shown yet)."""
@@ -338,8 +343,7 @@ class Engine:
         """Every prefix still being evaluated is given up; its callers are told (None: not cached)."""
         fills, self._fills = self._fills, []
         for fill in fills:
-            for done in fill.waiting:
-                done.put(error)
+            fill.tell(error)
 
     def _loop(self) -> None:
         while True:
@@ -503,8 +507,7 @@ class Engine:
                 self._fills.remove(fill)
                 self._prefixes[fill.tokens] = fill.seq_id
                 self._save_prefix(fill)
-                for done in fill.waiting:
-                    done.put(None)
+                fill.tell(None)
         for index, slot in wants:
             guess = drafts.get(slot.seq_id)
             if guess:
@@ -637,8 +640,7 @@ class Engine:
         self._fills.remove(fill)
         self._ll.llama_memory_seq_rm(self.memory, fill.seq_id, -1, -1)
         self._free_prefix.append(fill.seq_id)
-        for done in fill.waiting:
-            done.put(None)
+        fill.tell(None)
 
     def _save_prefix(self, fill: _Fill) -> None:
         if fill.state_path is None:
