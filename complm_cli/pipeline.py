@@ -352,7 +352,7 @@ class Session:
         wall = time.perf_counter() - start
         result = Result(question, "monolithic", answer, "ok", plan, routes, [node],
                         {"plan_s": 0.0, "route_s": 0.0, "execute_s": seconds, "nodes_sum_s": seconds, "aggregate_s": 0.0, "wall_s": wall},
-                        {"plan": 0, "nodes": tokens, "aggregate": 0, "total": tokens}, False, [model.name], self.pool.peak)
+                        {"plan": 0, "nodes": tokens, "aggregate": 0, "total": tokens}, False, [model.name], memory=self.pool.peak)
         on_event(AnswerDone(answer, result))
         return result
 

@@ -2,7 +2,9 @@
 
 GET /v1/models lists the modes as models; POST /v1/chat/completions answers
 the last user message, streamed as server-sent events or not, with the
-plan, routes and per-node timings under an extra `complm` key. Every request
+plan, routes and per-node timings under an extra `complm` key. POST /api/ask
+is complm's own: every pipeline event of the run as a JSON line, then the
+run's record (wire.py), which is what `complm ask --server` reads. Every request
 shares one Session, so models load once, and the sequences of concurrent
 requests decode together in each model's batched engine.
 Starlette and uvicorn come with the `serve` extra and are imported only here.
@@ -164,11 +166,28 @@ def build_app(session, *, api_key: str | None = None, max_body: int = MAX_BODY):
             {"index": 0, "message": {"role": "assistant", "content": result.answer}, "finish_reason": "stop"}],
             "complm": result.to_dict()})
 
+    async def ask(request: Request):
+        from complm_cli.pipeline import MODES
+
+        try:
+            check_key(request)
+            data = await read_json(request)
+            question, mode = data.get("question"), data.get("mode", "parallel")
+            if not isinstance(question, str) or not question.strip():
+                raise _Reject(400, "'question' must be a question as a non-empty string.", param="question")
+            if mode not in MODES:
+                raise _Reject(400, f"Unknown mode '{mode}'; use one of {', '.join(MODES)}.", param="mode")
+        except _Reject as exc:
+            return error(exc)
+        return StreamingResponse(_lines(session, question, mode), media_type="application/x-ndjson",
+                                 headers={"Cache-Control": "no-cache"})
+
     async def not_found(request: Request, exc: HTTPException):
         return error(_Reject(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}.",
                              code="not_found" if exc.status_code == 404 else "method_not_allowed"))
 
-    routes = [Route("/v1/models", models, methods=["GET"]), Route("/v1/chat/completions", chat, methods=["POST"])]
+    routes = [Route("/v1/models", models, methods=["GET"]), Route("/v1/chat/completions", chat, methods=["POST"]),
+              Route("/api/ask", ask, methods=["POST"])]
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
 
 
@@ -190,18 +209,12 @@ def _rejection(exc: BaseException) -> _Reject:
     return _Reject(500, f"Unexpected error: {type(exc).__name__}: {exc}", "server_error")
 
 
-async def _events(session, question: str, mode: str, call: dict):
-    """Server-sent events: the answer's tokens as they come, then a last chunk with the run's record.
-
-    The answer streams from the aggregator, or from the single node of a plan
-    that needs none; a progress line per stage goes out as an SSE comment,
-    which clients skip and proxies see as life."""
-    from complm_cli.events import AnswerToken, NodeToken, PlanReady, Stage
-
+def _start(session, question: str, mode: str, translate) -> tuple[asyncio.Queue, threading.Event]:
+    """Answer the question in a thread of its own. Each event that `translate` turns into an item, then
+    ("done", result) or ("error", exception), lands on the queue returned; setting the event returned stops the run."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     cancel = threading.Event()
-    single: list[int] = []  # the node whose tokens are the answer, in a one-node plan
 
     def put(item) -> None:
         try:
@@ -210,16 +223,9 @@ async def _events(session, question: str, mode: str, call: dict):
             cancel.set()
 
     def on_event(event) -> None:
-        if isinstance(event, AnswerToken):
-            put(("token", event.text))
-        elif isinstance(event, NodeToken) and single and event.node_id == single[0]:
-            put(("token", event.text))
-        elif isinstance(event, PlanReady):
-            if len(event.plan.nodes) == 1:
-                single.append(event.plan.nodes[0].id)
-            put(("note", f"plan: {len(event.plan.nodes)} step(s)"))
-        elif isinstance(event, Stage):
-            put(("note", f"{event.name} {event.detail}".strip()))
+        item = translate(event)
+        if item is not None:
+            put(item)
 
     def work() -> None:
         try:
@@ -227,12 +233,39 @@ async def _events(session, question: str, mode: str, call: dict):
         except BaseException as exc:
             put(("error", exc))
 
+    threading.Thread(target=work, name="complm-serve", daemon=True).start()
+    return queue, cancel
+
+
+async def _events(session, question: str, mode: str, call: dict):
+    """Server-sent events: the answer's tokens as they come, then a last chunk with the run's record.
+
+    The answer streams from the aggregator, or from the single node of a plan
+    that needs none; a progress line per stage goes out as an SSE comment,
+    which clients skip and proxies see as life."""
+    from complm_cli.events import AnswerToken, NodeToken, PlanReady, Stage
+
+    single: list[int] = []  # the node whose tokens are the answer, in a one-node plan
+
+    def translate(event):
+        if isinstance(event, AnswerToken):
+            return ("token", event.text)
+        if isinstance(event, NodeToken) and single and event.node_id == single[0]:
+            return ("token", event.text)
+        if isinstance(event, PlanReady):
+            if len(event.plan.nodes) == 1:
+                single.append(event.plan.nodes[0].id)
+            return ("note", f"plan: {len(event.plan.nodes)} step(s)")
+        if isinstance(event, Stage):
+            return ("note", f"{event.name} {event.detail}".strip())
+        return None
+
     def chunk(delta: dict, finish: str | None = None, **extra) -> str:
         body = {**call, "object": "chat.completion.chunk",
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
         return f"data: {json.dumps(body)}\n\n"
 
-    threading.Thread(target=work, name="complm-serve", daemon=True).start()
+    queue, cancel = _start(session, question, mode, translate)
     sent: list[str] = []
     try:
         yield chunk({"role": "assistant", "content": ""})
@@ -261,6 +294,39 @@ async def _events(session, question: str, mode: str, call: dict):
         yield "data: [DONE]\n\n"
     finally:
         cancel.set()  # a client that went away stops the run at its next token
+
+
+KEEP_ALIVE = 5.0  # seconds without an event before an empty line tells the client the run goes on
+
+
+async def _lines(session, question: str, mode: str):
+    """JSON lines: each event of the run, then {"result": record}, or {"error": {...}} with the exit code it means."""
+    from complm_cli import wire
+
+    def translate(event):
+        record = wire.event_record(event)
+        return ("event", record) if record is not None else None
+
+    queue, cancel = _start(session, question, mode, translate)
+    try:
+        while True:
+            try:
+                kind, value = await asyncio.wait_for(queue.get(), KEEP_ALIVE)
+            except asyncio.TimeoutError:
+                yield "\n"  # a long prompt, or a node waiting for memory: the connection is alive
+                continue
+            if kind == "event":
+                yield json.dumps(value) + "\n"
+            elif kind == "done":
+                yield json.dumps({"result": value.to_dict()}) + "\n"
+                break
+            else:
+                code = value.code if isinstance(value, ComplmError) else ExitCode.FAILURE
+                message = _rejection(value).body["error"]["message"]
+                yield json.dumps({"error": {"message": message, "exit_code": int(code)}}) + "\n"
+                break
+    finally:
+        cancel.set()  # a client that went away (Ctrl-C) stops the run at its next token
 
 
 def bind(host: str, port: int) -> socket.socket:

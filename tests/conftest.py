@@ -8,8 +8,13 @@ without copying hundreds of megabytes.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -76,3 +81,52 @@ def models(pulled_models, isolated) -> Path:
     """This test's cache, with the 135M model and the embedder already in it."""
     _link_tree(pulled_models / "models", isolated["cache"] / "models")
     return isolated["cache"]
+
+
+SERVE_KEY = "test-serve-key"
+
+
+class Served:
+    def __init__(self, url: str, session):
+        self.url, self.session = url, session
+
+    def client(self, key: str = SERVE_KEY):
+        import openai
+
+        return openai.OpenAI(base_url=self.url, api_key=key, max_retries=0, timeout=300)
+
+    def post(self, body: bytes, path: str = "/chat/completions", key: str | None = SERVE_KEY, method: str = "POST"):
+        """A raw request, for what the openai client would never send; returns (status, JSON body)."""
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        request = urllib.request.Request(self.url + path, data=body if method == "POST" else None, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture(scope="module")
+def served(pulled_models, tmp_path_factory):
+    """The serve app on a free port, in this process, so a test can look at the shared pool (one per test module)."""
+    import uvicorn
+
+    from complm_cli.catalog import load_catalog
+    from complm_cli.config import Settings
+    from complm_cli.serve import bind, build_app, make_session
+
+    root = tmp_path_factory.mktemp("serve")
+    _link_tree(pulled_models / "models", root / "cache" / "models")
+    settings = Settings(cache_dir=root / "cache", config_dir=root / "config", seed=1, threads=2, workers=2)
+    session = make_session(settings, load_catalog([TINY_CATALOG]))
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(build_app(session, api_key=SERVE_KEY, max_body=20_000), log_level="warning",
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.05)
+    yield Served(f"http://127.0.0.1:{sock.getsockname()[1]}/v1", session)
+    server.should_exit = True
+    thread.join(30)
+    session.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -10,64 +9,17 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 
 import openai
 import pytest
 from typer.testing import CliRunner
 
 from complm_cli.cli.app import app
-from tests.conftest import TINY_CATALOG, _link_tree
+from tests.conftest import SERVE_KEY as KEY
+from tests.conftest import TINY_CATALOG
 
-KEY = "test-serve-key"
 runner = CliRunner()
 model = pytest.mark.model
-
-
-class Served:
-    def __init__(self, url: str, session):
-        self.url, self.session = url, session
-
-    def client(self, key: str = KEY) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url, api_key=key, max_retries=0, timeout=300)
-
-    def post(self, body: bytes, path: str = "/chat/completions", key: str | None = KEY, method: str = "POST"):
-        """A raw request, for what the openai client would never send; returns (status, JSON body)."""
-        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
-        request = urllib.request.Request(self.url + path, data=body if method == "POST" else None, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=60) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
-
-@pytest.fixture(scope="module")
-def served(pulled_models, tmp_path_factory):
-    """The serve app on a free port, in this process, so a test can look at the shared pool."""
-    import uvicorn
-
-    from complm_cli.catalog import load_catalog
-    from complm_cli.config import Settings
-    from complm_cli.serve import bind, build_app, make_session
-
-    root = tmp_path_factory.mktemp("serve")
-    _link_tree(pulled_models / "models", root / "cache" / "models")
-    settings = Settings(cache_dir=root / "cache", config_dir=root / "config", seed=1, threads=2, workers=2)
-    session = make_session(settings, load_catalog([TINY_CATALOG]))
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(build_app(session, api_key=KEY, max_body=20_000), log_level="warning",
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started and thread.is_alive():
-        time.sleep(0.05)
-    yield Served(f"http://127.0.0.1:{sock.getsockname()[1]}/v1", session)
-    server.should_exit = True
-    thread.join(30)
-    session.close()
 
 
 @model
@@ -192,6 +144,12 @@ def test_the_serve_command(models):
         assert reply.choices[0].message.content.strip()
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=match.group(1), api_key="nope", max_retries=0).models.list()
+        # The line says how to ask it from another process, and that works as written.
+        hint = re.search(r"`complm ask --server (\S+)` asks it", line)
+        assert hint, line
+        asked = subprocess.run([sys.executable, "-m", "complm_cli", "ask", "--server", hint.group(1), "--mode", "monolithic", "Hi!"],
+                               env=env, capture_output=True, text=True, timeout=120)
+        assert asked.returncode == 0 and asked.stdout.strip() and not asked.stderr, asked.stderr
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=60)[1]
     finally:

@@ -27,6 +27,10 @@ def ask(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Progress on stderr even when piped."),
     offline: bool = OfflineOpt,
     catalog: Path = CatalogOpt,
+    server: str = typer.Option(None, "--server", envvar="COMPLM_SERVER", show_envvar=True,
+                               help="Ask a running `complm serve` at this URL (e.g. http://127.0.0.1:8000), whose models are loaded already."),
+    api_key: str = typer.Option(None, "--api-key", envvar="COMPLM_SERVE_API_KEY", show_envvar=True,
+                                help="With --server: the key the server was started with."),
 ) -> None:
     """Answer a question by composing experts: plan, route, run in parallel, aggregate."""
     from complm_cli import render
@@ -38,9 +42,20 @@ def ask(
     text = read_question(question, e)
     if mode not in MODES:
         raise UsageError(f"Unknown mode '{mode}'; use one of {', '.join(MODES)}.")
-    overrides = dict(workers=workers, threads=threads, gpu_layers=gpu_layers, seed=seed, node_timeout=timeout,
-                     max_memory=max_memory)
-    session = prepare(catalog, offline, expert, (mode,), e, verbose, **overrides)
+    if server:
+        from complm_cli.client import ServerClient
+
+        # These shape how models are loaded and run, which the server decided when it started.
+        local = {"--expert": expert, "--workers": workers, "--threads": threads, "--gpu-layers": gpu_layers,
+                 "--max-memory": max_memory, "--seed": seed, "--timeout": timeout, "--catalog": catalog, "--offline": offline or None}
+        given = [flag for flag, value in local.items() if value is not None]
+        if given:
+            raise UsageError(f"{given[0]} applies where the models run: pass it to `complm serve`, or leave out --server.")
+        session = ServerClient(server, api_key)
+    else:
+        overrides = dict(workers=workers, threads=threads, gpu_layers=gpu_layers, seed=seed, node_timeout=timeout,
+                         max_memory=max_memory)
+        session = prepare(catalog, offline, expert, (mode,), e, verbose, **overrides)
     # A live view only for a person at a terminal: a pipe gets the answer alone.
     live = e.stderr_isatty and e.stdout_isatty and not as_json
     # A pipe gets the answer as it is written, when a model writes it (aggregation, monolithic).

@@ -46,7 +46,7 @@ def serve(
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     print(f"complm serve: listening on http://{shown}:{bound_port}/v1 (models: {', '.join(server.MODELS)}); "
-          f"Ctrl-C stops it", file=e.stderr, flush=True)
+          f"`complm ask --server http://{shown}:{bound_port}` asks it; Ctrl-C stops it", file=e.stderr, flush=True)
     if not api_key and not _loopback(host):
         print(f"complm serve: warning: {host} is reachable from other machines and no --api-key is set.", file=e.stderr)
     try:

@@ -1,0 +1,188 @@
+"""`complm ask --server`: a run on a real `complm serve` (the 135M model in every role) reads as a local one."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from typer.testing import CliRunner
+
+from complm_cli import render, wire
+from complm_cli.cli.app import app
+from complm_cli.client import ServerClient, base_url
+from complm_cli.events import AnswerDone, NodeDone, NodeStarted, NodeToken, PlanReady, Stage
+from tests.conftest import SERVE_KEY
+
+runner = CliRunner()
+model = pytest.mark.model
+QUESTION = "Who wrote Hamlet, and what is the capital of France?"
+
+
+def root(served) -> str:
+    return served.url[: -len("/v1")]
+
+
+def kinds(events) -> list[str]:
+    """Event kinds in order, a run of tokens counted once (their interleaving between nodes is the scheduler's)."""
+    out: list[str] = []
+    for e in events:
+        name = type(e).__name__
+        if not out or out[-1] != name or name not in ("NodeToken", "AnswerToken"):
+            out.append(name)
+    return out
+
+
+@model
+def test_a_run_on_the_server_gives_the_events_and_the_result_of_a_local_run(served):
+    local_events: list = []
+    local = served.session.ask(QUESTION, on_event=local_events.append)
+    events: list = []
+    remote = ServerClient(served.url, SERVE_KEY).ask(QUESTION, on_event=events.append)
+    assert remote.answer == local.answer and remote.status == local.status == "ok"
+    assert [(n.id, n.question, n.depends_on, n.expert, n.answer) for n in remote.nodes] == \
+           [(n.id, n.question, n.depends_on, n.expert, n.answer) for n in local.nodes]
+    assert remote.routes.keys() == local.routes.keys()
+    assert all(remote.routes[k].expert == local.routes[k].expert for k in local.routes)
+    # The same kinds of events; the plan as the live view draws it; the last event carries the result.
+    assert {type(e) for e in events} == {type(e) for e in local_events}
+    plan = next(e for e in events if isinstance(e, PlanReady)).plan
+    local_plan = next(e for e in local_events if isinstance(e, PlanReady)).plan
+    assert [(n.id, n.question, n.depends_on) for n in plan.nodes] == [(n.id, n.question, n.depends_on) for n in local_plan.nodes]
+    assert isinstance(events[-1], AnswerDone) and events[-1].result is remote
+    assert [e.name for e in events if isinstance(e, Stage)] == [e.name for e in local_events if isinstance(e, Stage)]
+    assert kinds(events).count("NodeStarted") == len(remote.nodes) == kinds(events).count("NodeDone")
+    tokens = {}
+    for e in events:
+        if isinstance(e, NodeToken):
+            tokens[e.node_id] = tokens.get(e.node_id, "") + e.text
+    done = {e.node_id: e for e in events if isinstance(e, NodeDone)}
+    assert all(done[i].answer and tokens[i].strip().startswith(done[i].answer.strip()[:10]) for i in done)
+    assert {e.node_id for e in events if isinstance(e, NodeStarted)} == set(done)
+    # --json prints the server's record as it came; the summary line reads the same fields.
+    assert remote.to_dict()["answer"] == remote.answer and remote.to_dict()["nodes"][0]["expert"]
+    assert render.summary_line(remote).startswith("parallel · 2 nodes")
+
+
+@model
+def test_the_cli_asks_the_server_in_each_output_form(served):
+    piped = runner.invoke(app, ["ask", "--server", root(served), "--api-key", SERVE_KEY, "--mode", "monolithic", "Name a color."])
+    assert piped.exit_code == 0, piped.output
+    answer = piped.stdout.strip()
+    assert answer
+    as_json = runner.invoke(app, ["ask", "--json", "--mode", "monolithic", "Name a color."],
+                            env={"COMPLM_SERVER": served.url, "COMPLM_SERVE_API_KEY": SERVE_KEY})
+    assert as_json.exit_code == 0, as_json.output
+    record = json.loads(as_json.stdout)
+    assert record["answer"] == answer and record["mode"] == "monolithic" and record["status"] == "ok"
+    assert record["restored_parts"] == [] and record["memory_bytes"] > 0  # a direct answer's record had these swapped
+    verbose = runner.invoke(app, ["ask", "--server", served.url, "--api-key", SERVE_KEY, "-v", "What is 2 plus 2, and who wrote Hamlet?"])
+    assert verbose.exit_code == 0, verbose.output
+    assert "[plan]" in verbose.stderr and "node 1" in verbose.stderr and verbose.stdout.strip()
+
+
+def test_the_server_address_may_be_what_serve_prints_or_a_bare_host():
+    assert base_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000"
+    assert base_url("127.0.0.1:8000/") == "http://127.0.0.1:8000"
+    assert base_url("https://box.lan:9000") == "https://box.lan:9000"
+
+
+def test_no_server_at_the_address_is_one_sentence_and_exit_11():
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]  # closed when the block ends: nothing listens there
+    result = runner.invoke(app, ["ask", "--server", f"127.0.0.1:{port}", "Hi?"])
+    assert result.exit_code == 11
+    assert result.stderr.startswith(f"complm: No complm server answers at http://127.0.0.1:{port}")
+    assert "complm serve" in result.stderr and "Traceback" not in result.output and result.stderr.count("\n") == 1
+    as_json = runner.invoke(app, ["ask", "--json", "--server", f"127.0.0.1:{port}", "Hi?"])
+    assert json.loads(as_json.stdout)["error"]["exit_code"] == 11
+
+
+@pytest.mark.parametrize("flag", [["--threads", "2"], ["--expert", "smollm2-135m"], ["--offline"], ["--seed", "3"]])
+def test_flags_that_shape_the_models_are_refused_with_server(flag):
+    result = runner.invoke(app, ["ask", "--server", "127.0.0.1:9", *flag, "Hi?"])
+    assert result.exit_code == 2
+    assert f"{flag[0]} applies where the models run" in result.stderr
+
+
+def test_a_server_that_is_not_complm_is_named_so():
+    class NotComplm(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server API
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), NotComplm)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        result = runner.invoke(app, ["ask", "--server", f"127.0.0.1:{httpd.server_address[1]}", "Hi?"])
+    finally:
+        httpd.shutdown()
+    assert result.exit_code == 11 and "not a complm server" in result.stderr
+
+
+@model
+def test_a_wrong_key_and_bad_requests(served):
+    result = runner.invoke(app, ["ask", "--server", served.url, "--api-key", "nope", "Hi?"])
+    assert result.exit_code == 11 and "refused the API key" in result.stderr and "nope" not in result.stderr
+    for body, param in ((b'{"question": "  "}', "question"), (b'{"question": "Hi?", "mode": "fast"}', "mode")):
+        request = urllib.request.Request(root(served) + "/api/ask", data=body, method="POST",
+                                         headers={"Authorization": f"Bearer {SERVE_KEY}"})
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=60)
+        status, doc = info.value.code, json.loads(info.value.read())
+        assert status == 400 and doc["error"]["param"] == param
+
+
+@model
+def test_a_client_that_goes_away_stops_its_run_and_the_server_answers_the_next(served, monkeypatch):
+    from complm_cli.backends.engine import Engine
+
+    ends: list[str] = []
+    end = Engine._end
+    monkeypatch.setattr(Engine, "_end", staticmethod(lambda seq, error, reason: (ends.append(reason), end(seq, error, reason))[1]))
+    request = urllib.request.Request(root(served) + "/api/ask", method="POST",
+                                     data=json.dumps({"question": "Write a long story about a dragon.", "mode": "monolithic"}).encode(),
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {SERVE_KEY}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        for raw in response:
+            if raw.strip() and json.loads(raw).get("event") == "answer_token":
+                break  # hang up mid-answer, as Ctrl-C does
+    deadline = time.monotonic() + 60
+    while not ends and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ends == ["cancelled"]  # stopped at its next token, not written to its end
+    after = ServerClient(served.url, SERVE_KEY).ask("Name a fruit.", mode="monolithic")
+    assert after.status == "ok" and after.answer.strip()
+
+
+@model
+def test_empty_lines_that_keep_a_quiet_run_alive_are_skipped(served, monkeypatch):
+    from complm_cli import serve
+
+    monkeypatch.setattr(serve, "KEEP_ALIVE", 0.001)  # one between almost every two events
+    result = ServerClient(served.url, SERVE_KEY).ask("Name a fruit.", mode="monolithic")
+    assert result.status == "ok" and result.answer.strip()
+
+
+def test_records_survive_the_wire():
+    """Each event kind the live view takes comes back as itself."""
+    from complm_cli.dag import Node, Plan
+    from complm_cli.events import AnswerToken, NodeFailed, StepPlanned
+    from complm_cli.route import Route
+
+    route = Route("smollm2-135m", 0.42, {"smollm2-135m": 0.42}, "fallback")
+    plan = Plan("Q?", [Node(1, "A?"), Node(2, "B {1}?", (1,))], fallback=None, repairs=["x"])
+    for event in (Stage("plan", "m"), StepPlanned(Node(1, "A?"), route), PlanReady(plan, {1: route, 2: route}),
+                  NodeStarted(1, "m", "A?"), NodeToken(1, "x"), NodeDone(1, "a", 0.5, 3), NodeFailed(2, "boom", True),
+                  AnswerToken("y")):
+        back = wire.event_from_record(json.loads(json.dumps(wire.event_record(event))))
+        assert back == event
+    assert wire.event_from_record({"event": "from_the_future", "x": 1}) is None
