@@ -30,10 +30,14 @@ QUESTIONS = [
 ]
 
 
+# A COMPLM_SERVER of the user's would send the in-process runs to a server too.
+ENV = {k: v for k, v in os.environ.items() if k not in ("COMPLM_SERVER", "COMPLM_SERVE_API_KEY")}
+
+
 def ask(question: str, mode: str, server: str | None) -> float:
     argv = [sys.executable, "-m", "complm_cli", "ask", "--mode", mode, question] + (["--server", server] if server else [])
     t = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     return time.perf_counter() - t
 
 
@@ -42,9 +46,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     opts = parser.parse_args()
 
-    env = {k: v for k, v in os.environ.items() if k not in ("COMPLM_SERVER", "COMPLM_SERVE_API_KEY")}
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "complm_cli", "serve", "--port", "0"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "complm_cli", "serve", "--port", "0"], env=ENV,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
         line = proc.stderr.readline()

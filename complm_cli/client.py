@@ -10,12 +10,15 @@ Only the standard library is used: the client needs no extra.
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from complm_cli.errors import ComplmError, ExitCode, UsageError
 from complm_cli.events import AnswerDone, Listener, ignore
+from complm_cli.serve import is_loopback
 
 READ_TIMEOUT = 60.0  # seconds without a line; the server sends an empty one every 5 s while a run is quiet
 
@@ -26,11 +29,17 @@ class ServerError(ComplmError):
 
 def base_url(url: str) -> str:
     """What `complm serve` prints (http://127.0.0.1:8000/v1), or a bare host:port, as the server's root."""
+    given = url
     url = url.strip().rstrip("/")
     if "://" not in url:
         url = "http://" + url
-    if not url.startswith(("http://", "https://")):
-        raise UsageError(f"The server address '{url}' is not an http:// or https:// URL.")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"The server address '{given}' is not a URL such as http://127.0.0.1:8000.")
     return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
@@ -39,21 +48,39 @@ class ServerClient:
 
     def __init__(self, url: str, api_key: str | None = None, timeout: float = READ_TIMEOUT):
         self.url, self.api_key, self.timeout = base_url(url), api_key, timeout
+        host = urllib.parse.urlsplit(self.url).hostname or ""
+        # A server on this machine is never reached through HTTP_PROXY (Go's clients, Ollama's among them, agree).
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({})) if is_loopback(host) else urllib.request.build_opener()
+
+    def _post(self, path: str, body: dict):
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})}
+        request = urllib.request.Request(self.url + path, data=data, headers=headers, method="POST")
+        try:
+            return self._opener.open(request, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            raise self._refused(exc, path) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # the last: not HTTP at all
+            reason = getattr(exc, "reason", exc)
+            raise ServerError(f"No complm server answers at {self.url} ({getattr(reason, 'strerror', None) or reason}); "
+                              "start one with `complm serve`, or leave out --server.") from None
+
+    def graph(self, question: str):
+        """The plan and its routes, as `complm graph` shows them; nothing runs."""
+        from complm_cli import wire
+
+        with self._post("/api/graph", {"question": question}) as response:
+            try:
+                data = json.loads(response.read())
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                raise ServerError(f"The connection to the complm server at {self.url} broke off "
+                                  f"({type(exc).__name__}: {exc}); is it still running?") from None
+        return self._read(lambda d: (wire.plan_from_record(d["plan"]), wire.routes_from_record(d["routes"])), data)
 
     def ask(self, question: str, *, mode: str = "parallel", on_event: Listener = ignore):
         from complm_cli import wire
 
-        body = json.dumps({"question": question, "mode": mode}).encode()
-        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})}
-        request = urllib.request.Request(self.url + "/api/ask", data=body, headers=headers, method="POST")
-        try:
-            response = urllib.request.urlopen(request, timeout=self.timeout)  # noqa: S310 - the user's own server URL
-        except urllib.error.HTTPError as exc:
-            raise self._refused(exc) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ServerError(f"No complm server answers at {self.url} ({getattr(reason, 'strerror', None) or reason}); "
-                              "start one with `complm serve`, or leave out --server.") from None
+        response = self._post("/api/ask", {"question": question, "mode": mode})
         done: AnswerDone | None = None
         # Closing the connection, as Ctrl-C does on the way out, stops the run on the server.
         with response:
@@ -64,8 +91,7 @@ class ServerClient:
                         on_event(AnswerDone(done.answer, result))
                     return result
                 if "error" in line:
-                    error = line["error"]
-                    raise ComplmError(str(error.get("message") or "the server failed the run."), _exit_code(error.get("exit_code")))
+                    raise self._failed(line["error"])
                 event = self._read(wire.event_from_record, line)
                 if isinstance(event, AnswerDone):
                     done = event  # passed on with the run's record, which the next line holds
@@ -85,7 +111,7 @@ class ServerClient:
                 line = json.loads(raw)
                 if not isinstance(line, dict):
                     raise ValueError("a line is not a JSON object")
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # IncompleteRead: cut mid-chunk
                 raise ServerError(f"The connection to the complm server at {self.url} broke off mid-run "
                                   f"({type(exc).__name__}: {exc}); is it still running?") from None
             yield line
@@ -97,18 +123,29 @@ class ServerClient:
             raise ServerError(f"The complm server at {self.url} sent a record this client cannot read "
                               f"({type(exc).__name__}: {exc}); are both the same complm version?") from None
 
-    def _refused(self, exc: urllib.error.HTTPError) -> ComplmError:
+    def _failed(self, error) -> ComplmError:
+        """A run that failed on the server, with the exit code it would have had here."""
+        if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+            return ServerError(f"The complm server at {self.url} failed the run and did not say why; see its log.")
+        return ComplmError(f"on the server at {self.url}: {error['message']}", _exit_code(error.get("exit_code")))
+
+    def _refused(self, exc: urllib.error.HTTPError, path: str) -> ComplmError:
         try:
-            message = json.loads(exc.read())["error"]["message"]
-        except (ValueError, KeyError, TypeError, OSError):
-            message = ""
+            error = json.loads(exc.read())["error"]
+            message, code = str(error["message"]), error.get("exit_code")
+        except (ValueError, KeyError, TypeError, OSError, http.client.HTTPException):
+            error, message, code = None, "", None
         if exc.code == 401:
             return ServerError(f"The complm server at {self.url} refused the API key; pass the one it was started with "
                                "as --api-key or COMPLM_SERVE_API_KEY.")
         if exc.code == 404:
-            return ServerError(f"{self.url} has no /api/ask: it is not a complm server, or one older than this client.")
+            return ServerError(f"{self.url} has no {path}: it is not a complm server, or one older than this client.")
         if exc.code == 400 and message:
             return UsageError(message)
+        if exc.code == 413:
+            return UsageError(f"The question is longer than the server at {self.url} takes; ask it without --server.")
+        if code is not None and message:
+            return self._failed(error)
         return ServerError(f"The complm server at {self.url} answered HTTP {exc.code}: {message or exc.reason}.")
 
     def close(self) -> None:
@@ -116,7 +153,9 @@ class ServerClient:
 
 
 def _exit_code(value) -> ExitCode:
+    """The server's word for how the run failed; never success, whatever it sent."""
     try:
-        return ExitCode(int(value))
+        code = ExitCode(int(value))
     except (TypeError, ValueError):
         return ExitCode.FAILURE
+    return ExitCode.FAILURE if code == ExitCode.OK else code

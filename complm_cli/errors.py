@@ -22,7 +22,7 @@ class ExitCode(enum.IntEnum):
     MODEL = 8  # a model failed to load or generate, so no answer could be given
     DATASET = 9  # an evaluation dataset that cannot be read
     STORAGE = 10  # a file or folder complm must write cannot be written (read-only, permissions, full)
-    SERVE = 11  # `complm serve` cannot start: its extra is not installed, or the address is taken
+    SERVE = 11  # `complm serve` cannot start (no extra, address taken), or `--server` gets no answer from one
     INTERRUPTED = 130  # Ctrl-C
 
 

@@ -4,7 +4,8 @@ GET /v1/models lists the modes as models; POST /v1/chat/completions answers
 the last user message, streamed as server-sent events or not, with the
 plan, routes and per-node timings under an extra `complm` key. POST /api/ask
 is complm's own: every pipeline event of the run as a JSON line, then the
-run's record (wire.py), which is what `complm ask --server` reads. Every request
+run's record (wire.py), which is what `complm ask --server` reads; POST
+/api/graph plans and routes without running (`complm graph --server`). Every request
 shares one Session, so models load once, and the sequences of concurrent
 requests decode together in each model's batched engine.
 Starlette and uvicorn come with the `serve` extra and are imported only here.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import socket
 import threading
@@ -182,12 +184,38 @@ def build_app(session, *, api_key: str | None = None, max_body: int = MAX_BODY):
         return StreamingResponse(_lines(session, question, mode), media_type="application/x-ndjson",
                                  headers={"Cache-Control": "no-cache"})
 
+    async def graph(request: Request):
+        from complm_cli import wire
+
+        cancel = threading.Event()
+        try:
+            check_key(request)
+            question = (await read_json(request)).get("question")
+            if not isinstance(question, str) or not question.strip():
+                raise _Reject(400, "'question' must be a question as a non-empty string.", param="question")
+
+            def plan_and_route():
+                plan = session.plan(question.strip(), cancel)
+                return plan, session.route(plan)
+
+            plan, routes = await run_in_threadpool(plan_and_route)
+        except _Reject as exc:
+            return error(exc)
+        except asyncio.CancelledError:
+            cancel.set()  # the client went away: stop planning at the next token
+            raise
+        except Exception as exc:
+            rejected = _rejection(exc)
+            rejected.body["error"]["exit_code"] = int(exc.code if isinstance(exc, ComplmError) else ExitCode.FAILURE)
+            return error(rejected)
+        return JSONResponse({"plan": wire.plan_record(plan), "routes": wire.routes_record(routes)})
+
     async def not_found(request: Request, exc: HTTPException):
         return error(_Reject(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}.",
                              code="not_found" if exc.status_code == 404 else "method_not_allowed"))
 
     routes = [Route("/v1/models", models, methods=["GET"]), Route("/v1/chat/completions", chat, methods=["POST"]),
-              Route("/api/ask", ask, methods=["POST"])]
+              Route("/api/ask", ask, methods=["POST"]), Route("/api/graph", graph, methods=["POST"])]
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
 
 
@@ -327,6 +355,14 @@ async def _lines(session, question: str, mode: str):
                 break
     finally:
         cancel.set()  # a client that went away (Ctrl-C) stops the run at its next token
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only: no key needed to serve it, no proxy to reach it."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def bind(host: str, port: int) -> socket.socket:

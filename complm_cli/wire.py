@@ -1,7 +1,8 @@
-"""What goes over the wire between `complm serve` and `complm ask --server`.
+"""What goes over the wire between `complm serve` and `complm ask --server` (and `graph --server`).
 
 The server streams a run as JSON lines: one per pipeline event, then one
-with the run's record (`Result.to_dict`), or one with an error. The client
+with the run's record (`Result.to_dict`), or one with an error; a graph is
+one JSON object, the plan and its routes. The client
 turns each line back into the event the live view and the pipe printer
 already take, so a run on a server looks as one in the process does.
 """
@@ -36,9 +37,23 @@ def _route_from(data: dict) -> Route:
                  data.get("formula", ""))
 
 
-def _plan_from(data: dict) -> Plan:
+def plan_record(plan: Plan) -> dict:
+    return {"question": plan.question, "nodes": [_node(n) for n in plan.nodes], "fallback": plan.fallback,
+            "repairs": plan.repairs, "seconds": plan.seconds, "tokens": plan.tokens}
+
+
+def plan_from_record(data: dict) -> Plan:
     return Plan(data["question"], [Node(n["id"], n["question"], tuple(n["depends_on"])) for n in data["nodes"]],
-                fallback=data.get("fallback"), repairs=list(data.get("repairs") or []))
+                fallback=data.get("fallback"), repairs=list(data.get("repairs") or []),
+                seconds=float(data.get("seconds", 0.0)), tokens=int(data.get("tokens", 0)))
+
+
+def routes_record(routes: dict[int, Route]) -> dict:
+    return {str(k): _route(r) for k, r in routes.items()}
+
+
+def routes_from_record(data: dict) -> dict[int, Route]:
+    return {int(k): _route_from(r) for k, r in data.items()}
 
 
 def event_record(event: ev.Event) -> dict | None:
@@ -49,10 +64,7 @@ def event_record(event: ev.Event) -> dict | None:
     if isinstance(event, ev.StepPlanned):
         return {"event": name, "node": _node(event.node), "route": _route(event.route)}
     if isinstance(event, ev.PlanReady):
-        plan = event.plan
-        return {"event": name, "plan": {"question": plan.question, "nodes": [_node(n) for n in plan.nodes],
-                                        "fallback": plan.fallback, "repairs": plan.repairs},
-                "routes": {str(k): _route(r) for k, r in event.routes.items()}}
+        return {"event": name, "plan": plan_record(event.plan), "routes": routes_record(event.routes)}
     if isinstance(event, ev.AnswerDone):
         return {"event": name, "answer": event.answer}  # the run's record follows on a line of its own
     return {"event": name, **dataclasses.asdict(event)}
@@ -67,7 +79,7 @@ def event_from_record(data: dict) -> ev.Event | None:
         n = data["node"]
         return ev.StepPlanned(Node(n["id"], n["question"], tuple(n["depends_on"])), _route_from(data["route"]))
     if cls is ev.PlanReady:
-        return ev.PlanReady(_plan_from(data["plan"]), {int(k): _route_from(r) for k, r in data["routes"].items()})
+        return ev.PlanReady(plan_from_record(data["plan"]), routes_from_record(data["routes"]))
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in fields})
 
@@ -83,13 +95,15 @@ class RemoteResult(Result):
 
 
 def result_from_record(data: dict) -> RemoteResult:
-    nodes = [NodeResult(n["id"], n["question"], tuple(n["depends_on"]), n["expert"], n["status"], n["answer"], n["reason"],
-                        n["started_s"], n["seconds"], n["tokens"], calculation=n["calculation"])
+    nodes = [NodeResult(id=n["id"], question=n["question"], depends_on=tuple(n["depends_on"]), expert=n["expert"],
+                        status=n["status"], answer=n["answer"], reason=n["reason"], started=n["started_s"],
+                        seconds=n["seconds"], tokens=n["tokens"], calculation=n["calculation"])
              for n in data["nodes"]]
     routes = {n["id"]: Route(n["expert"], n["score"], {}, n["route"], (n["calculation"] or {}).get("formula", ""))
               for n in data["nodes"] if n["score"] is not None}
     plan = Plan(data["question"], [Node(n["id"], n["question"], tuple(n["depends_on"])) for n in data["nodes"]],
                 fallback=data["plan_fallback"], repairs=list(data["plan_repairs"]))
-    return RemoteResult(data["question"], data["mode"], data["answer"], data["status"], plan, routes, nodes,
-                        dict(data["timings"]), dict(data["tokens"]), data["aggregated"], list(data["experts"]),
-                        list(data["restored_parts"]), data["memory_bytes"], data["plan_stream"], record=data)
+    return RemoteResult(question=data["question"], mode=data["mode"], answer=data["answer"], status=data["status"],
+                        plan=plan, routes=routes, nodes=nodes, timings=dict(data["timings"]), tokens=dict(data["tokens"]),
+                        aggregated=data["aggregated"], experts=list(data["experts"]), restored=list(data["restored_parts"]),
+                        memory=data["memory_bytes"], streamed=data["plan_stream"], record=data)

@@ -64,8 +64,10 @@ def test_a_run_on_the_server_gives_the_events_and_the_result_of_a_local_run(serv
     done = {e.node_id: e for e in events if isinstance(e, NodeDone)}
     assert all(done[i].answer and tokens[i].strip().startswith(done[i].answer.strip()[:10]) for i in done)
     assert {e.node_id for e in events if isinstance(e, NodeStarted)} == set(done)
-    # --json prints the server's record as it came; the summary line reads the same fields.
-    assert remote.to_dict()["answer"] == remote.answer and remote.to_dict()["nodes"][0]["expert"]
+    # --json prints the server's record: the local record's fields, with the same plan and answers.
+    record, mine = remote.to_dict(), local.to_dict()
+    assert record.keys() == mine.keys() and record["nodes"][0].keys() == mine["nodes"][0].keys()
+    assert [(n["question"], n["answer"], n["expert"]) for n in record["nodes"]] == [(n["question"], n["answer"], n["expert"]) for n in mine["nodes"]]
     assert render.summary_line(remote).startswith("parallel · 2 nodes")
 
 
@@ -86,10 +88,104 @@ def test_the_cli_asks_the_server_in_each_output_form(served):
     assert "[plan]" in verbose.stderr and "node 1" in verbose.stderr and verbose.stdout.strip()
 
 
+@model
+def test_graph_on_the_server_shows_the_plan_a_local_graph_shows(served):
+    question = "Who painted the Mona Lisa, and in which country was that painter born?"
+    plan = served.session.plan(question)
+    local = render.graph_dict(plan, served.session.route(plan))
+    got = runner.invoke(app, ["graph", "--format", "json", question], env={"COMPLM_SERVER": served.url, "COMPLM_SERVE_API_KEY": SERVE_KEY})
+    assert got.exit_code == 0, got.output
+    remote = json.loads(got.stdout)
+    assert {k: v for k, v in remote.items() if k != "plan_seconds"} == {k: v for k, v in local.items() if k != "plan_seconds"}
+    assert remote["plan_seconds"] > 0
+    mermaid = runner.invoke(app, ["graph", "--format", "mermaid", "--server", served.url, "--api-key", SERVE_KEY, question])
+    assert mermaid.exit_code == 0 and mermaid.stdout == render.mermaid(plan, served.session.route(plan)) + "\n"
+    refused = runner.invoke(app, ["graph", "--server", served.url, "--expert", "smollm2-135m", question])
+    assert refused.exit_code == 2 and "--expert applies where the models run" in refused.stderr
+
+
 def test_the_server_address_may_be_what_serve_prints_or_a_bare_host():
     assert base_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000"
     assert base_url("127.0.0.1:8000/") == "http://127.0.0.1:8000"
     assert base_url("https://box.lan:9000") == "https://box.lan:9000"
+    for bad in ("127.0.0.1:abc", "http://[::1", "ftp://box:21", "http://:8000"):
+        result = runner.invoke(app, ["ask", "--server", bad, "Hi?"])
+        assert result.exit_code == 2 and "is not a URL such as" in result.stderr, bad
+
+
+def test_a_record_comes_back_as_the_result_the_renderers_read():
+    """Without models: a partial run with a fallback plan and a calculation, through JSON and back."""
+    from complm_cli.dag import Node, Plan
+    from complm_cli.execute import NodeResult
+    from complm_cli.pipeline import Result
+    from complm_cli.route import Route
+
+    plan = Plan("How old?", [Node(1, "When was X born?"), Node(2, "2024 - {1}", (1,))], fallback="the planner failed",
+                repairs=["step 2: added dependencies [1]"])
+    nodes = [NodeResult(1, "When was X born?", (), "m", "done", "In 1950.", None, 0.1, 1.25, 7, 2),
+             NodeResult(2, "2024 - 1950", (1,), "calculator", "failed", None, "boom", 1.4, 0.0, 0,
+                        calculation={"formula": "2024 - {1}", "expression": "2024 - 1950", "result": "74"})]
+    routes = {1: Route("m", 0.61, {"m": 0.61}, "score"), 2: Route("calculator", 1.0, {}, "calculation", "2024 - {1}")}
+    timings = {"plan_s": 0.5, "route_s": 0.01, "execute_s": 1.5, "nodes_sum_s": 1.6, "aggregate_s": 0.2, "wall_s": 2.3,
+               "overlap_s": 0.3}
+    local = Result("How old?", "parallel", "74 years.", "partial", plan, routes, nodes, timings,
+                   {"plan": 9, "nodes": 7, "aggregate": 4, "total": 20}, True, ["m"], restored=[1], memory=123,
+                   streamed={"released": 1, "kept": 1, "discarded": [], "stopped": None})
+    back = wire.result_from_record(json.loads(json.dumps(local.to_dict())))
+    assert back.to_dict() == local.to_dict()
+    assert render.summary_line(back) == render.summary_line(local)
+    for field in ("question", "mode", "answer", "status", "aggregated", "experts", "restored", "memory", "streamed"):
+        assert getattr(back, field) == getattr(local, field), field
+    assert [(n.id, n.status, n.reason, n.shown, n.depends_on) for n in back.nodes] == \
+           [(n.id, n.status, n.reason, n.shown, n.depends_on) for n in local.nodes]
+    assert back.plan.fallback == plan.fallback and back.routes[2].label() == routes[2].label()
+
+
+def _one_reply_server(reply: bytes, status: int = 200):
+    """An HTTP server on 127.0.0.1 that answers every POST with `reply`."""
+
+    class Reply(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server API
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Reply)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+@pytest.mark.parametrize("line, code, words", [
+    (b'{"error": {"message": "the model broke", "exit_code": 8}}\n', 8, "on the server at"),
+    (b'{"error": {"message": "says all is well", "exit_code": 0}}\n', 1, "says all is well"),  # never success
+    (b'{"error": "nope"}\n', 11, "did not say why"),
+    (b'not json\n', 11, "broke off"),
+    (b'{"event": "stage", "name": "plan", "detail": ""}\n', 11, "ended the run without an answer"),
+])
+def test_what_a_server_sends_wrong_is_one_sentence_and_an_exit_code(line, code, words):
+    httpd = _one_reply_server(line)
+    try:
+        result = runner.invoke(app, ["ask", "--server", f"127.0.0.1:{httpd.server_address[1]}", "Hi?"])
+    finally:
+        httpd.shutdown()
+    assert result.exit_code == code and words in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_a_listener_that_does_not_speak_http_is_exit_11():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        def babble():
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+        threading.Thread(target=babble, daemon=True).start()
+        result = runner.invoke(app, ["ask", "--server", f"127.0.0.1:{listener.getsockname()[1]}", "Hi?"])
+    assert result.exit_code == 11 and "Traceback" not in result.output, result.output
 
 
 def test_no_server_at_the_address_is_one_sentence_and_exit_11():
@@ -101,6 +197,8 @@ def test_no_server_at_the_address_is_one_sentence_and_exit_11():
     assert "complm serve" in result.stderr and "Traceback" not in result.output and result.stderr.count("\n") == 1
     as_json = runner.invoke(app, ["ask", "--json", "--server", f"127.0.0.1:{port}", "Hi?"])
     assert json.loads(as_json.stdout)["error"]["exit_code"] == 11
+    graph = runner.invoke(app, ["graph", "--server", f"127.0.0.1:{port}", "Hi?"])
+    assert graph.exit_code == 11 and "No complm server answers" in graph.stderr
 
 
 @pytest.mark.parametrize("flag", [["--threads", "2"], ["--expert", "smollm2-135m"], ["--offline"], ["--seed", "3"]])
@@ -110,28 +208,38 @@ def test_flags_that_shape_the_models_are_refused_with_server(flag):
     assert f"{flag[0]} applies where the models run" in result.stderr
 
 
-def test_a_server_that_is_not_complm_is_named_so():
-    class NotComplm(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - the http.server API
-            self.send_response(404)
-            self.end_headers()
+def test_a_server_on_this_machine_is_reached_past_an_http_proxy(monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # a proxy that is not there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
 
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), NotComplm)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    body = json.dumps({"plan": {"question": "Q?", "nodes": [{"id": 1, "question": "Q?", "depends_on": []}]},
+                       "routes": {"1": {"expert": "m", "score": 0.5, "reason": "score", "scores": {}}}}).encode()
+    httpd = _one_reply_server(body)
     try:
-        result = runner.invoke(app, ["ask", "--server", f"127.0.0.1:{httpd.server_address[1]}", "Hi?"])
+        plan, routes = ServerClient(f"127.0.0.1:{httpd.server_address[1]}").graph("Q?")
     finally:
         httpd.shutdown()
-    assert result.exit_code == 11 and "not a complm server" in result.stderr
+    assert [n.question for n in plan.nodes] == ["Q?"] and routes[1].expert == "m"
+
+
+def test_a_server_that_is_not_complm_is_named_so():
+    httpd = _one_reply_server(b"", status=404)
+    try:
+        result = runner.invoke(app, ["ask", "--server", f"127.0.0.1:{httpd.server_address[1]}", "Hi?"])
+        graph = runner.invoke(app, ["graph", "--server", f"127.0.0.1:{httpd.server_address[1]}", "Hi?"])
+    finally:
+        httpd.shutdown()
+    assert result.exit_code == 11 and "has no /api/ask: it is not a complm server" in result.stderr
+    assert graph.exit_code == 11 and "has no /api/graph" in graph.stderr
 
 
 @model
 def test_a_wrong_key_and_bad_requests(served):
     result = runner.invoke(app, ["ask", "--server", served.url, "--api-key", "nope", "Hi?"])
     assert result.exit_code == 11 and "refused the API key" in result.stderr and "nope" not in result.stderr
+    too_long = runner.invoke(app, ["ask", "--server", served.url, "--api-key", SERVE_KEY, "x" * 30_000 + "?"])
+    assert too_long.exit_code == 2 and "longer than the server" in too_long.stderr  # this server takes 20,000 bytes
     for body, param in ((b'{"question": "  "}', "question"), (b'{"question": "Hi?", "mode": "fast"}', "mode")):
         request = urllib.request.Request(root(served) + "/api/ask", data=body, method="POST",
                                          headers={"Authorization": f"Bearer {SERVE_KEY}"})
@@ -168,6 +276,12 @@ def test_empty_lines_that_keep_a_quiet_run_alive_are_skipped(served, monkeypatch
     from complm_cli import serve
 
     monkeypatch.setattr(serve, "KEEP_ALIVE", 0.001)  # one between almost every two events
+    request = urllib.request.Request(root(served) + "/api/ask", method="POST",
+                                     data=json.dumps({"question": "Name a fruit.", "mode": "monolithic"}).encode(),
+                                     headers={"Authorization": f"Bearer {SERVE_KEY}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        lines = response.read().decode().split("\n")
+    assert "" in lines[:-1] and "result" in json.loads([x for x in lines if x.strip()][-1])
     result = ServerClient(served.url, SERVE_KEY).ask("Name a fruit.", mode="monolithic")
     assert result.status == "ok" and result.answer.strip()
 

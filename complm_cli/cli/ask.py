@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from complm_cli.cli.common import CatalogOpt, JsonOpt, OfflineOpt, env, handles_errors
+from complm_cli.cli.common import ApiKeyOpt, CatalogOpt, JsonOpt, OfflineOpt, ServerOpt, env, handles_errors, refuse_local_flags
 from complm_cli.errors import ExitCode, UsageError
 
 MODE_HELP = "parallel (default): independent nodes at once; sequential: one node at a time; monolithic: one model, no plan."
@@ -27,10 +27,8 @@ def ask(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Progress on stderr even when piped."),
     offline: bool = OfflineOpt,
     catalog: Path = CatalogOpt,
-    server: str = typer.Option(None, "--server", envvar="COMPLM_SERVER", show_envvar=True,
-                               help="Ask a running `complm serve` at this URL (e.g. http://127.0.0.1:8000), whose models are loaded already."),
-    api_key: str = typer.Option(None, "--api-key", envvar="COMPLM_SERVE_API_KEY", show_envvar=True,
-                                help="With --server: the key the server was started with."),
+    server: str = ServerOpt,
+    api_key: str = ApiKeyOpt,
 ) -> None:
     """Answer a question by composing experts: plan, route, run in parallel, aggregate."""
     from complm_cli import render
@@ -45,12 +43,9 @@ def ask(
     if server:
         from complm_cli.client import ServerClient
 
-        # These shape how models are loaded and run, which the server decided when it started.
-        local = {"--expert": expert, "--workers": workers, "--threads": threads, "--gpu-layers": gpu_layers,
-                 "--max-memory": max_memory, "--seed": seed, "--timeout": timeout, "--catalog": catalog, "--offline": offline or None}
-        given = [flag for flag, value in local.items() if value is not None]
-        if given:
-            raise UsageError(f"{given[0]} applies where the models run: pass it to `complm serve`, or leave out --server.")
+        refuse_local_flags({"--expert": expert, "--workers": workers, "--threads": threads, "--gpu-layers": gpu_layers,
+                            "--max-memory": max_memory, "--seed": seed, "--timeout": timeout, "--catalog": catalog,
+                            "--offline": offline or None})
         session = ServerClient(server, api_key)
     else:
         overrides = dict(workers=workers, threads=threads, gpu_layers=gpu_layers, seed=seed, node_timeout=timeout,

@@ -133,3 +133,17 @@ def load(catalog: Path | None = None, offline: bool | None = None, **overrides: 
 CatalogOpt = typer.Option(None, "--catalog", help="Another catalog file layered over the shipped and user catalogs (or COMPLM_CATALOG).", dir_okay=False)
 OfflineOpt = typer.Option(False, "--offline", help="Never touch the network (or COMPLM_OFFLINE=1).")
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts.")
+ServerOpt = typer.Option(None, "--server", envvar="COMPLM_SERVER", show_envvar=True,
+                         help="Use a running `complm serve` at this URL (e.g. http://127.0.0.1:8000), whose models are loaded already.")
+ApiKeyOpt = typer.Option(None, "--api-key", envvar="COMPLM_SERVE_API_KEY", show_envvar=True,
+                         help="With --server: the key the server was started with.")
+
+
+def refuse_local_flags(flags: dict[str, Any]) -> None:
+    """With --server, flags that shape how models load and run are the server's, set when it started."""
+    from complm_cli.errors import UsageError
+
+    given = [flag for flag, value in flags.items() if value is not None]
+    if given:
+        raise UsageError(f"{given[0]} applies where the models run: pass it to `complm serve`, or leave out --server "
+                         "(and unset COMPLM_SERVER) to run the models here.")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from complm_cli.cli.common import CatalogOpt, OfflineOpt, env, handles_errors
+from complm_cli.cli.common import ApiKeyOpt, CatalogOpt, OfflineOpt, ServerOpt, env, handles_errors, refuse_local_flags
 from complm_cli.errors import UsageError
 
 FORMATS = ("tree", "json", "mermaid", "dot")
@@ -20,6 +20,8 @@ def graph(
     expert: str = typer.Option(None, "--expert", "-e", help="Send every node to this expert."),
     offline: bool = OfflineOpt,
     catalog: Path = CatalogOpt,
+    server: str = ServerOpt,
+    api_key: str = ApiKeyOpt,
 ) -> None:
     """Show how a question would be split and routed, without running the experts."""
     from complm_cli import render
@@ -30,15 +32,23 @@ def graph(
     fmt = fmt or ("tree" if e.stdout_isatty else "json")
     if fmt not in FORMATS:
         raise UsageError(f"Unknown format '{fmt}'; use one of {', '.join(FORMATS)}.")
-    session = prepare(catalog, offline, expert, ("plan",), e)
-    try:
-        session.warm_up()
-        waiting = e.err_console().status(f"planning with {session.planner.name}…") if e.stderr_isatty else contextlib.nullcontext()
+    if server:
+        from complm_cli.client import ServerClient
+
+        refuse_local_flags({"--expert": expert, "--offline": offline or None, "--catalog": catalog})
+        waiting = e.err_console().status(f"planning on {server}…") if e.stderr_isatty else contextlib.nullcontext()
         with waiting:
-            plan = session.plan(text)
-            routes = session.route(plan)
-    finally:
-        session.close()
+            plan, routes = ServerClient(server, api_key).graph(text)
+    else:
+        session = prepare(catalog, offline, expert, ("plan",), e)
+        try:
+            session.warm_up()
+            waiting = e.err_console().status(f"planning with {session.planner.name}…") if e.stderr_isatty else contextlib.nullcontext()
+            with waiting:
+                plan = session.plan(text)
+                routes = session.route(plan)
+        finally:
+            session.close()
     if fmt == "json":
         print(render.to_json(render.graph_dict(plan, routes)), file=e.stdout)
     elif fmt == "mermaid":

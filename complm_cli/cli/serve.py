@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 import typer
@@ -45,18 +44,13 @@ def serve(
     session.warm_up()
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    # Bound to every address, it is asked at this machine's own one.
+    local = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(bound_host, shown)
     print(f"complm serve: listening on http://{shown}:{bound_port}/v1 (models: {', '.join(server.MODELS)}); "
-          f"`complm ask --server http://{shown}:{bound_port}` asks it; Ctrl-C stops it", file=e.stderr, flush=True)
-    if not api_key and not _loopback(host):
+          f"`complm ask --server http://{local}:{bound_port}` asks it; Ctrl-C stops it", file=e.stderr, flush=True)
+    if not api_key and not server.is_loopback(host):
         print(f"complm serve: warning: {host} is reachable from other machines and no --api-key is set.", file=e.stderr)
     try:
         server.serve(session, sock, api_key=api_key or None, verbose=verbose)
     finally:
         session.close()
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
