@@ -1,4 +1,4 @@
-"""Does composing experts beat the same model answering directly? One table, four question sets.
+"""Does composing experts beat the same model answering directly? One table, seven question sets.
 
     python bench/compose.py                       # every set, parallel and monolithic
     python bench/compose.py --modes monolithic    # fill in one mode (rows are kept in --out-dir)
@@ -12,6 +12,8 @@ Sets:
   musique     the 100 MuSiQue training questions (never used for prompts or tuning)
   hotpotqa    HotpotQA training questions 11 to 100 of ../shared/data/hotpotqa_train_100_distractor,
               without the one bench/latency.py asks (the first 10 were read in bench/plan_forms.py)
+  strategyqa  100 StrategyQA training questions drawn (seed 7) from ../shared/data/strategyqa_train,
+              yes/no questions whose steps are implicit (never used for prompts or tuning)
   arith       20 questions that combine looked-up facts with arithmetic (written here)
   twopart     20 simple two-part questions (written here); scored per part
 
@@ -34,7 +36,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DATA = ROOT.parent / "shared" / "data"
-SETS = ("sample", "gsm8k", "musique", "arith", "twopart", "hotpotqa")
+SETS = ("sample", "gsm8k", "musique", "arith", "twopart", "hotpotqa", "strategyqa")
 GSM8K_TUNING_LINES = 1000
 
 
@@ -74,6 +76,14 @@ def build_sets(folder: Path) -> dict[str, Path]:
                 if row["question"] not in asked:
                     out.write(json.dumps({"id": row["_id"], "question": row["question"], "answer": row["answer"]}) + "\n")
     paths["hotpotqa"] = hotpot
+    strategy = folder / "strategyqa_questions.jsonl"
+    if not strategy.exists():
+        rows = json.load(open(DATA / "strategyqa_train" / "strategyqa_train_minus_heldout.json", encoding="utf-8"))
+        with open(strategy, "w", encoding="utf-8") as out:
+            for i in sorted(random.Random(7).sample(range(len(rows)), 100)):
+                row = rows[i]
+                out.write(json.dumps({"id": row["qid"], "question": row["question"], "answer": row["answer"]}) + "\n")
+    paths["strategyqa"] = strategy
     return paths
 
 
