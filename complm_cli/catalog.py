@@ -488,7 +488,12 @@ def load_catalog(extra: list[Path] | None = None, include_shipped: bool = True) 
                     base[k] = v
                     where[k] = origin
                 where[""] = origin
-        for k, v in data.get("defaults", {}).items():
+        defaults = data.get("defaults", {})
+        if not isinstance(defaults, dict):
+            raise CatalogError(f"Catalog {origin}, [defaults]: must be a table.")
+        for k, v in defaults.items():
+            if k not in _DEFAULTS_KEYS:  # a typo ("aggregater") would otherwise change nothing, silently
+                raise CatalogError(f"Catalog {origin}, [defaults], key '{k}': unknown; the keys are {', '.join(sorted(_DEFAULTS_KEYS))}.")
             settings[k] = v
             settings_origin[k] = origin
 
@@ -518,10 +523,16 @@ def load_catalog(extra: list[Path] | None = None, include_shipped: bool = True) 
                 raise CatalogError(f"Catalog {settings_origin[role]}, [defaults], key '{role}': no expert named '{pinned}'.")
             role_names[role] = pinned
     threshold = float(setting("route_threshold", (int, float), 0.3))
+    if not -1.0 <= threshold <= 1.0:  # a cosine score; 5 would send every step to the fallback (and NaN fails this too)
+        raise CatalogError(f"Catalog {settings_origin.get('route_threshold', '?')}, [defaults], key 'route_threshold': "
+                           f"must be from -1 to 1, not {threshold:g}.")
     return Catalog(
         experts=experts, embedder_name=embedder_name, default_names=default_names,
         route_threshold=threshold, files=tuple(Path(o) for _, o in layers), role_names=role_names,
     )
+
+
+_DEFAULTS_KEYS = frozenset({"embedder", "planner", "aggregator", "fallback", "route_threshold"})
 
 
 def catalog_for(settings) -> Catalog:

@@ -119,7 +119,7 @@ class ServerClient:
     def _read(self, convert, record):
         try:
             return convert(record)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ServerError(f"The complm server at {self.url} sent a record this client cannot read "
                               f"({type(exc).__name__}: {exc}); are both the same complm version?") from None
 

@@ -27,7 +27,7 @@ from complm_cli import prompts
 from complm_cli.backends.base import Worker, WorkerFactory
 from complm_cli.catalog import Expert
 from complm_cli.config import format_size
-from complm_cli.dag import Node, Plan, short_answer, substitute
+from complm_cli.dag import Node, Plan, readable, short_answer, substitute
 from complm_cli.errors import ModelError
 from complm_cli.events import Listener, NodeDone, NodeFailed, NodeStarted, NodeToken, ignore
 from complm_cli.facts import FactWatch
@@ -329,7 +329,8 @@ def run_feed(feed: NodeFeed, pool: ModelPool, options: RunOptions, on_event: Lis
     def take(node: Node, expert: Expert) -> None:
         plan.nodes = [*plan.nodes, node]
         experts[node.id] = expert
-        results[node.id] = NodeResult(node.id, node.question, node.depends_on, expert.name)
+        # As the user wrote it (their braces back), even for a step that never runs; one that runs gets its parents' answers in.
+        results[node.id] = NodeResult(node.id, readable(node.question), node.depends_on, expert.name)
         stop_node[node.id] = threading.Event()
         if expert.kind == "tool":
             numeric.update(node.depends_on)

@@ -153,6 +153,8 @@ class Session:
             raise UsageError(f"'{expert}' is a built-in tool, not a model; calculations go to it without --expert.")
         if self.forced and self.forced.kind != "llm":
             raise UsageError(f"'{expert}' is an embedder, not an expert that can answer.")
+        if monolithic and self.catalog.get(monolithic).kind != "llm":
+            raise UsageError(f"'{monolithic}' is not a model that can answer; name an expert for the direct answer.")
         self.modes = modes
         self._monolithic_name = monolithic
         if pull:
@@ -289,8 +291,8 @@ class Session:
             if overlap is not None:
                 overlap.abort()
             raise
-        if not reused:
-            timings["overlap_s"] = overlap_seconds(execution, planned) if overlap is not None and overlap.started else 0.0
+        # Every record has the key; a given plan (eval's shared one) overlaps nothing.
+        timings["overlap_s"] = overlap_seconds(execution, planned) if overlap is not None and overlap.started else 0.0
         if cancel.is_set():
             raise Cancelled()
         results = execution.results
@@ -346,12 +348,16 @@ class Session:
                                         temperature=gen.temperature, on_token=lambda p: on_event(AnswerToken(p)), cancel=cancel,
                                         prefix=1)
         seconds = time.perf_counter() - t
-        node = NodeResult(1, question, (), model.name, "done", answer, None, t - start, seconds, tokens, self.settings.threads)
+        # Empty (whitespace, or only a reasoning block) is no answer, as in the composed modes: exit 8, not 0.
+        empty = not answer.strip()
+        node = NodeResult(1, question, (), model.name, "failed" if empty else "done", answer,
+                          "the model returned an empty answer" if empty else None, t - start, seconds, tokens, self.settings.threads)
         plan = single_node(question)
         routes = {1: Route(model.name, 1.0, {}, "forced" if self.forced else "monolithic")}
         wall = time.perf_counter() - start
-        result = Result(question, "monolithic", answer, "ok", plan, routes, [node],
-                        {"plan_s": 0.0, "route_s": 0.0, "execute_s": seconds, "nodes_sum_s": seconds, "aggregate_s": 0.0, "wall_s": wall},
+        result = Result(question, "monolithic", answer, "failed" if empty else "ok", plan, routes, [node],
+                        {"plan_s": 0.0, "route_s": 0.0, "execute_s": seconds, "nodes_sum_s": seconds, "aggregate_s": 0.0,
+                         "overlap_s": 0.0, "wall_s": wall},
                         {"plan": 0, "nodes": tokens, "aggregate": 0, "total": tokens}, False, [model.name], memory=self.pool.peak)
         on_event(AnswerDone(answer, result))
         return result

@@ -270,7 +270,12 @@ def disk_full(where: Path) -> DownloadError:
 def pip_command() -> list[str]:
     """How to run pip: COMPLM_PIP (a command line), else this Python's own pip."""
     custom = os.environ.get("COMPLM_PIP", "").strip()
-    return shlex.split(custom) if custom else [sys.executable, "-m", "pip"]
+    if not custom:
+        return [sys.executable, "-m", "pip"]
+    try:
+        return shlex.split(custom)
+    except ValueError as exc:  # an unbalanced quote
+        raise UsageError(f"COMPLM_PIP is not a command line ({exc}); fix or unset it.") from None
 
 
 def pip_available() -> bool:

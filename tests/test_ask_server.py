@@ -165,6 +165,7 @@ def _one_reply_server(reply: bytes, status: int = 200):
     (b'{"error": "nope"}\n', 11, "did not say why"),
     (b'not json\n', 11, "broke off"),
     (b'{"event": "stage", "name": "plan", "detail": ""}\n', 11, "ended the run without an answer"),
+    (b'{"event": "plan_ready", "plan": "x", "routes": []}\n', 11, "cannot read"),
 ])
 def test_what_a_server_sends_wrong_is_one_sentence_and_an_exit_code(line, code, words):
     httpd = _one_reply_server(line)

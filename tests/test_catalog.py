@@ -94,6 +94,10 @@ def test_catalog_for_layers_user_catalog_and_flag(tmp_path, isolated, monkeypatc
         (GOOD_ENTRY + "\nbogus = 1\n", ["bogus"]),
         ("[models]\n", ["unknown table"]),
         ('[defaults]\nplanner = "nobody"\n', ["planner", "nobody"]),
+        ("defaults = 3\n", ["[defaults]", "must be a table"]),
+        ('[defaults]\naggregater = "x"\n', ["aggregater", "unknown", "aggregator"]),  # a typo is not ignored
+        ("[defaults]\nroute_threshold = 5\n", ["route_threshold", "from -1 to 1"]),
+        ("[defaults]\nroute_threshold = nan\n", ["route_threshold", "from -1 to 1"]),
     ],
 )
 def test_bad_catalog_names_file_entry_and_key(tmp_path, text, words):

@@ -215,6 +215,22 @@ def test_json_errors_are_a_document_on_stdout(isolated):
     assert doc["error"]["exit_code"] == 4 and "nobody" in doc["error"]["message"]
 
 
+@pytest.mark.parametrize("raised, code, words", [(KeyboardInterrupt(), 130, "interrupted"),
+                                                  (RuntimeError("a bug"), 1, "unexpected error: RuntimeError: a bug")])
+def test_json_gets_a_document_on_ctrl_c_and_on_a_bug_too(isolated, monkeypatch, raised, code, words):
+    import complm_cli.cli.question as question
+
+    def boom(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(question, "read_question", boom)
+    result = runner.invoke(app, ["ask", "--json", "Hi?"])
+    assert result.exit_code == code
+    doc = json.loads(result.stdout)
+    assert doc["error"]["exit_code"] == code and words in doc["error"]["message"]
+    assert result.stderr.count("\n") == 1 and words in result.stderr
+
+
 def test_the_calculator_cannot_be_forced_as_the_answering_model(isolated):
     from typer.testing import CliRunner
 

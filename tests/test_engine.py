@@ -182,6 +182,7 @@ def test_a_prefix_evaluated_cold_rides_along_with_the_sequences_that_decode(engi
 
 CTRL_C_MID_BATCH = """
 import os, signal, sys, threading
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a run started in the background inherits SIGINT ignored
 from complm_cli.backends.engine import Engine, Request
 e = Engine(sys.argv[1], n_ctx=2048, slots=3, name="m")
 def chat(q):

@@ -20,7 +20,7 @@ import pytest
 from complm_cli import prompts
 from complm_cli.catalog import Expert, Generation, PathSource
 from complm_cli.dag import Node, Plan
-from complm_cli.errors import ModelError
+from complm_cli.errors import ModelError, UsageError
 from complm_cli.events import NodeDone, NodeFailed, NodeStarted, NodeToken
 from complm_cli.execute import Cancelled, ModelPool, RunOptions, run_plan
 
@@ -1005,3 +1005,45 @@ def test_fan_out_answers_are_cut_only_where_the_aggregator_combines_them(questio
         assert answers == ["Vincent van Gogh painted it in 1889.", "William Shakespeare wrote it in 1600."]
     else:
         assert answers == [PAINTER_REPLY, "William Shakespeare wrote it in 1600. It is long."]
+
+
+def test_a_direct_answer_that_is_empty_fails_as_a_composed_one_does(tmp_path) -> None:
+    fake = Fake(answers={"Say nothing.": "   ", "Say hi.": "Hi there."})
+    session = fake_session(tmp_path, fake)
+    try:
+        empty = session.ask("Say nothing.", mode="monolithic")
+        fine = session.ask("Say hi.", mode="monolithic")
+    finally:
+        session.close()
+    assert empty.status == "failed" and empty.nodes[0].status == "failed" and "empty answer" in empty.nodes[0].reason
+    assert fine.status == "ok" and fine.answer == "Hi there."
+    record = fine.to_dict()  # every mode's record has the same timing keys, and the run's memory where it belongs
+    assert record["timings"]["overlap_s"] == 0.0 and record["restored_parts"] == [] and record["memory_bytes"] > 0
+
+
+def test_the_direct_answer_must_come_from_a_model(tmp_path) -> None:
+    from complm_cli.catalog import load_catalog
+    from complm_cli.config import Settings
+    from complm_cli.pipeline import Session
+
+    settings = Settings(cache_dir=tmp_path / "cache", config_dir=tmp_path / "config")
+    for name in ("calculator", "all-minilm-l6-v2"):
+        with pytest.raises(UsageError, match=f"'{name}' is not a model that can answer"):
+            Session(settings, load_catalog(), pull=False, modes=("monolithic",), monolithic=name)
+
+
+def test_a_step_that_never_ran_shows_the_users_braces_as_written(tmp_path) -> None:
+    question = "Who wrote the regex \\d{3}, and what does {3} match in it?"
+    escaped = "What does \uff5b3\uff5d match in {1}?"  # the planner sees the user's braces escaped (dag.escape_user)
+    plan = json.dumps({"steps": [{"q": "Who wrote the regex?", "deps": []}, {"q": escaped, "deps": [1]}]})
+    from complm_cli.dag import escape_user
+
+    fake = Fake(answers={escape_user(question): plan}, fail={"Who wrote the regex?": RuntimeError("the expert crashed")})
+    fake.tokens, fake.sleep = 2, 0.0
+    session = fake_session(tmp_path, fake)
+    try:
+        result = session.ask(question)
+    finally:
+        session.close()
+    assert [n.status for n in result.nodes] == ["failed", "skipped"]
+    assert result.to_dict()["nodes"][1]["question"] == "What does {3} match in {1}?"

