@@ -251,6 +251,11 @@ def load_settings(env: dict[str, str] | None = None, flags: dict[str, Any] | Non
         for key, value in data.items():
             if key not in known:
                 raise CatalogError(f"The config file {path} has an unknown key '{key}'; known keys: {', '.join(sorted(known))}.")
+            if key in ("cache_dir", "catalog"):
+                if not isinstance(value, str):
+                    raise CatalogError(f"The config file {path}, key '{key}': '{value}' is not valid; {key} must be a path, in quotes.")
+                # A relative path in the file is relative to the file, not to wherever complm runs.
+                value = str(path.parent / os.path.expanduser(value))
             values[key] = check_setting(key, value, str(path), "file")
     for name, var in _ENV.items():
         if env.get(var, "") != "":

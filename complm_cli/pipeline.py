@@ -190,12 +190,12 @@ class Session:
 
     def _generate(self, expert: Expert, messages: list[dict], *, schema: dict | None = None, max_tokens: int,
                   temperature: float, on_token=None, cancel: threading.Event | None = None, prefix: int = 0,
-                  stop=None, draft=None) -> tuple[str, int]:
+                  stop=None, draft=None, on_start=None) -> tuple[str, int]:
         """The planner's, the aggregator's and monolithic generation: the same path as a node's (generate.py)."""
         params = Params(max_tokens=max_tokens, temperature=temperature, seed=self.settings.seed,
                         threads=self.settings.threads, schema=schema, prefix=prefix, timeout=self.settings.node_timeout,
                         draft=draft)
-        out = generate(self.pool, expert, messages, params, cancel=cancel, on_piece=on_token, stop=stop)
+        out = generate(self.pool, expert, messages, params, cancel=cancel, on_piece=on_token, stop=stop, on_start=on_start)
         return out.text, out.tokens
 
     # --- the four parts -----------------------------------------------------------
@@ -344,19 +344,22 @@ class Session:
         on_event(Stage("execute", "monolithic"))
         gen = model.generation
         t = time.perf_counter()
+        began: list[float] = []  # once the model is loaded: a node's seconds and tokens/s leave its load out
         answer, tokens = self._generate(model, prompts.monolithic_messages(question), max_tokens=gen.max_tokens,
                                         temperature=gen.temperature, on_token=lambda p: on_event(AnswerToken(p)), cancel=cancel,
-                                        prefix=1)
-        seconds = time.perf_counter() - t
+                                        prefix=1, on_start=lambda: began.append(time.perf_counter()))
+        end = time.perf_counter()
+        seconds = end - t  # the phase, its load included, as a composed run's execute_s includes its nodes' loads
         # Empty (whitespace, or only a reasoning block) is no answer, as in the composed modes: exit 8, not 0.
         empty = not answer.strip()
         node = NodeResult(1, question, (), model.name, "failed" if empty else "done", answer,
-                          "the model returned an empty answer" if empty else None, t - start, seconds, tokens, self.settings.threads)
+                          "the model returned an empty answer" if empty else None, began[0] - start, end - began[0], tokens,
+                          self.settings.threads)
         plan = single_node(question)
         routes = {1: Route(model.name, 1.0, {}, "forced" if self.forced else "monolithic")}
         wall = time.perf_counter() - start
         result = Result(question, "monolithic", answer, "failed" if empty else "ok", plan, routes, [node],
-                        {"plan_s": 0.0, "route_s": 0.0, "execute_s": seconds, "nodes_sum_s": seconds, "aggregate_s": 0.0,
+                        {"plan_s": 0.0, "route_s": 0.0, "execute_s": seconds, "nodes_sum_s": node.seconds, "aggregate_s": 0.0,
                          "overlap_s": 0.0, "wall_s": wall},
                         {"plan": 0, "nodes": tokens, "aggregate": 0, "total": tokens}, False, [model.name], memory=self.pool.peak)
         on_event(AnswerDone(answer, result))

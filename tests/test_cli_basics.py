@@ -216,7 +216,8 @@ def test_json_errors_are_a_document_on_stdout(isolated):
 
 
 @pytest.mark.parametrize("raised, code, words", [(KeyboardInterrupt(), 130, "interrupted"),
-                                                  (RuntimeError("a bug"), 1, "unexpected error: RuntimeError: a bug")])
+                                                  (RuntimeError("a bug"), 1, "unexpected error: RuntimeError: a bug"),
+                                                  (OSError(5, "Input/output error"), 1, "unexpected error: OSError")])
 def test_json_gets_a_document_on_ctrl_c_and_on_a_bug_too(isolated, monkeypatch, raised, code, words):
     import complm_cli.cli.question as question
 

@@ -132,3 +132,15 @@ def test_cache_dir_that_is_a_file_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("COMPLM_CACHE_DIR", str(tmp_path / "afile"))
     with pytest.raises(UsageError, match="COMPLM_CACHE_DIR.*not a folder"):
         load_settings()
+
+
+def test_paths_in_the_config_file_are_relative_to_it(isolated, monkeypatch, tmp_path):
+    monkeypatch.delenv("COMPLM_CACHE_DIR")
+    monkeypatch.chdir(tmp_path)  # somewhere else than the config folder
+    isolated["config"].mkdir(parents=True)
+    (isolated["config"] / "config.toml").write_text('cache_dir = "models"\ncatalog = "mine.toml"\n')
+    s = load_settings()
+    assert s.cache_dir == isolated["config"] / "models" and s.catalog == isolated["config"] / "mine.toml"
+    (isolated["config"] / "config.toml").write_text("cache_dir = 5\n")
+    with pytest.raises(CatalogError, match="cache_dir must be a path"):
+        load_settings()

@@ -1047,3 +1047,23 @@ def test_a_step_that_never_ran_shows_the_users_braces_as_written(tmp_path) -> No
         session.close()
     assert [n.status for n in result.nodes] == ["failed", "skipped"]
     assert result.to_dict()["nodes"][1]["question"] == "What does {3} match in {1}?"
+
+
+def test_a_direct_answers_node_time_leaves_the_model_load_out_as_a_composed_nodes_does(tmp_path, monkeypatch) -> None:
+    load = FakeWorker.load
+
+    def slow_load(self) -> None:
+        time.sleep(1.0)
+        load(self)
+
+    monkeypatch.setattr(FakeWorker, "load", slow_load)
+    fake = Fake(answers={"Say hi.": "Hi there."}, sleep=0.0)
+    session = fake_session(tmp_path, fake)
+    try:
+        result = session.ask("Say hi.", mode="monolithic")
+    finally:
+        session.close()
+    node = result.nodes[0]
+    assert node.started >= 1.0  # it starts once its model is loaded
+    assert result.timings["execute_s"] - node.seconds >= 1.0  # the phase still counts the load
+    assert result.timings["nodes_sum_s"] == node.seconds

@@ -94,8 +94,10 @@ def handles_errors(func: Callable) -> Callable:
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except OSError as exc:
-            if exc.errno not in WRITE_ERRNOS or env().debug:
+            if env().debug:
                 raise
+            if exc.errno not in WRITE_ERRNOS:  # EIO, a reset connection: not something the user can free up
+                raise _unexpected(exc, kwargs) from None
             if exc.filename is None:  # a write to a stream: stdout, the only one complm writes much to
                 _drop_stdout()
                 exc.filename = "<stdout>"
@@ -103,12 +105,16 @@ def handles_errors(func: Callable) -> Callable:
         except Exception as exc:  # a bug: say so in one line, --debug shows where
             if env().debug:
                 raise
-            message = f"unexpected error: {type(exc).__name__}: {exc} (run with --debug or COMPLM_DEBUG=1 for a traceback)."
-            if kwargs.get("as_json"):
-                _print_error_document(message, int(ExitCode.FAILURE))
-            raise fail(message, ExitCode.FAILURE) from None
+            raise _unexpected(exc, kwargs) from None
 
     return wrapper
+
+
+def _unexpected(exc: BaseException, kwargs: dict) -> typer.Exit:
+    message = f"unexpected error: {type(exc).__name__}: {exc} (run with --debug or COMPLM_DEBUG=1 for a traceback)."
+    if kwargs.get("as_json"):
+        _print_error_document(message, int(ExitCode.FAILURE))
+    return fail(message, ExitCode.FAILURE)
 
 
 def _print_error_document(message: str, code: int) -> None:
