@@ -148,6 +148,21 @@ class ServerClient:
             return self._failed(error)
         return ServerError(f"The complm server at {self.url} answered HTTP {exc.code}: {message or exc.reason}.")
 
+    def probe(self) -> dict:
+        """Whether a complm server answers at the address (what `complm doctor` shows); never raises."""
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        request = urllib.request.Request(self.url + "/v1/models", headers=headers)
+        try:
+            with self._opener.open(request, timeout=5) as response:
+                names = [m["id"] for m in json.loads(response.read())["data"]]
+            return {"url": self.url, "answers": True, "message": f"answers (models: {', '.join(names)})"}
+        except urllib.error.HTTPError as exc:
+            why = "refused the API key (COMPLM_SERVE_API_KEY)" if exc.code == 401 else f"answered HTTP {exc.code}"
+            return {"url": self.url, "answers": False, "message": why}
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as exc:
+            reason = getattr(exc, "reason", exc)
+            return {"url": self.url, "answers": False, "message": f"no answer ({getattr(reason, 'strerror', None) or reason})"}
+
     def close(self) -> None:
         pass
 

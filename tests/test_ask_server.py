@@ -104,6 +104,26 @@ def test_graph_on_the_server_shows_the_plan_a_local_graph_shows(served):
     assert refused.exit_code == 2 and "--expert applies where the models run" in refused.stderr
 
 
+@model
+def test_doctor_says_whether_the_server_of_complm_server_answers(served):
+    def doctor(url: str, key: str | None = SERVE_KEY) -> dict:
+        env = {"COMPLM_SERVER": url, **({"COMPLM_SERVE_API_KEY": key} if key else {})}
+        result = runner.invoke(app, ["doctor", "--json"], env=env)
+        assert result.exit_code == 0, result.output  # doctor reports; it does not fail
+        return json.loads(result.stdout)["server"]
+
+    up = doctor(served.url)
+    assert up["answers"] is True and "complm-monolithic" in up["message"] and up["url"] == root(served)
+    assert doctor(served.url, key="wrong") == {"url": root(served), "answers": False,
+                                              "message": "refused the API key (COMPLM_SERVE_API_KEY)"}
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+    down = doctor(f"127.0.0.1:{port}")
+    assert down["answers"] is False and down["message"].startswith("no answer")
+    plain = runner.invoke(app, ["doctor"], env={"COMPLM_SERVER": served.url, "COMPLM_SERVE_API_KEY": SERVE_KEY})
+    assert "COMPLM_SERVER" in plain.stdout and "answers" in plain.stdout
+
+
 def test_the_server_address_may_be_what_serve_prints_or_a_bare_host():
     assert base_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000"
     assert base_url("127.0.0.1:8000/") == "http://127.0.0.1:8000"

@@ -63,6 +63,7 @@ def test_doctor_json(isolated):
     assert isinstance(report["llama_cpp"]["gpu_offload"], bool)
     assert report["cpu_threads"] >= 1
     assert "smollm2-135m" in report["missing_defaults"]
+    assert report["server"] is None  # no COMPLM_SERVER
 
 
 def test_bad_catalog_is_one_sentence_with_exit_5(tmp_path, isolated):

@@ -43,6 +43,22 @@ def _probe_all(experts: list) -> list[dict]:
         return list(pool.map(probe, experts))
 
 
+def _server() -> dict | None:
+    """The server `ask --server` would use by default (COMPLM_SERVER), and whether it answers."""
+    import os
+
+    from complm_cli.client import ServerClient
+    from complm_cli.errors import UsageError
+
+    url = os.environ.get("COMPLM_SERVER", "").strip()
+    if not url:
+        return None
+    try:
+        return ServerClient(url, os.environ.get("COMPLM_SERVE_API_KEY") or None).probe()
+    except UsageError as exc:  # not a URL
+        return {"url": url, "answers": False, "message": exc.message}
+
+
 @handles_errors
 def doctor(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
     """Versions, paths, catalog files, CPU threads, GPU offload, and what is pulled."""
@@ -74,6 +90,7 @@ def doctor(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
         "pulled": [e.name for e in cat.experts.values() if e.remote is None and store.is_pulled(e)],
         "missing_defaults": [e.name for e in [*cat.defaults(), cat.embedder] if e.remote is None and not store.is_pulled(e)],
         "remote": _probe_all([x for x in cat.experts.values() if x.remote is not None]),
+        "server": _server(),
     }
     e = env()
     if as_json:
@@ -97,6 +114,9 @@ def doctor(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
     for r in report["remote"]:
         color = "green" if r["served"] else ("yellow" if r["reachable"] else "red")
         lines.append((r["name"], f"{r['api_base']}: [{color}]{escape(r['message'])}[/]"))
+    server = report["server"]
+    if server is not None:
+        lines.append(("COMPLM_SERVER", f"{server['url']}: [{'green' if server['answers'] else 'red'}]{escape(server['message'])}[/]"))
     for key, value in lines:
         console.print(f"[bold]{key:>16}[/]  {value}")
     if report["missing_defaults"]:
