@@ -226,7 +226,11 @@ def fetch_path(src: PathSource, expert: Expert, dest: Path, progress: PullProgre
         raise SourceFailed(f"{path} is a folder, not a model file", network=False)
     if not path.is_file():
         raise SourceFailed(f"{path} does not exist", network=False)
-    with path.open("rb") as reader:
+    try:
+        reader = path.open("rb")
+    except OSError as exc:  # the next source may still have it; this is no fault of the cache
+        raise SourceFailed(f"{path} cannot be read ({exc.strerror or exc})", network=False) from None
+    with reader:
         return copy_hashing([reader], dest, progress, path.stat().st_size)
 
 

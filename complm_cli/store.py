@@ -342,7 +342,11 @@ class Store:
         check = self._check_path(expert)
         if not check.is_file():
             return VerifyResult(expert.name, False, f"{check} is missing")
-        sha = sources.hash_prefix(check).hexdigest()
+        try:
+            sha = sources.hash_prefix(check).hexdigest()
+        except OSError as exc:  # unreadable (permissions, an I/O error): it cannot be vouched for
+            return VerifyResult(expert.name, False, f"{check} cannot be read ({exc.strerror or exc}); fix its permissions "
+                                                    f"or run `complm pull --force {expert.name}`")
         want = expert.sha256 or manifest.get("sha256") or "?"
         if sha != want:
             return VerifyResult(expert.name, False, f"changed since it was pulled (sha256 {sha[:12]}…, want {want[:12]}…); run `complm pull --force {expert.name}`")

@@ -25,6 +25,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from complm_cli.catalog import Expert, catalog_for
+from complm_cli import sources
 from complm_cli.cli.app import app
 from complm_cli.config import load_settings, parse_size
 from complm_cli.errors import DownloadError, ExitCode, IntegrityError, NotFoundError
@@ -486,6 +487,34 @@ def test_not_enough_disk_space_says_how_much_is_needed(hub, tmp_path, monkeypatc
 
 
 # --- (10) verify and rm ----------------------------------------------------------------------
+
+
+def test_a_file_that_cannot_be_read_is_a_source_that_failed_or_a_verify_that_failed(hub, tmp_path, monkeypatch):
+    """Root reads anything, so the unreadable file is a patched open: what is checked is the handling."""
+    data = blob()
+    hub.add(REPO, FILE, data)
+    local = tmp_path / "copy.gguf"
+    local.write_bytes(data)
+    real_open = Path.open
+
+    def refusing_open(self, *args, **kwargs):
+        if self == local:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refusing_open)
+    catalog = write_catalog(tmp_path / "cat.toml", data, [{"type": "path", "path": str(local)}, hub_source()])
+    result = complm("pull", NAME, "--catalog", catalog)
+    assert result.exit_code == 0, result.output  # on to the next source, not "Cannot write" (exit 10)
+    assert hub.count("GET", HUB_PATH) >= 1
+
+    def unreadable(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(sources, "hash_prefix", unreadable)
+    result = complm("verify", NAME, "--catalog", catalog)
+    assert result.exit_code == ExitCode.INTEGRITY and "cannot be read (Permission denied)" in result.stdout
+
 
 
 def test_verify_catches_a_changed_file_and_rm_removes_it(hub, tmp_path):
