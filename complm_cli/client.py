@@ -52,17 +52,23 @@ class ServerClient:
         # A server on this machine is never reached through HTTP_PROXY (Go's clients, Ollama's among them, agree).
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({})) if is_loopback(host) else urllib.request.build_opener()
 
+    def _auth(self) -> dict:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def _broke_off(self, exc: BaseException, when: str = "") -> ServerError:
+        return ServerError(f"The connection to the complm server at {self.url} broke off{when} "
+                           f"({type(exc).__name__}: {exc}); is it still running?")
+
     def _post(self, path: str, body: dict):
         data = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})}
-        request = urllib.request.Request(self.url + path, data=data, headers=headers, method="POST")
+        request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json", **self._auth()},
+                                         method="POST")
         try:
             return self._opener.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
             raise self._refused(exc, path) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # the last: not HTTP at all
-            reason = getattr(exc, "reason", exc)
-            raise ServerError(f"No complm server answers at {self.url} ({getattr(reason, 'strerror', None) or reason}); "
+            raise ServerError(f"No complm server answers at {self.url} ({_reason(exc)}); "
                               "start one with `complm serve`, or leave out --server.") from None
 
     def graph(self, question: str):
@@ -73,8 +79,7 @@ class ServerClient:
             try:
                 data = json.loads(response.read())
             except (OSError, ValueError, http.client.HTTPException) as exc:
-                raise ServerError(f"The connection to the complm server at {self.url} broke off "
-                                  f"({type(exc).__name__}: {exc}); is it still running?") from None
+                raise self._broke_off(exc) from None
         return self._read(lambda d: (wire.plan_from_record(d["plan"]), wire.routes_from_record(d["routes"])), data)
 
     def ask(self, question: str, *, mode: str = "parallel", on_event: Listener = ignore):
@@ -112,8 +117,7 @@ class ServerClient:
                 if not isinstance(line, dict):
                     raise ValueError("a line is not a JSON object")
             except (OSError, ValueError, http.client.HTTPException) as exc:  # IncompleteRead: cut mid-chunk
-                raise ServerError(f"The connection to the complm server at {self.url} broke off mid-run "
-                                  f"({type(exc).__name__}: {exc}); is it still running?") from None
+                raise self._broke_off(exc, " mid-run") from None
             yield line
 
     def _read(self, convert, record):
@@ -150,8 +154,7 @@ class ServerClient:
 
     def probe(self) -> dict:
         """Whether a complm server answers at the address (what `complm doctor` shows); never raises."""
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        request = urllib.request.Request(self.url + "/v1/models", headers=headers)
+        request = urllib.request.Request(self.url + "/v1/models", headers=self._auth())
         try:
             with self._opener.open(request, timeout=5) as response:
                 names = [m["id"] for m in json.loads(response.read())["data"]]
@@ -160,11 +163,16 @@ class ServerClient:
             why = "refused the API key (COMPLM_SERVE_API_KEY)" if exc.code == 401 else f"answered HTTP {exc.code}"
             return {"url": self.url, "answers": False, "message": why}
         except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as exc:
-            reason = getattr(exc, "reason", exc)
-            return {"url": self.url, "answers": False, "message": f"no answer ({getattr(reason, 'strerror', None) or reason})"}
+            return {"url": self.url, "answers": False, "message": f"no answer ({_reason(exc)})"}
 
     def close(self) -> None:
         pass
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a connection failed, in the OS's words where it has them ("Connection refused")."""
+    reason = getattr(exc, "reason", exc)
+    return str(getattr(reason, "strerror", None) or reason)
 
 
 def _exit_code(value) -> ExitCode:

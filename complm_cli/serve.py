@@ -174,9 +174,7 @@ def build_app(session, *, api_key: str | None = None, max_body: int = MAX_BODY):
         try:
             check_key(request)
             data = await read_json(request)
-            question, mode = data.get("question"), data.get("mode", "parallel")
-            if not isinstance(question, str) or not question.strip():
-                raise _Reject(400, "'question' must be a question as a non-empty string.", param="question")
+            question, mode = _question(data), data.get("mode", "parallel")
             if mode not in MODES:
                 raise _Reject(400, f"Unknown mode '{mode}'; use one of {', '.join(MODES)}.", param="mode")
         except _Reject as exc:
@@ -190,9 +188,7 @@ def build_app(session, *, api_key: str | None = None, max_body: int = MAX_BODY):
         cancel = threading.Event()
         try:
             check_key(request)
-            question = (await read_json(request)).get("question")
-            if not isinstance(question, str) or not question.strip():
-                raise _Reject(400, "'question' must be a question as a non-empty string.", param="question")
+            question = _question(await read_json(request))
 
             def plan_and_route():
                 plan = session.plan(question.strip(), cancel)
@@ -217,6 +213,14 @@ def build_app(session, *, api_key: str | None = None, max_body: int = MAX_BODY):
     routes = [Route("/v1/models", models, methods=["GET"]), Route("/v1/chat/completions", chat, methods=["POST"]),
               Route("/api/ask", ask, methods=["POST"]), Route("/api/graph", graph, methods=["POST"])]
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+
+
+def _question(data: dict) -> str:
+    """The `question` field of complm's own routes (/api/ask, /api/graph)."""
+    question = data.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise _Reject(400, "'question' must be a question as a non-empty string.", param="question")
+    return question
 
 
 def _check(result) -> None:

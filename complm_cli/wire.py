@@ -28,6 +28,10 @@ def _node(node: Node) -> dict:
     return {"id": node.id, "question": node.question, "depends_on": list(node.depends_on)}
 
 
+def _node_from(data: dict) -> Node:
+    return Node(data["id"], data["question"], tuple(data["depends_on"]))
+
+
 def _route(route: Route) -> dict:
     return route.to_dict()
 
@@ -43,7 +47,7 @@ def plan_record(plan: Plan) -> dict:
 
 
 def plan_from_record(data: dict) -> Plan:
-    return Plan(data["question"], [Node(n["id"], n["question"], tuple(n["depends_on"])) for n in data["nodes"]],
+    return Plan(data["question"], [_node_from(n) for n in data["nodes"]],
                 fallback=data.get("fallback"), repairs=list(data.get("repairs") or []),
                 seconds=float(data.get("seconds", 0.0)), tokens=int(data.get("tokens", 0)))
 
@@ -76,8 +80,7 @@ def event_from_record(data: dict) -> ev.Event | None:
     if cls is None:
         return None
     if cls is ev.StepPlanned:
-        n = data["node"]
-        return ev.StepPlanned(Node(n["id"], n["question"], tuple(n["depends_on"])), _route_from(data["route"]))
+        return ev.StepPlanned(_node_from(data["node"]), _route_from(data["route"]))
     if cls is ev.PlanReady:
         return ev.PlanReady(plan_from_record(data["plan"]), routes_from_record(data["routes"]))
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -101,7 +104,7 @@ def result_from_record(data: dict) -> RemoteResult:
              for n in data["nodes"]]
     routes = {n["id"]: Route(n["expert"], n["score"], {}, n["route"], (n["calculation"] or {}).get("formula", ""))
               for n in data["nodes"] if n["score"] is not None}
-    plan = Plan(data["question"], [Node(n["id"], n["question"], tuple(n["depends_on"])) for n in data["nodes"]],
+    plan = Plan(data["question"], [_node_from(n) for n in data["nodes"]],
                 fallback=data["plan_fallback"], repairs=list(data["plan_repairs"]))
     return RemoteResult(question=data["question"], mode=data["mode"], answer=data["answer"], status=data["status"],
                         plan=plan, routes=routes, nodes=nodes, timings=dict(data["timings"]), tokens=dict(data["tokens"]),

@@ -1033,11 +1033,11 @@ def test_the_direct_answer_must_come_from_a_model(tmp_path) -> None:
 
 
 def test_a_step_that_never_ran_shows_the_users_braces_as_written(tmp_path) -> None:
-    question = "Who wrote the regex \\d{3}, and what does {3} match in it?"
-    escaped = "What does \uff5b3\uff5d match in {1}?"  # the planner sees the user's braces escaped (dag.escape_user)
-    plan = json.dumps({"steps": [{"q": "Who wrote the regex?", "deps": []}, {"q": escaped, "deps": [1]}]})
     from complm_cli.dag import escape_user
 
+    question = "Who wrote the regex \\d{3}, and what does {3} match in it?"
+    escaped = f"What does {escape_user('{3}')} match in {{1}}?"  # the planner sees the user's braces escaped
+    plan = json.dumps({"steps": [{"q": "Who wrote the regex?", "deps": []}, {"q": escaped, "deps": [1]}]})
     fake = Fake(answers={escape_user(question): plan}, fail={"Who wrote the regex?": RuntimeError("the expert crashed")})
     fake.tokens, fake.sleep = 2, 0.0
     session = fake_session(tmp_path, fake)
