@@ -1,12 +1,17 @@
 """What checking a draft of k tokens costs against decoding one token, on one sequence.
 
-    python bench/draft_cost.py [--model qwen2.5-coder-1.5b] [--threads T] [--gpu-layers N]
+    python bench/draft_cost.py [--model qwen2.5-coder-1.5b] [--threads T] [--gpu-layers N] [--plain]
 
 Prompt-lookup (and any speculative) decoding pays only where evaluating k
 tokens in one step costs much less than k single steps. Prints, for k = 1
 to 32, the median milliseconds of one llama_decode of k tokens after a
 short prompt, and that cost in single steps: a draft of k tokens pays only
-when more tokens than that are accepted on average.
+when more tokens than that are accepted on average. The same table is the
+price of batching: n sequences decoding together put n tokens in a step.
+
+On CPUs that have them, llama.cpp repacks weights at load into a layout for
+its own matrix kernels (the default, and complm's); `--plain` loads the
+model without that (`use_extra_bufts = false`), for comparison.
 """
 
 from __future__ import annotations
@@ -21,7 +26,19 @@ def main() -> None:
     parser.add_argument("--model", default="qwen2.5-coder-1.5b")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--gpu-layers", type=int, default=0)
+    parser.add_argument("--plain", action="store_true", help="no weight repacking (llama.cpp's use_extra_bufts off)")
     opts = parser.parse_args()
+    if opts.plain:
+        import llama_cpp
+
+        defaults = llama_cpp.llama_model_default_params
+
+        def plain():
+            params = defaults()
+            params.use_extra_bufts = False
+            return params
+
+        llama_cpp.llama_model_default_params = plain  # what Engine asks for when it loads the model
 
     from complm_cli.backends.engine import Engine
     from complm_cli.catalog import catalog_for
@@ -46,9 +63,9 @@ def main() -> None:
     def run() -> None:
         ll = engine._ll
         decode(prompt, 0)
-        print(f"{expert.name}, threads {engine.threads}, gpu layers {opts.gpu_layers}")
+        print(f"{expert.name}, threads {engine.threads}, gpu layers {opts.gpu_layers}{', plain (no repacking)' if opts.plain else ''}")
         one = None
-        for k in (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32):
+        for k in (1, 2, 3, 4, 6, 8, 10, 12, 14, 15, 16, 17, 20, 24, 32, 64):
             times = []
             for _ in range(7):
                 ll.llama_memory_seq_rm(engine.memory, 0, len(prompt), -1)

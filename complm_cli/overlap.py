@@ -4,7 +4,7 @@ The planner's text goes to a StepRelease (plan_stream.py) after each token.
 A step it releases is routed in a thread of its own, so that the planner
 never waits for the embedder, and fed to a scheduler that runs in another
 thread (execute.run_feed), started by the first step. Once make_plan has
-returned (repair round and fallback included), `settle` compares: released
+returned (the one-node fallback included), `settle` compares: released
 steps that are the first steps of the final plan (same id, text and
 dependencies) are kept; from the first that differs on, every released step
 is discarded, cancelled if it runs. The caller routes the rest and hands it

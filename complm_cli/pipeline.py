@@ -201,16 +201,12 @@ class Session:
     # --- the four parts -----------------------------------------------------------
 
     def plan(self, question: str, cancel: threading.Event | None = None, on_text=None) -> Plan:
-        """`on_text(reply so far)` sees the planner's first reply grow, token by token (a repair round writes a new plan)."""
-        calls: list[int] = []
+        """`on_text(reply so far)` sees the planner's reply grow, token by token."""
 
         def generate(messages: list[dict], schema: dict, question: str) -> tuple[str, int]:
-            calls.append(1)
-            watch = on_text if len(calls) == 1 else None
-
             def stop(partial: str) -> bool:
-                if watch is not None:
-                    watch(partial)
+                if on_text is not None:
+                    on_text(partial)
                 return copies_question(partial, question) or plan_finished(partial)
 
             text, tokens = self._generate(self.planner, messages, schema=schema, max_tokens=MAX_PLAN_TOKENS, temperature=0.0,

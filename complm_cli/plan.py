@@ -13,9 +13,14 @@ readily, and it takes fewer tokens than JSON. A reply in the older JSON form
 The planner's output is untrusted. `parse_plan` turns any text into a Plan
 plus a list of problems; deterministic repairs (references written in the
 text but not listed, `#1` for `{1}`, a step that says "that painter" without
-naming step 1) happen there. A plan that is still invalid gets one repair
-round with the model, then falls back to a single node holding the whole
-question, and the fallback is reported.
+naming step 1, a comment after a line, `total = letters`, a name written
+with other capitals, `$2`, a line that compares, which is left to the final
+answer) happen there. A plan that is still invalid falls back to a single
+node holding the whole question, and the fallback is reported. There is no
+repair round with the model: shown its plan's problems, the 1.5B planner
+made none of 18 invalid plans of tuning questions valid, most often
+reciting its instructions instead, and 3.4 s went to each attempt
+(bench/plan-repairs-results.txt).
 """
 
 from __future__ import annotations
@@ -107,18 +112,63 @@ def _as_int(value: Any) -> int | None:
 _LINE = re.compile(r"^\s*([A-Za-z_]\w{0,40})\s*=\s*(.+?)\s*;?\s*$")
 _ASK = re.compile(r"^ask\(\s*f?([\"'])(.*)\1\s*\)$")
 _NAME = re.compile(r"\b[A-Za-z_]\w*\b")
-_CONSTANT = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_CONSTANT = re.compile(r"-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
+_DOLLAR = re.compile(r"\$\s*(?=\.?\d)")  # `cost = $2.50`: the amount
+# A comparison (`greater = spider_legs > hexagon_sides`) is the aggregator's
+# work, which sees every answer; the calculator only does arithmetic.
+_COMPARES = re.compile(r"[<>]|[=!]=|\b(?:and|or|not)\b")
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
+
+
+def _code(line: str) -> str:
+    """The line without a trailing `# comment` (a # inside a string, or a `#1` reference, stays)."""
+    quote = None
+    for i, c in enumerate(line):
+        if quote:
+            quote = None if c == quote and line[i - 1] != "\\" else quote
+        elif c in "\"'":
+            quote = c
+        elif c == "#" and i and line[i - 1].isspace() and not line[i + 1 : i + 2].isdigit():
+            return line[:i].rstrip()
+    return line
+
+
 _FUNCTIONS = frozenset({"round", "abs", "min", "max", "sqrt", "floor", "ceil", "days", "int", "float"})
 
 
-def parse_lines(question: str, raw: str) -> tuple[list[tuple[str, list[int]]], list[str]]:
-    """Plan lines -> (step text with {N} references, its dependencies), and the problems found."""
+def parse_lines(question: str, raw: str, notes: list[str] | None = None) -> tuple[list[tuple[str, list[int]]], list[str]]:
+    """Plan lines -> (step text with {N} references, its dependencies), and the problems found.
+
+    `notes` gets a line for each line of the plan that is left out (a comparison)."""
+    notes = [] if notes is None else notes
     steps: list[tuple[str, list[int]]] = []
     problems: list[str] = []
     names: dict[str, int] = {}
     consts: dict[str, str] = {}
+    compared: set[str] = set()
+
+    def capitals(word: str, among: dict) -> str | None:
+        same = [n for n in among if n.lower() == word.lower()]
+        return same[0] if len(same) == 1 else None
+
+    def known(word: str) -> str | None:
+        """The step name `word` means: itself, or else the one step name that differs only in capitals."""
+        if word in names:
+            return word
+        if word in consts or word in _FUNCTIONS:
+            return None  # `max` is the function, even where a step is called `Max`
+        return capitals(word, names)
+
+    def constant(word: str, formula: bool = True) -> str | None:
+        """The number a name stands for (`april = 48`), unless it names a step."""
+        name = word if word in consts else None if known(word) is not None else capitals(word, consts)
+        if name is None:
+            return None
+        value = consts[name]
+        return f"({value})" if formula and value.startswith("-") else value  # -.5 ** 2 is not (-.5) ** 2
+
     for line in raw.replace("\r", "").split("\n"):
-        line = line.strip()
+        line = _code(line.strip())
         if steps and (not line or line.startswith("```")):
             break  # the plan is over; what follows is commentary
         if not line or line.startswith(("#", "```", "print(", "return")):
@@ -130,31 +180,44 @@ def parse_lines(question: str, raw: str) -> tuple[list[tuple[str, list[int]]], l
             problems.append(f"line '{line[:60]}' is neither name = ask(\"...\") nor name = formula")
             continue
         name, rhs = m.group(1), m.group(2)
-        rhs = _NAME.sub(lambda w: consts.get(w.group(0), w.group(0)), rhs) if consts else rhs
+        ask = _ASK.match(rhs)
+        if not ask:
+            # Only outside an ask's text: "How many apples ..." keeps its words where `apples = 5` was set.
+            rhs = _NAME.sub(lambda w: constant(w.group(0)) or w.group(0), _DOLLAR.sub("", rhs))
+            if _COMPARES.search(_QUOTED.sub("", rhs)):
+                compared.add(name)  # no step: a later line that uses it is an unknown name
+                names.pop(name, None)
+                consts.pop(name, None)
+                notes.append(f"'{name} = {rhs[:40]}' compares, which the final answer does; it is no step")
+                continue
+            alias = known(rhs)
+            if alias is not None:
+                names[name] = names[alias]  # `total = letters` is no step: the name means the same answer
+                continue
         if _CONSTANT.fullmatch(rhs) and name not in names:
             consts[name] = rhs.replace(",", "")  # `april = 48` is no step: the number goes where the name is used
             continue
         index = len(steps) + 1
-        ask = _ASK.match(rhs)
         if ask:
             text = ask.group(2).replace('\\"', '"')
 
             def ref(match: re.Match, index: int = index) -> str:
                 key = match.group(1)
-                if key in names:
-                    return "{%d}" % names[key]
+                if known(key) is not None:
+                    return "{%d}" % names[known(key)]
                 if key.isdigit():
                     return match.group(0)
                 problems.append(f"step {index} uses {{{key}}}, which no earlier line sets")
                 return match.group(0)
 
-            text = re.sub(r"\{([A-Za-z_]\w*)\}", lambda c: consts.get(c.group(1), c.group(0)), text)
+            text = re.sub(r"\{([A-Za-z_]\w*)\}", lambda c: constant(c.group(1), formula=False) or c.group(0), text)
             text = re.sub(r"\{([A-Za-z_]\w*|\d+)\}", ref, text)
         else:
-            unknown = [w for w in _NAME.findall(rhs) if w not in names and w not in _FUNCTIONS and not w.isdigit()]
+            unknown = [w for w in _NAME.findall(rhs) if known(w) is None and w not in _FUNCTIONS and not w.isdigit()]
             if unknown:
-                problems.append(f"step {index} uses '{unknown[0]}', which no earlier line sets")
-            text = _NAME.sub(lambda w: "{%d}" % names[w.group(0)] if w.group(0) in names else w.group(0), rhs)
+                problems.append(f"step {index} uses '{unknown[0]}', which no earlier line sets"
+                                + (" (a comparison, which the final answer makes)" if unknown[0] in compared else ""))
+            text = _NAME.sub(lambda w: "{%d}" % names[known(w.group(0))] if known(w.group(0)) else w.group(0), rhs)
             text = re.sub(r"\b(?:int|float)\(", "(", text)
         steps.append((" ".join(text.split()), sorted(references(text))))
         names[name] = index
@@ -172,7 +235,7 @@ def parse_plan(question: str, raw: str, max_nodes: int = MAX_NODES, *, lone_step
     streaming starts while it waits to see whether a second step follows)."""
     plan = Plan(question=question, nodes=[], raw=raw if isinstance(raw, str) else repr(raw))
     if isinstance(raw, str) and not raw.lstrip().startswith(("{", "[")):
-        steps, problems = parse_lines(question, raw)
+        steps, problems = parse_lines(question, raw, plan.repairs)
         if not steps and _load_json(raw) is not None:
             steps, problems = [], []  # JSON wrapped in prose: read below
         elif not steps:
@@ -295,6 +358,8 @@ def plan_finished(partial: str) -> bool:
     lines = partial.replace("\r", "").split("\n")[:-1]  # complete lines only
     seen = False
     for line in (x.strip() for x in lines):
+        if seen and line.startswith("#"):
+            continue  # a comment between steps: the plan may go on (parse_lines skips it)
         if seen and (not line or line.startswith("```") or not _LINE.match(line)):
             return True
         seen = seen or bool(_LINE.match(line))
@@ -305,23 +370,14 @@ Generate = Callable[[list[dict], dict | None], tuple[str, int]]  # (messages, JS
 
 
 def make_plan(question: str, generate: Generate, max_nodes: int = MAX_NODES) -> Plan:
-    """Ask the planner, repair once if needed, else fall back to one node."""
+    """Ask the planner; a plan that is invalid after the deterministic repairs falls back to one node."""
     start = time.perf_counter()
     schema = None  # plan lines need no grammar: free text decodes about 1.7x faster, and parse_plan reads anything
-    messages = prompts.planner_messages(question)
-    raw, tokens = generate(messages, schema)
+    raw, tokens = generate(prompts.planner_messages(question), schema)
     parsed = _grounding(parse_plan(question, raw, max_nodes), question)
     if parsed.problems:
-        retry = messages + [{"role": "assistant", "content": raw}, {"role": "user", "content": prompts.planner_repair(parsed.problems)}]
-        raw2, tokens2 = generate(retry, schema)
-        tokens += tokens2
-        second = _grounding(parse_plan(question, raw2, max_nodes), question)
-        if second.problems:
-            plan = single_node(question, f"the planner's plan was invalid twice ({'; '.join(second.problems)})")
-            plan.raw = raw2
-        else:
-            plan = second.plan
-            plan.repairs.insert(0, f"first plan was invalid ({'; '.join(parsed.problems)}); the planner repaired it")
+        plan = single_node(question, f"the planner's plan was invalid ({'; '.join(parsed.problems)})")
+        plan.raw = raw
     else:
         plan = parsed.plan
     plan.seconds = time.perf_counter() - start

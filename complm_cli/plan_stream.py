@@ -12,8 +12,8 @@ the caller discards the speculative step (unless it is the question itself)
 and runs the question. A step is released only
 
 - while the plan so far has no problem and every step is grounded (a problem
-  sends the whole plan to a repair round, which may rewrite every step, so
-  nothing more is released after one);
+  sends the whole plan to the one-node fallback, so nothing more is released
+  after one);
 - in order, so its references point to steps released before it.
 
 A JSON reply is read only once it is complete: nothing is released early.

@@ -73,15 +73,6 @@ def planner_prefix_length() -> int:
     return 1 + 2 * len(PLANNER_EXAMPLES)
 
 
-def planner_repair(problems: list[str]) -> str:
-    hint = ""
-    if any("does not come before it" in p or "unknown step" in p for p in problems):
-        # The usual cause: a formula written first, over facts no step asks for yet.
-        hint = (" A formula may only use variables set on earlier lines: first write one ask line for each fact "
-                "the formula needs, then the formula.")
-    return "That plan is not valid: " + "; ".join(problems) + "." + hint + " Reply with a corrected plan for the same question only."
-
-
 # Measured on the 1.5B and 0.5B models: asking for "a name or a number" only
 # made them drop units and get facts wrong ("100" for water's boiling point in
 # Fahrenheit); asking for the key fact with its units kept answers short and right.

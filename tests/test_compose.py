@@ -53,6 +53,75 @@ def test_plan_line_problems(raw, problem):
     assert any(problem in p for p in parsed.problems), parsed.problems
 
 
+# Plans the 1.5B planner wrote for tuning-split questions (bench/plan_repairs.py); each used to
+# cost a repair round that never succeeded, then fell back to the whole question.
+def test_a_last_line_that_compares_is_left_to_the_final_answer():
+    raw = ('spider_legs = ask("How many legs does a spider have?")\n'
+           'hexagon_sides = ask("How many sides does a hexagon have?")\n'
+           "greater = spider_legs > hexagon_sides")
+    parsed = parse_plan("Is the number of legs of a spider greater than the number of sides of a hexagon?", raw)
+    assert parsed.problems == []
+    assert [n.question for n in parsed.plan.nodes] == ["How many legs does a spider have?", "How many sides does a hexagon have?"]
+    # Other capitals in a name, and `==`, `and`, `not`: all comparisons, none a step.
+    raw = ('newton = ask("When was Isaac Newton born?")\nshakespeare = ask("When did William Shakespeare die?")\n'
+           "is_born_before = newton < Shakespeare\nsame = newton == shakespeare and not is_born_before")
+    assert len(parse_plan("Was Isaac Newton born before William Shakespeare died?", raw).plan.nodes) == 2
+
+
+def test_a_step_that_uses_a_comparison_is_still_a_problem():
+    raw = 'a = ask("When was Mozart born?")\nb = ask("When was Bach born?")\nolder = a < b\nc = older + 1'
+    parsed = parse_plan("Was Mozart born before Bach?", raw)
+    assert any("'older'" in p and "comparison" in p for p in parsed.problems), parsed.problems
+
+
+def test_comments_aliases_capitals_and_dollars_are_read():
+    question = "Jack wants salt: he boils 2 liters of seawater that is 20% salt. How many ml of salt does he get?"
+    raw = "water = 2 * 1000  # convert liters to milliliters\nsalt_percentage = 0.20\nsalt = water * salt_percentage"
+    assert [n.question for n in parse_plan(question, raw).plan.nodes] == ["2 * 1000", "{1} * 0.20"]
+    # `total = letters` names the same answer: no step, and no step "about nothing".
+    raw = "letters = 3 * 2 * 2 * 52\ntotal = letters"
+    parsed = parse_plan("James writes a 3-page letter to 2 friends twice a week. How many pages a year?", raw)
+    assert parsed.problems == [] and [n.question for n in parsed.plan.nodes] == ["3 * 2 * 2 * 52"]
+    raw = "martha = 68\ntim = Martha - 30\nharry = tim / 2"
+    assert [n.question for n in parse_plan("Tim has 30 less apples than Martha ...", raw).plan.nodes] == ["68 - 30", "{1} / 2"]
+    raw = "cost = $.25\nmoney = $2\nsoda = (money - cost) / cost"
+    assert [n.question for n in parse_plan("A soda costs $.25 an ounce; how many ounces for $2?", raw).plan.nodes] == ["(2 - .25) / .25"]
+
+
+@pytest.mark.parametrize("raw, steps", [
+    ("a = ask('{S}')\nb = ask('{D}')\ntotal = #1 + #2  # both", ["{S}", "{D}", "{1} + {2}"]),  # `#1` is no comment
+    ("n = 5\nN = ask('{S}')\nt = n * N", ["{S}", "5 * {1}"]),  # an exact name wins over other capitals
+    ("Legs = ask('{S}')\nlegs = 4\nt = Legs + legs", ["{S}", "{1} + 4"]),
+    ("Max = ask('{S}')\nb = ask('{D}')\nc = max(Max, b)", ["{S}", "{D}", "max({1}, {2})"]),  # and a function
+    ("x = -.5\ny = ask('{S}')\nz = x ** 2 + y", ["{S}", "(-.5) ** 2 + {1}"]),  # a negative number keeps its sign
+])
+def test_repairs_keep_what_the_plan_means(raw, steps):
+    spider, dog = "How many legs does a spider have?", "How many legs does a dog have?"
+    raw = raw.replace("'{S}'", f'"{spider}"').replace("'{D}'", f'"{dog}"')
+    parsed = parse_plan("How many legs do a spider and a dog have?", raw)
+    assert parsed.problems == []
+    assert [n.question for n in parsed.plan.nodes] == [s.replace("{S}", spider).replace("{D}", dog) for s in steps]
+
+
+def test_a_comparison_is_noted_and_forgets_its_name_and_quoted_words_are_no_comparison():
+    question = "Does a spider have more legs than a dog?"
+    raw = 'a = ask("How many legs does a spider have?")\nb = ask("How many legs does a dog have?")\nmore = a > b'
+    assert parse_plan(question, raw).plan.repairs == ["'more = a > b' compares, which the final answer does; it is no step"]
+    parsed = parse_plan(question, 'a = ask("How many legs does a spider have?")\na = a > 6\nb = a * 2')
+    assert any("'a'" in p for p in parsed.problems)  # `a` is the comparison now, not step 1
+    parsed = parse_plan(question, 'b = int(ask("How many legs do a dog or a spider have?"))')
+    assert any("'ask'" in p for p in parsed.problems)  # "or" inside the text is no comparison: the line stays a problem
+
+
+def test_a_hash_or_a_set_name_inside_an_ask_is_its_text():
+    raw = 'apples = 5\nlang = ask("What is C# used for?")  # a comment\nn = ask("How many apples does {apples} weigh?")'
+    nodes = parse_plan("What is C# used for, and what do 5 apples weigh?", raw).plan.nodes
+    assert [n.question for n in nodes] == ["What is C# used for?", "How many apples does 5 weigh?"]
+    raw = 'apples = 5\nx = ask("How many apples does Tom have?")\ny = x + apples'
+    nodes = parse_plan("Tom has some apples and gets 5 more; how many apples now?", raw).plan.nodes
+    assert [n.question for n in nodes] == ["How many apples does Tom have?", "{1} + 5"]
+
+
 def test_a_single_formula_step_is_kept_a_single_question_is_not():
     assert parse_plan("What is 12 / 60 * 50?", "earned = 12 / 60 * 50").plan.nodes[0].question == "12 / 60 * 50"
     only = parse_plan("What is the capital of Japan?", 'c = ask("Capital of Japan?")').plan.nodes
@@ -63,6 +132,7 @@ def test_the_planner_stops_once_the_plan_is_written():
     assert not plan_finished('a = ask("Who wrote Hamlet?")\nb = ask("Where')
     assert plan_finished('a = ask("Who wrote Hamlet?")\n\n')
     assert plan_finished('a = ask("Who wrote Hamlet?")\nThis plan is simple.\n')
+    assert not plan_finished('a = ask("Who wrote Hamlet?")\n# then where he was born\nb = ask("Where')
     assert not plan_finished('{"steps": [\n')
     assert copies_question('q = ask("Who wrote Hamlet?"', "Who wrote Hamlet?")
     assert not copies_question('q = ask("Who wrote it?"', "Who wrote Hamlet?")

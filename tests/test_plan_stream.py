@@ -61,7 +61,7 @@ def test_a_repeated_step_is_not_released():
 
 
 def test_an_ungrounded_step_stops_the_release():
-    # A step taken from the planner's examples sends the plan to a repair round: nothing after it may run.
+    # A step taken from the planner's examples sends the plan to the fallback: nothing after it may run.
     question = "How many legs does a spider have, and how many does a dog have?"
     reply = f"{SPIDER}\n" + 'ocean = ask("What is the largest ocean on Earth?")\n' + f"{DOG}\n{TOTAL}\n"
     release = StepRelease(question)
