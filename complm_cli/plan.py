@@ -167,6 +167,11 @@ def parse_lines(question: str, raw: str, notes: list[str] | None = None) -> tupl
         value = consts[name]
         return f"({value})" if formula and value.startswith("-") else value  # -.5 ** 2 is not (-.5) ** 2
 
+    def step(word: str) -> str | None:
+        """`{N}` for the step a name sets, else None."""
+        name = known(word)
+        return None if name is None else "{%d}" % names[name]
+
     for line in raw.replace("\r", "").split("\n"):
         line = _code(line.strip())
         if steps and (not line or line.startswith("```")):
@@ -203,8 +208,8 @@ def parse_lines(question: str, raw: str, notes: list[str] | None = None) -> tupl
 
             def ref(match: re.Match, index: int = index) -> str:
                 key = match.group(1)
-                if known(key) is not None:
-                    return "{%d}" % names[known(key)]
+                if (found := step(key)) is not None:
+                    return found
                 if key.isdigit():
                     return match.group(0)
                 problems.append(f"step {index} uses {{{key}}}, which no earlier line sets")
@@ -217,7 +222,7 @@ def parse_lines(question: str, raw: str, notes: list[str] | None = None) -> tupl
             if unknown:
                 problems.append(f"step {index} uses '{unknown[0]}', which no earlier line sets"
                                 + (" (a comparison, which the final answer makes)" if unknown[0] in compared else ""))
-            text = _NAME.sub(lambda w: "{%d}" % names[known(w.group(0))] if known(w.group(0)) else w.group(0), rhs)
+            text = _NAME.sub(lambda w: step(w.group(0)) or w.group(0), rhs)
             text = re.sub(r"\b(?:int|float)\(", "(", text)
         steps.append((" ".join(text.split()), sorted(references(text))))
         names[name] = index

@@ -682,11 +682,8 @@ def test_a_failed_node_gives_a_partial_answer_that_names_what_is_missing(tmp_pat
                 fail={"In which country was Picasso born?": RuntimeError("the expert crashed")})
     fake.tokens, fake.sleep = 2, 0.0
     fake.respond = lambda messages: "51, and the capital is unknown" if messages[0]["content"] == prompts.AGGREGATOR_SYSTEM else None
-    session = fake_session(tmp_path, fake)
-    try:
+    with fake_session(tmp_path, fake) as session:
         result = session.ask(CHAIN_QUESTION)
-    finally:
-        session.close()
     assert result.status == "partial" and result.answer
     assert [n.status for n in result.nodes] == ["failed", "skipped", "done"]
     assert "crashed" in result.nodes[0].reason and "step 1" in result.nodes[1].reason
@@ -699,11 +696,8 @@ def test_an_empty_final_answer_is_a_failure_not_ok(tmp_path) -> None:
                          "What is the capital of Spain?": "Madrid", "What is 17 times 3?": "51"})
     fake.tokens, fake.sleep = 1, 0.0
     fake.respond = lambda messages: " " if messages[0]["content"] == prompts.AGGREGATOR_SYSTEM else None
-    session = fake_session(tmp_path, fake)
-    try:
+    with fake_session(tmp_path, fake) as session:
         result = session.ask(CHAIN_QUESTION)
-    finally:
-        session.close()
     assert all(n.status == "done" for n in result.nodes)
     assert result.answer == "" and result.status == "failed"
 
@@ -772,11 +766,8 @@ def test_braces_and_hash_numbers_the_user_typed_are_never_references(tmp_path) -
     fake = Fake(answers={escape_user(question): plan, "Which team is ranked #1 in the FIFA ranking?": "Argentina",
                          "Does the regex \\d{3} match 123?": "Yes"})
     fake.tokens, fake.sleep = 1, 0.0
-    session = fake_session(tmp_path, fake)
-    try:
+    with fake_session(tmp_path, fake) as session:
         result = session.ask(question)
-    finally:
-        session.close()
     assert [n.question for n in result.nodes] == ["Which team is ranked #1 in the FIFA ranking?", "Does the regex \\d{3} match 123?"]
     assert [n.depends_on for n in result.nodes] == [(), ()] and result.plan.fallback is None
     assert [n.answer for n in result.nodes] == ["Argentina", "Yes"]
@@ -1009,12 +1000,9 @@ def test_fan_out_answers_are_cut_only_where_the_aggregator_combines_them(questio
 
 def test_a_direct_answer_that_is_empty_fails_as_a_composed_one_does(tmp_path) -> None:
     fake = Fake(answers={"Say nothing.": "   ", "Say hi.": "Hi there."})
-    session = fake_session(tmp_path, fake)
-    try:
+    with fake_session(tmp_path, fake) as session:
         empty = session.ask("Say nothing.", mode="monolithic")
         fine = session.ask("Say hi.", mode="monolithic")
-    finally:
-        session.close()
     assert empty.status == "failed" and empty.nodes[0].status == "failed" and "empty answer" in empty.nodes[0].reason
     assert fine.status == "ok" and fine.answer == "Hi there."
     record = fine.to_dict()  # every mode's record has the same timing keys, and the run's memory where it belongs
@@ -1040,11 +1028,8 @@ def test_a_step_that_never_ran_shows_the_users_braces_as_written(tmp_path) -> No
     plan = json.dumps({"steps": [{"q": "Who wrote the regex?", "deps": []}, {"q": escaped, "deps": [1]}]})
     fake = Fake(answers={escape_user(question): plan}, fail={"Who wrote the regex?": RuntimeError("the expert crashed")})
     fake.tokens, fake.sleep = 2, 0.0
-    session = fake_session(tmp_path, fake)
-    try:
+    with fake_session(tmp_path, fake) as session:
         result = session.ask(question)
-    finally:
-        session.close()
     assert [n.status for n in result.nodes] == ["failed", "skipped"]
     assert result.to_dict()["nodes"][1]["question"] == "What does {3} match in {1}?"
 
@@ -1058,11 +1043,8 @@ def test_a_direct_answers_node_time_leaves_the_model_load_out_as_a_composed_node
 
     monkeypatch.setattr(FakeWorker, "load", slow_load)
     fake = Fake(answers={"Say hi.": "Hi there."}, sleep=0.0)
-    session = fake_session(tmp_path, fake)
-    try:
+    with fake_session(tmp_path, fake) as session:
         result = session.ask("Say hi.", mode="monolithic")
-    finally:
-        session.close()
     node = result.nodes[0]
     assert node.started >= 1.0  # it starts once its model is loaded
     assert result.timings["execute_s"] - node.seconds >= 1.0  # the phase still counts the load
