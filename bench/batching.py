@@ -34,10 +34,10 @@ def main() -> None:
     parser.add_argument("--models", default="smollm2-135m,qwen2.5-coder-0.5b,qwen2.5-coder-1.5b")
     opts = parser.parse_args()
 
-    from complm_cli.backends.engine import Engine, Request
-    from complm_cli.catalog import catalog_for
-    from complm_cli.config import load_settings
-    from complm_cli.store import Store
+    from complm_cli.experts.engine import Engine, Request
+    from complm_cli.cache.catalog import catalog_for
+    from complm_cli.cache.config import load_settings
+    from complm_cli.cache.store import Store
 
     settings = load_settings()
     threads = opts.threads or settings.threads

@@ -48,9 +48,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="at most N questions per expert")
     args = ap.parse_args()
 
-    from complm_cli.metrics import choice_letter
-    from complm_cli.pipeline import Session
-    from complm_cli.route import Router
+    from complm_cli.evaluate.metrics import choice_letter
+    from complm_cli.compose.session import Session
+    from complm_cli.compose.route import Router
 
     session = Session(modes=("parallel",))
     base = session.router()

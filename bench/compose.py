@@ -42,7 +42,7 @@ GSM8K_TUNING_LINES = 1000
 
 def build_sets(folder: Path) -> dict[str, Path]:
     """Write each set as JSONL under `folder` (the held-out draws are reproducible)."""
-    from complm_cli.evaluate import sample_path
+    from complm_cli.evaluate.run import sample_path
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"sample": sample_path(), "arith": HERE / "data" / "facts_arith.jsonl", "twopart": HERE / "data" / "twopart.jsonl"}
@@ -96,7 +96,7 @@ def last_number_right(prediction: str, gold: list[str]) -> bool:
 
 
 def parts_right(prediction: str, parts: list[list[str]]) -> tuple[int, int]:
-    from complm_cli.metrics import contains
+    from complm_cli.evaluate.metrics import contains
 
     return sum(1 for p in parts if contains(prediction, p)), len(parts)
 
@@ -149,9 +149,9 @@ def main() -> None:
     modes = [m for m in args.modes.split(",") if m]
     paths = build_sets(args.out_dir)
     if not args.report:
-        from complm_cli import evaluate as ev
-        from complm_cli.datasets import read_dataset
-        from complm_cli.pipeline import Session
+        from complm_cli.evaluate import run as ev
+        from complm_cli.evaluate.datasets import read_dataset
+        from complm_cli.compose.session import Session
 
         session = Session(modes=tuple(modes))
         try:

@@ -40,10 +40,10 @@ def main() -> None:
 
         llama_cpp.llama_model_default_params = plain  # what Engine asks for when it loads the model
 
-    from complm_cli.backends.engine import Engine
-    from complm_cli.catalog import catalog_for
-    from complm_cli.config import load_settings
-    from complm_cli.store import Store
+    from complm_cli.experts.engine import Engine
+    from complm_cli.cache.catalog import catalog_for
+    from complm_cli.cache.config import load_settings
+    from complm_cli.cache.store import Store
 
     settings = load_settings()
     expert = catalog_for(settings).get(opts.model)

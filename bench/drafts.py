@@ -48,9 +48,9 @@ def main() -> None:
     from compose import build_sets
     from latency import QUESTIONS
 
-    from complm_cli.backends import engine
-    from complm_cli.config import load_settings
-    from complm_cli.pipeline import Session
+    from complm_cli.experts import engine
+    from complm_cli.cache.config import load_settings
+    from complm_cli.compose.session import Session
 
     counts = {"kept": 0, "guessed": 0}
     check = engine.Engine._check

@@ -16,7 +16,7 @@
 # and quantisation, not on the weights' values).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-version=$(python -c "from complm_cli.backends.llama import TESTED; print(TESTED)")
+version=$(python -c "from complm_cli.experts.llama import TESTED; print(TESTED)")
 CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-deps --no-cache-dir "llama-cpp-python==${version}"
 python -c "import llama_cpp; assert llama_cpp.llama_supports_gpu_offload(), 'llama-cpp-python was built without GPU offload'"
 complm pull

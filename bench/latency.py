@@ -106,8 +106,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="parallel workers (default: complm's)")
     opts = parser.parse_args()
 
-    from complm_cli.config import load_settings
-    from complm_cli.pipeline import Session
+    from complm_cli.cache.config import load_settings
+    from complm_cli.compose.session import Session
 
     settings = load_settings()
     if opts.workers:

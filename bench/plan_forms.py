@@ -44,7 +44,7 @@ FORMULA = re.compile(r"^\w+ = [\w\s.*/+()\-]+$")
 
 
 def forms():
-    from complm_cli import prompts
+    from complm_cli.compose import prompts
 
     system, examples = prompts.PLANNER_SYSTEM, list(prompts.PLANNER_EXAMPLES)
     colon = [(q, re.sub(r'^(\w+) = ask\("(.*)"\)$', r"\1: \2", p, flags=re.M)) for q, p in examples]
@@ -63,9 +63,9 @@ def main() -> None:
     parser.add_argument("--hotpotqa", type=int, default=10)
     opts = parser.parse_args()
 
-    from complm_cli import prompts
-    from complm_cli.config import load_settings
-    from complm_cli.pipeline import Session
+    from complm_cli.compose import prompts
+    from complm_cli.cache.config import load_settings
+    from complm_cli.compose.session import Session
 
     with open(DATA / "gsm8k_train" / "train.jsonl", encoding="utf-8") as f:
         tuning = f.readlines()[:1000]

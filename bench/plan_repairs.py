@@ -38,7 +38,7 @@ def repair_message(problems: list[str]) -> str:
 
 
 def tuning_questions() -> list[tuple[str, str]]:
-    from complm_cli.evaluate import sample_path
+    from complm_cli.evaluate.run import sample_path
 
     out = [("gsm8k 0-99", json.loads(line)["question"])
            for line in list(open(DATA / "gsm8k_train" / "train.jsonl", encoding="utf-8"))[:100]]
@@ -70,9 +70,10 @@ def main() -> None:
     ap.add_argument("--out-dir", type=Path, default=HERE.parent / ".scratch" / "compose")
     args = ap.parse_args()
 
-    from complm_cli import dag, prompts
-    from complm_cli.plan import MAX_PLAN_TOKENS, _grounding, parse_plan
-    from complm_cli.pipeline import Session
+    from complm_cli.compose import dag
+    from complm_cli.compose import prompts
+    from complm_cli.compose.plan import MAX_PLAN_TOKENS, _grounding, parse_plan
+    from complm_cli.compose.session import Session
 
     questions = heldout_questions(args.out_dir) if args.heldout else tuning_questions()
     session = Session(modes=("parallel",))

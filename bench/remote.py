@@ -92,12 +92,14 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="print every run, node by node, on stderr")
     opts = parser.parse_args()
 
-    from complm_cli.backends import default_factory
-    from complm_cli.catalog import RemoteSpec, load_catalog
-    from complm_cli.config import load_settings
-    from complm_cli.dag import Node, Plan
-    from complm_cli.execute import ModelPool, RunOptions, run_plan
-    from complm_cli.store import Store
+    from complm_cli.experts import default_factory
+    from complm_cli.cache.catalog import RemoteSpec, load_catalog
+    from complm_cli.cache.config import load_settings
+    from complm_cli.compose.dag import Node, Plan
+    from complm_cli.compose.execute import run_plan
+    from complm_cli.compose.pool import ModelPool
+    from complm_cli.compose.records import RunOptions
+    from complm_cli.cache.store import Store
 
     settings = load_settings()
     if opts.threads:

@@ -3,7 +3,7 @@
 
 Builds a catalog of one profile per domain from part of a labelled set and
 reports top-1 routing accuracy on the rest, for each scoring rule of
-`complm_cli.route.score_matrix` and several exemplar counts:
+`complm_cli.compose.route.score_matrix` and several exemplar counts:
 
   1. MMLU dev (57 subjects x 5 questions) grouped into 14 MMLU-Pro-style
      domains (13 named ones plus 'other'), then again with only the 13 named
@@ -169,11 +169,11 @@ class Vectors:
 
 
 def load_embedder(threads: int | None):
-    from complm_cli.catalog import catalog_for
-    from complm_cli.config import load_settings
+    from complm_cli.cache.catalog import catalog_for
+    from complm_cli.cache.config import load_settings
     from complm_cli.errors import ComplmError
-    from complm_cli.route import Embedder
-    from complm_cli.store import Store
+    from complm_cli.compose.route import Embedder
+    from complm_cli.cache.store import Store
 
     try:
         settings = load_settings()
@@ -189,7 +189,7 @@ def load_embedder(threads: int | None):
 
 def profile_texts(name: str, description: str, exemplars: list[str]) -> tuple[str, ...]:
     """A profile laid out exactly as the router lays out an expert's (description first)."""
-    from complm_cli.catalog import Expert
+    from complm_cli.cache.catalog import Expert
 
     return Expert(name=name, description=description, file="", sources=(), examples=tuple(exemplars)).profile_texts
 
@@ -198,7 +198,7 @@ def profile_texts(name: str, description: str, exemplars: list[str]) -> tuple[st
 
 def evaluate(vectors: Vectors, names: list[str], profiles: list[tuple[str, ...]], test: list[tuple[str, str]]):
     """{rule label: (correct, [(true, predicted), ...])} for one catalog and test set."""
-    from complm_cli.route import score_matrix
+    from complm_cli.compose.route import score_matrix
 
     profile_vecs = [vectors(list(p)) for p in profiles]
     query_vecs = vectors([q for q, _ in test])

@@ -12,7 +12,7 @@ __all__ = ["ask", "plan_and_route", "__version__"]
 
 def __getattr__(name: str):
     if name in ("ask", "plan_and_route"):
-        from complm_cli import pipeline
+        from complm_cli.compose import session
 
-        return getattr(pipeline, name)
+        return getattr(session, name)
     raise AttributeError(name)

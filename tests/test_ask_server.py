@@ -13,9 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from typer.testing import CliRunner
 
-from complm_cli import render, wire
+from complm_cli import render
+from complm_cli.serve import wire
 from complm_cli.cli.app import app
-from complm_cli.client import ServerClient, base_url
+from complm_cli.serve.client import ServerClient, base_url
 from complm_cli.events import AnswerDone, NodeDone, NodeStarted, NodeToken, PlanReady, Stage
 from tests.conftest import SERVE_KEY
 
@@ -135,10 +136,10 @@ def test_the_server_address_may_be_what_serve_prints_or_a_bare_host():
 
 def test_a_record_comes_back_as_the_result_the_renderers_read():
     """Without models: a partial run with a fallback plan and a calculation, through JSON and back."""
-    from complm_cli.dag import Node, Plan
-    from complm_cli.execute import NodeResult
-    from complm_cli.pipeline import Result
-    from complm_cli.route import Route
+    from complm_cli.compose.dag import Node, Plan
+    from complm_cli.compose.records import NodeResult
+    from complm_cli.compose.session import Result
+    from complm_cli.compose.route import Route
 
     plan = Plan("How old?", [Node(1, "When was X born?"), Node(2, "2024 - {1}", (1,))], fallback="the planner failed",
                 repairs=["step 2: added dependencies [1]"])
@@ -272,7 +273,7 @@ def test_a_wrong_key_and_bad_requests(served):
 
 @model
 def test_a_client_that_goes_away_stops_its_run_and_the_server_answers_the_next(served, monkeypatch):
-    from complm_cli.backends.engine import Engine
+    from complm_cli.experts.engine import Engine
 
     ends: list[str] = []
     end = Engine._end
@@ -294,7 +295,7 @@ def test_a_client_that_goes_away_stops_its_run_and_the_server_answers_the_next(s
 
 @model
 def test_empty_lines_that_keep_a_quiet_run_alive_are_skipped(served, monkeypatch):
-    from complm_cli import serve
+    from complm_cli.serve import server as serve
 
     monkeypatch.setattr(serve, "KEEP_ALIVE", 0.001)  # one between almost every two events
     request = urllib.request.Request(root(served) + "/api/ask", method="POST",
@@ -309,9 +310,9 @@ def test_empty_lines_that_keep_a_quiet_run_alive_are_skipped(served, monkeypatch
 
 def test_records_survive_the_wire():
     """Each event kind the live view takes comes back as itself."""
-    from complm_cli.dag import Node, Plan
+    from complm_cli.compose.dag import Node, Plan
     from complm_cli.events import AnswerToken, NodeFailed, StepPlanned
-    from complm_cli.route import Route
+    from complm_cli.compose.route import Route
 
     route = Route("smollm2-135m", 0.42, {"smollm2-135m": 0.42}, "fallback")
     plan = Plan("Q?", [Node(1, "A?"), Node(2, "B {1}?", (1,))], fallback=None, repairs=["x"])

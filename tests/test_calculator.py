@@ -4,7 +4,7 @@ from fractions import Fraction
 
 import pytest
 
-from complm_cli.calculator import CalculationError, calculate, evaluate, to_formula
+from complm_cli.experts.calculator import CalculationError, calculate, evaluate, to_formula
 from complm_cli.numbers import extract_number, find_numbers, format_number
 
 

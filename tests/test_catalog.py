@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from complm_cli.catalog import load_catalog, safe_relpath
+from complm_cli.cache.catalog import load_catalog, safe_relpath
 from complm_cli.errors import CatalogError, NotFoundError
 
 GOOD_ENTRY = '''
@@ -68,8 +68,8 @@ max_tokens = 7
 
 
 def test_catalog_for_layers_user_catalog_and_flag(tmp_path, isolated, monkeypatch):
-    from complm_cli.catalog import catalog_for
-    from complm_cli.config import load_settings
+    from complm_cli.cache.catalog import catalog_for
+    from complm_cli.cache.config import load_settings
 
     isolated["config"].mkdir(parents=True)
     (isolated["config"] / "models.toml").write_text('[experts."smollm2-135m"]\ndescription = "from user"\n')

@@ -115,8 +115,8 @@ def test_out_of_range_setting_is_a_usage_error(isolated, monkeypatch):
 
 
 def test_graph_needs_only_the_planner_and_the_embedder():
-    from complm_cli.catalog import load_catalog
-    from complm_cli.pipeline import models_needed
+    from complm_cli.cache.catalog import load_catalog
+    from complm_cli.compose.session import models_needed
 
     cat = load_catalog()
     assert {m.name for m in models_needed(cat, mode="plan")} == {"qwen2.5-coder-1.5b", "all-minilm-l6-v2"}
@@ -261,9 +261,9 @@ def test_verbose_progress_prints_a_streamed_step_once():
 
     from complm_cli.cli.ask import _plain_progress
     from complm_cli.cli.common import Environment
-    from complm_cli.dag import Node, Plan
+    from complm_cli.compose.dag import Node, Plan
     from complm_cli.events import NodeStarted, PlanReady, Stage, StepPlanned
-    from complm_cli.route import Route
+    from complm_cli.compose.route import Route
 
     err = io.StringIO()
     listen = _plain_progress(Environment(stdout=io.StringIO(), stderr=err))

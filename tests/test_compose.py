@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from complm_cli.aggregate import direct_answer, join, missing_parts, repair
-from complm_cli.catalog import load_catalog
-from complm_cli.dag import Node, Plan
-from complm_cli.execute import NodeResult
-from complm_cli.plan import copies_question, parse_plan, plan_finished, ungrounded
-from complm_cli.route import Route, Router, VectorCache
+from complm_cli.compose.aggregate import direct_answer, join, missing_parts, repair
+from complm_cli.cache.catalog import load_catalog
+from complm_cli.compose.dag import Node, Plan
+from complm_cli.compose.records import NodeResult
+from complm_cli.compose.plan import copies_question, parse_plan, plan_finished, ungrounded
+from complm_cli.compose.route import Route, Router, VectorCache
 from tests.conftest import TINY_CATALOG
 
 
@@ -277,9 +277,9 @@ def test_graph_and_json_show_the_formula():
 
 @pytest.mark.model
 def test_a_calculation_plan_runs_end_to_end_on_the_real_model(models):
-    from complm_cli.calculator import calculate
-    from complm_cli.config import load_settings
-    from complm_cli.pipeline import Session
+    from complm_cli.experts.calculator import calculate
+    from complm_cli.cache.config import load_settings
+    from complm_cli.compose.session import Session
 
     settings = load_settings(flags={"catalog": TINY_CATALOG, "seed": 1})
     session = Session(settings, pull=False)
@@ -310,8 +310,8 @@ def test_a_calculation_plan_runs_end_to_end_on_the_real_model(models):
 
 @pytest.mark.model
 def test_a_session_is_a_context_manager_that_lets_every_model_go(models):
-    from complm_cli.config import load_settings
-    from complm_cli.pipeline import Session
+    from complm_cli.cache.config import load_settings
+    from complm_cli.compose.session import Session
 
     with Session(load_settings(flags={"catalog": TINY_CATALOG}), pull=False) as session:
         session.warm_up()

@@ -1,6 +1,6 @@
 import pytest
 
-from complm_cli.config import load_settings, parse_size
+from complm_cli.cache.config import load_settings, parse_size
 from complm_cli.errors import CatalogError, UsageError
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from complm_cli.dag import Node, Plan, references, short_answer, substitute, validate
+from complm_cli.compose.dag import Node, Plan, references, short_answer, substitute, validate
 
 
 def make(*deps: tuple[int, ...]) -> Plan:

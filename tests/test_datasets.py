@@ -1,4 +1,4 @@
-"""Reading JSONL / JSON datasets with complm_cli.datasets."""
+"""Reading JSONL / JSON datasets with complm_cli.evaluate.datasets."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from complm_cli.datasets import Example, read_dataset
+from complm_cli.evaluate.datasets import Example, read_dataset
 from complm_cli.errors import DatasetError, ExitCode, UsageError
-from complm_cli.metrics import score
+from complm_cli.evaluate.metrics import score
 
 SAMPLE = Path(__file__).resolve().parent.parent / "complm_cli" / "data" / "sample.jsonl"
 
@@ -250,7 +250,7 @@ def test_deeply_nested_dataset_exits_9(tmp_path: Path, isolated) -> None:
 
 
 def test_sample_set_is_shipped_and_readable() -> None:
-    from complm_cli.evaluate import sample_path
+    from complm_cli.evaluate.run import sample_path
 
     examples = read_dataset(sample_path())
     assert 25 <= len(examples) <= 40

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from complm_cli.drafts import PlanDraft, clauses
+from complm_cli.compose.drafts import PlanDraft, clauses
 
 from tests.conftest import TINY_CATALOG
 
@@ -107,7 +107,7 @@ def test_a_name_is_completed_but_a_common_word_is_not():
 
 
 def test_only_the_planner_guesses_never_a_step_the_aggregator_or_a_direct_answer(tmp_path):
-    from complm_cli import prompts
+    from complm_cli.compose import prompts
     from tests.test_execute import Fake, FakeWorker, fake_session
 
     drafters: dict[str, object] = {}
@@ -145,9 +145,9 @@ def test_only_the_planner_guesses_never_a_step_the_aggregator_or_a_direct_answer
 
 @pytest.mark.model
 def test_the_real_planner_keeps_guessed_words_and_writes_the_plan_it_writes_without_them(models, monkeypatch):
-    from complm_cli.backends import engine
-    from complm_cli.config import load_settings
-    from complm_cli.pipeline import Session
+    from complm_cli.experts import engine
+    from complm_cli.cache.config import load_settings
+    from complm_cli.compose.session import Session
 
     kept: list[tuple[int, int]] = []
     check = engine.Engine._check

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from complm_cli.backends.engine import Engine, GenerationTimeout, Request
-from complm_cli.catalog import load_catalog
+from complm_cli.experts.engine import Engine, GenerationTimeout, Request
+from complm_cli.cache.catalog import load_catalog
 from complm_cli.errors import ModelError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,7 +183,7 @@ def test_a_prefix_evaluated_cold_rides_along_with_the_sequences_that_decode(engi
 CTRL_C_MID_BATCH = """
 import os, signal, sys, threading
 signal.signal(signal.SIGINT, signal.default_int_handler)  # a run started in the background inherits SIGINT ignored
-from complm_cli.backends.engine import Engine, Request
+from complm_cli.experts.engine import Engine, Request
 e = Engine(sys.argv[1], n_ctx=2048, slots=3, name="m")
 def chat(q):
     return f"<|im_start|>user\\n{q}<|im_end|>\\n<|im_start|>assistant\\n"
@@ -311,9 +311,15 @@ def test_a_deadline_counts_from_submission_and_a_caller_cancel_is_seen_before_an
 def test_generation_counts_the_tokens_not_the_pieces(engine):
     """Text held back while it might start a stop string comes out later in one piece with the
     next token's text; the token count in --json and the tables must still be the model's."""
-    from complm_cli.generate import Params, generate
+    from complm_cli.compose.generate import Params, generate
+    from complm_cli.experts.base import Worker
 
-    class Pool:
+    class Pool(Worker):
+        """A pool of one worker that is itself: the engine's sequence, streamed as generate() reads it."""
+
+        def __init__(self):
+            pass
+
         def acquire(self, expert, cancel):
             return self
 

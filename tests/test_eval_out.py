@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from complm_cli.cli.app import app
 from complm_cli.errors import ExitCode
-from complm_cli.evaluate import _append, read_done
+from complm_cli.evaluate.run import _append, read_done
 
 ROW = {"id": "q1", "mode": "parallel", "scores": {"correct": True}}
 

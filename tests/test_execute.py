@@ -17,12 +17,16 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from complm_cli import prompts
-from complm_cli.catalog import Expert, Generation, PathSource
-from complm_cli.dag import Node, Plan
+from complm_cli.compose import prompts
+from complm_cli.cache.catalog import Expert, Generation, PathSource
+from complm_cli.compose.dag import Node, Plan
 from complm_cli.errors import ModelError, UsageError
 from complm_cli.events import NodeDone, NodeFailed, NodeStarted, NodeToken
-from complm_cli.execute import Cancelled, ModelPool, RunOptions, run_plan
+from complm_cli.experts.base import Worker
+from complm_cli.compose.cancel import Cancelled
+from complm_cli.compose.execute import run_plan
+from complm_cli.compose.pool import ModelPool
+from complm_cli.compose.records import RunOptions
 
 WAIT = 10.0  # a safety limit for joins and waits that should end long before it
 
@@ -83,9 +87,10 @@ class Fake:
             assert self.started.acquire(timeout=WAIT), "a stream did not start"
 
 
-class FakeWorker:
+class FakeWorker(Worker):
     def __init__(self, fake: Fake, exp: Expert, path: Path):
-        self.fake, self.expert, self.path = fake, exp, path
+        super().__init__(exp)
+        self.fake, self.path = fake, path
         self.memory = fake.memory.get(exp.name, 100)
         self.loaded = False
 
@@ -101,11 +106,11 @@ class FakeWorker:
         with self.fake.lock:
             self.fake.unloads.append(self.expert.name)
 
-    def stream(self, messages, *, max_tokens, temperature, seed, threads, schema=None, prefix=0):
+    def stream(self, messages, *, max_tokens, temperature, seed, threads, prefix=0):
         assert self.loaded, "stream() on a worker that is not loaded"
         fake, question = self.fake, question_of(messages)
         rec = Stream(self.expert.name, question, messages,
-                     dict(max_tokens=max_tokens, temperature=temperature, seed=seed, threads=threads, schema=schema))
+                     dict(max_tokens=max_tokens, temperature=temperature, seed=seed, threads=threads))
         reply = (fake.respond and fake.respond(messages)) or fake.answers.get(question, f"Answer to {question}")
         words = reply.split(" ")
         pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
@@ -333,7 +338,7 @@ def test_parent_answers_are_substituted_and_given_as_context() -> None:
     # The parent's question is shown with its own references filled in.
     assert "- In which country was Miguel de Cervantes born? Spain" in third.messages[-1]["content"]
     assert "{1}" not in third.messages[-1]["content"]
-    assert all(s.kwargs == dict(max_tokens=33, temperature=0.5, seed=7, threads=2, schema=None) for s in fake.streams)
+    assert all(s.kwargs == dict(max_tokens=33, temperature=0.5, seed=7, threads=2) for s in fake.streams)
 
 
 def test_the_experts_own_generation_settings_apply_by_default() -> None:
@@ -651,9 +656,9 @@ class KeywordEmbedder:
 
 def fake_session(tmp_path, fake: "Fake"):
     """A Session over the catalog above, its models 'installed' as fake files."""
-    from complm_cli.catalog import load_catalog
-    from complm_cli.config import Settings
-    from complm_cli.pipeline import Session
+    from complm_cli.cache.catalog import load_catalog
+    from complm_cli.cache.config import Settings
+    from complm_cli.compose.session import Session
 
     sha = "ab" * 32
     catalog_file = tmp_path / "models.toml"
@@ -728,7 +733,7 @@ def test_session_ask_end_to_end_with_fakes(tmp_path) -> None:
     assert "What is 17 times 3?" not in [c.messages[-1]["content"] for c in fake.streams]
     assert result.nodes[1].question == "What is the capital of Spain?"
     planner_call = fake.streams[0]
-    assert planner_call.expert == "qwen2.5-coder-1.5b" and planner_call.kwargs["schema"] is None
+    assert planner_call.expert == "qwen2.5-coder-1.5b"
     assert planner_call.messages == prompts.planner_messages(question)
     aggregator_call = fake.streams[-1]
     assert aggregator_call.messages[0]["content"] == prompts.AGGREGATOR_SYSTEM
@@ -742,7 +747,7 @@ def test_session_ask_end_to_end_with_fakes(tmp_path) -> None:
 
 def test_threads_freed_by_an_engine_that_finished_go_to_the_ones_still_working() -> None:
     """The CPU is divided among the engines that have sequences, between decode steps."""
-    from complm_cli.backends.llama import Engines
+    from complm_cli.experts.llama import Engines
 
     class Busy:
         def __init__(self, busy):
@@ -757,7 +762,7 @@ def test_threads_freed_by_an_engine_that_finished_go_to_the_ones_still_working()
 
 
 def test_braces_and_hash_numbers_the_user_typed_are_never_references(tmp_path) -> None:
-    from complm_cli.dag import escape_user
+    from complm_cli.compose.dag import escape_user
 
     question = "Which team is ranked #1 in the FIFA ranking, and does the regex \\d{3} match 123?"
     # A planner copies the user's words, here as it sees them (escaped).
@@ -793,7 +798,7 @@ def test_a_child_starts_only_after_its_parent_released_the_worker() -> None:
 
 
 def run_in_thread(fake: Fake, feed, *, cancel: threading.Event | None = None, on_event=None, **options):
-    from complm_cli.execute import run_feed
+    from complm_cli.compose.execute import run_feed
 
     out: dict = {}
     thread = threading.Thread(target=lambda: out.update(x=run_feed(feed, pool_for(fake), RunOptions(**options),
@@ -803,10 +808,10 @@ def run_in_thread(fake: Fake, feed, *, cancel: threading.Event | None = None, on
 
 
 def test_a_node_fed_later_runs_and_wakes_the_scheduler(monkeypatch) -> None:
-    from complm_cli import execute
-    from complm_cli.execute import NodeFeed
+    from complm_cli.compose import scheduler
+    from complm_cli.compose.scheduler import NodeFeed
 
-    monkeypatch.setattr(execute, "POLL_S", 60.0)  # only a message can wake the scheduler in time
+    monkeypatch.setattr(scheduler, "POLL_S", 60.0)  # only a message can wake the scheduler in time
     fake = Fake(sleep=0.0)
     feed = NodeFeed()
     thread, out = run_in_thread(fake, feed, workers=2)
@@ -824,7 +829,8 @@ def test_a_node_fed_later_runs_and_wakes_the_scheduler(monkeypatch) -> None:
 
 
 def test_feeding_is_checked_and_ends_with_the_plan() -> None:
-    from complm_cli.execute import NodeFeed, run_feed
+    from complm_cli.compose.execute import run_feed
+    from complm_cli.compose.scheduler import NodeFeed
 
     feed = NodeFeed()
     feed.add(Node(1, "A?"), expert())
@@ -839,7 +845,7 @@ def test_feeding_is_checked_and_ends_with_the_plan() -> None:
 
 
 def test_a_cancelled_run_ends_before_the_plan_is_closed_and_refuses_later_nodes() -> None:
-    from complm_cli.execute import NodeFeed
+    from complm_cli.compose.scheduler import NodeFeed
 
     fake = Fake(tokens=1000, sleep=0.005)
     cancel = threading.Event()
@@ -860,7 +866,7 @@ def test_a_cancelled_run_ends_before_the_plan_is_closed_and_refuses_later_nodes(
 
 
 def test_a_retracted_node_is_cancelled_and_its_id_fed_again() -> None:
-    from complm_cli.execute import NodeFeed
+    from complm_cli.compose.scheduler import NodeFeed
 
     fake = Fake(answers={"Slow step?": " ".join(["word"] * 500)}, sleep=0.005)
     feed = NodeFeed()
@@ -883,7 +889,7 @@ def test_a_retracted_node_is_cancelled_and_its_id_fed_again() -> None:
 
 
 def test_a_node_fed_after_its_parent_failed_is_skipped() -> None:
-    from complm_cli.execute import NodeFeed
+    from complm_cli.compose.scheduler import NodeFeed
 
     fake = Fake(fail={"A?": RuntimeError("boom")})
     failed = threading.Event()
@@ -900,7 +906,7 @@ def test_a_node_fed_after_its_parent_failed_is_skipped() -> None:
 
 
 def test_a_step_that_asks_for_a_quantity_before_the_plan_is_final_is_asked_for_its_number() -> None:
-    from complm_cli.execute import NodeFeed
+    from complm_cli.compose.scheduler import NodeFeed
 
     fake = Fake(sleep=0.0)
     feed = NodeFeed()
@@ -921,7 +927,7 @@ def test_a_step_that_asks_for_a_quantity_before_the_plan_is_final_is_asked_for_i
 
 
 def test_a_retracted_node_that_already_ended_gives_way_to_the_new_one() -> None:
-    from complm_cli.execute import NodeFeed
+    from complm_cli.compose.scheduler import NodeFeed
 
     fake = Fake(sleep=0.0)
     ended = threading.Event()
@@ -941,7 +947,7 @@ def test_a_retracted_node_that_already_ended_gives_way_to_the_new_one() -> None:
 def test_the_timeout_bounds_planning_too_through_the_one_generation_path(tmp_path) -> None:
     """The planner once generated outside the nodes' loop, with no deadline: a stuck planner ran to
     its token budget. Now every stage goes through generate(), with one deadline and one error."""
-    from complm_cli.backends.engine import GenerationTimeout
+    from complm_cli.experts.engine import GenerationTimeout
 
     fake = Fake(tokens=400, sleep=0.01)  # the planner's reply would take 4 s
     session = fake_session(tmp_path, fake)
@@ -1010,9 +1016,9 @@ def test_a_direct_answer_that_is_empty_fails_as_a_composed_one_does(tmp_path) ->
 
 
 def test_the_direct_answer_must_come_from_a_model(tmp_path) -> None:
-    from complm_cli.catalog import load_catalog
-    from complm_cli.config import Settings
-    from complm_cli.pipeline import Session
+    from complm_cli.cache.catalog import load_catalog
+    from complm_cli.cache.config import Settings
+    from complm_cli.compose.session import Session
 
     settings = Settings(cache_dir=tmp_path / "cache", config_dir=tmp_path / "config")
     for name in ("calculator", "all-minilm-l6-v2"):
@@ -1021,7 +1027,7 @@ def test_the_direct_answer_must_come_from_a_model(tmp_path) -> None:
 
 
 def test_a_step_that_never_ran_shows_the_users_braces_as_written(tmp_path) -> None:
-    from complm_cli.dag import escape_user
+    from complm_cli.compose.dag import escape_user
 
     question = "Who wrote the regex \\d{3}, and what does {3} match in it?"
     escaped = f"What does {escape_user('{3}')} match in {{1}}?"  # the planner sees the user's braces escaped

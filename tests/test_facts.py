@@ -2,7 +2,7 @@
 
 import pytest
 
-from complm_cli.facts import FactWatch, key_facts
+from complm_cli.compose.facts import FactWatch, key_facts
 
 
 @pytest.mark.parametrize(("text", "question", "head"), [

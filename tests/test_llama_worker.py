@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from complm_cli.backends.llama import Engines, LlamaWorker, check_internals
-from complm_cli.catalog import load_catalog
+from complm_cli.experts.llama import Engines, LlamaWorker, check_internals
+from complm_cli.cache.catalog import load_catalog
 from complm_cli.errors import ModelError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,8 +106,8 @@ CTRL_C_WHILE_LOADING = """
 import os, signal, sys, threading, time
 signal.signal(signal.SIGINT, signal.default_int_handler)  # a run started in the background inherits SIGINT ignored
 from pathlib import Path
-from complm_cli.backends.llama import Engines, LlamaWorker
-from complm_cli.catalog import load_catalog
+from complm_cli.experts.llama import Engines, LlamaWorker
+from complm_cli.cache.catalog import load_catalog
 expert = load_catalog().get("smollm2-135m")
 w = LlamaWorker(expert, Path(sys.argv[1]), Engines(threads=1, slots=2))
 try:

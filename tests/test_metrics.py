@@ -1,4 +1,4 @@
-"""Hand-checked scoring cases for complm_cli.metrics."""
+"""Hand-checked scoring cases for complm_cli.evaluate.metrics."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from complm_cli.metrics import (
+from complm_cli.evaluate.metrics import (
     best_of,
     choice_letter,
     contains,

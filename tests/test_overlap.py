@@ -6,12 +6,12 @@ import threading
 
 import pytest
 
-from complm_cli.generate import Cancelled
+from complm_cli.compose.cancel import Cancelled
 
-from complm_cli import prompts
+from complm_cli.compose import prompts
 from complm_cli.events import NodeFailed, NodeStarted, PlanReady, StepPlanned
-from complm_cli.execute import Execution, NodeResult
-from complm_cli.overlap import overlap_seconds
+from complm_cli.compose.records import Execution, NodeResult
+from complm_cli.compose.overlap import overlap_seconds
 from tests.test_execute import WAIT, Fake, FakeWorker, fake_session
 
 QUESTION = "What is the capital of France, and in which country was Picasso born?"
@@ -210,7 +210,7 @@ def test_streaming_can_be_turned_off(tmp_path) -> None:
 
 
 def test_a_given_plan_is_not_streamed(tmp_path) -> None:
-    from complm_cli.dag import Node, Plan
+    from complm_cli.compose.dag import Node, Plan
 
     fake = Fake(answers={CAPITAL: "Paris"}, sleep=0.0)
     script = Script([], PLAN)
@@ -234,9 +234,9 @@ def test_overlap_counts_the_union_of_node_runs_before_the_plan_was_final() -> No
 @pytest.mark.model
 def test_streamed_steps_run_on_the_real_model(models) -> None:
     """The 135M model answers the steps; only the planner's reply is scripted (the 135M model plans at random)."""
-    from complm_cli.backends import default_factory
-    from complm_cli.config import load_settings
-    from complm_cli.pipeline import Session
+    from complm_cli.experts import default_factory
+    from complm_cli.cache.config import load_settings
+    from complm_cli.compose.session import Session
     from tests.conftest import TINY_CATALOG
 
     settings = load_settings(flags={"catalog": TINY_CATALOG, "seed": 1})

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from complm_cli import prompts
-from complm_cli.dag import Node, Plan, references, validate
-from complm_cli.plan import MAX_NODES, MAX_QUESTION_CHARS, make_plan, parse_plan, single_node
+from complm_cli.compose import prompts
+from complm_cli.compose.dag import Node, Plan, references, validate
+from complm_cli.compose.plan import MAX_NODES, MAX_QUESTION_CHARS, make_plan, parse_plan, single_node
 
 QUESTION = "Who painted the Mona Lisa, and in which country was that painter born?"
 
@@ -91,7 +91,7 @@ def test_parse_plan_never_raises_and_is_valid_or_says_why(question: str, raw: st
         assert_valid(parsed.plan)
         if len(parsed.plan.nodes) == 1:
             # one step is the question itself, unless it is the calculation the question asks for
-            from complm_cli.calculator import to_formula
+            from complm_cli.experts.calculator import to_formula
 
             only = parsed.plan.nodes[0]
             assert only == Node(1, question, ()) or (to_formula(only.question) and only.depends_on == ())
@@ -121,9 +121,8 @@ def test_parse_plan_survives_deep_nesting() -> None:
 def test_make_plan_is_valid_or_an_explained_fallback(question: str, first: str) -> None:
     calls: list[list[dict]] = []
 
-    def generate(messages: list[dict], schema: dict) -> tuple[str, int]:
+    def generate(messages: list[dict]) -> tuple[str, int]:
         calls.append(messages)
-        assert schema is None  # plan lines are read without a grammar
         return first, 7
 
     plan = make_plan(question, generate)
@@ -252,7 +251,7 @@ class Planner:
         self.replies = list(replies)
         self.calls: list[list[dict]] = []
 
-    def __call__(self, messages: list[dict], schema: dict) -> tuple[str, int]:
+    def __call__(self, messages: list[dict]) -> tuple[str, int]:
         self.calls.append(messages)
         return self.replies[len(self.calls) - 1], 10
 
@@ -299,12 +298,12 @@ def test_one_step_plan_with_a_hash_number_in_the_question() -> None:
     ],
 )
 def test_copies_question(partial: str, expected: bool) -> None:
-    from complm_cli.plan import copies_question
+    from complm_cli.compose.plan import copies_question
 
     assert copies_question(partial, "What is the capital of Japan?") is expected
 
 
 def test_copies_question_reads_escapes() -> None:
-    from complm_cli.plan import copies_question
+    from complm_cli.compose.plan import copies_question
 
     assert copies_question('{"steps": [{"q": "Who wrote \\"1984\\"?"', 'Who wrote "1984"?')

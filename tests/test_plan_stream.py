@@ -7,9 +7,9 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from complm_cli.dag import Node
-from complm_cli.plan import parse_plan, ungrounded
-from complm_cli.plan_stream import StepRelease, stable_steps
+from complm_cli.compose.dag import Node
+from complm_cli.compose.plan import parse_plan, ungrounded
+from complm_cli.compose.plan_stream import StepRelease, stable_steps
 
 LEGS = "How many legs do three spiders and two dogs have in total?"
 SPIDER = 'legs = ask("How many legs does a spider have?")'

@@ -1,4 +1,4 @@
-from complm_cli import prompts
+from complm_cli.compose import prompts
 
 
 def test_planner_prompt_holds_every_example_then_the_question():
@@ -11,8 +11,8 @@ def test_planner_prompt_holds_every_example_then_the_question():
 
 
 def test_examples_are_valid_plans_for_their_questions():
-    from complm_cli.dag import validate
-    from complm_cli.plan import parse_plan, ungrounded
+    from complm_cli.compose.dag import validate
+    from complm_cli.compose.plan import parse_plan, ungrounded
 
     for question, lines in prompts.PLANNER_EXAMPLES:
         parsed = parse_plan(question, lines)
@@ -21,8 +21,8 @@ def test_examples_are_valid_plans_for_their_questions():
 
 
 def test_examples_show_calculations_and_lookups():
-    from complm_cli.calculator import to_formula
-    from complm_cli.plan import parse_plan
+    from complm_cli.experts.calculator import to_formula
+    from complm_cli.compose.plan import parse_plan
 
     kinds = set()
     for question, lines in prompts.PLANNER_EXAMPLES:

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from complm_cli.catalog import Expert, catalog_for
+from complm_cli.cache.catalog import Expert, catalog_for
 from complm_cli.cli.app import app
-from complm_cli.config import load_settings
+from complm_cli.cache.config import load_settings
 from complm_cli.errors import DownloadError
-from complm_cli.store import MANIFEST, Store
+from complm_cli.cache.store import MANIFEST, Store
 from hubserver import HubServer
 
 NAME = "mirrored"
@@ -103,7 +103,7 @@ def assert_not_pulled(store: Store, expert: Expert) -> None:
 @pytest.fixture
 def pypi(monkeypatch):
     """A fake PyPI JSON API, with pip made unavailable so complm falls back to it."""
-    import complm_cli.sources as sources
+    import complm_cli.cache.sources as sources
 
     def no_pip(*args, **kwargs):
         raise AssertionError("pip must not run when pip_available() is False")
@@ -243,7 +243,7 @@ FAKEPIP = Path(__file__).resolve().parent / "fakepip.py"
 @pytest.fixture
 def fake_pip(tmp_path, monkeypatch):
     """COMPLM_PIP runs tests/fakepip.py, which serves wheels from a folder; returns (wheels folder, log)."""
-    import complm_cli.sources as sources
+    import complm_cli.cache.sources as sources
 
     wheels, log = tmp_path / "fake-index", tmp_path / "pip-calls.jsonl"
     wheels.mkdir()
@@ -361,7 +361,7 @@ def test_mirror_needs_about_twice_the_model_size_free(pypi, tmp_path, monkeypatc
     publish(pypi, build_wheel(tmp_path, "fake-model==1.0", "fake_model/data.bin", data), "fake-model==1.0")
     catalog = write_catalog(tmp_path / "cat.toml", data, ['wheels = ["fake-model==1.0"]', 'members = ["fake_model/data.bin"]'])
     free = int(len(data) * 1.5)
-    monkeypatch.setattr("complm_cli.store.shutil.disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9 - free, free=free))
+    monkeypatch.setattr("complm_cli.cache.store.shutil.disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9 - free, free=free))
     result = CliRunner().invoke(app, ["pull", NAME, "--catalog", str(catalog)])
     assert result.exit_code == 6, result.output
     assert "disk space" in result.stderr
@@ -370,7 +370,7 @@ def test_mirror_needs_about_twice_the_model_size_free(pypi, tmp_path, monkeypatc
 
 def test_a_complm_pip_that_is_no_command_line_is_one_sentence(monkeypatch):
     from complm_cli.errors import UsageError
-    from complm_cli.sources import pip_command
+    from complm_cli.cache.sources import pip_command
 
     monkeypatch.setenv("COMPLM_PIP", 'pip "install')
     with pytest.raises(UsageError, match="COMPLM_PIP is not a command line"):

@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from complm_cli.cli.app import app
-from complm_cli.dag import Node, Plan
+from complm_cli.compose.dag import Node, Plan
 from complm_cli.events import NodeFailed, NodeToken
-from complm_cli.route import Route
+from complm_cli.compose.route import Route
 from tests.remote_servers import ALIAS, FakeServer, LlamaServer, SilentServer, catalog_text, model_file
 
 pytestmark = pytest.mark.model
@@ -45,9 +45,9 @@ def remote_entry(url: str, roles=("expert", "fallback"), **remote) -> dict:
 
 
 def session_for(catalog: str):
-    from complm_cli.catalog import load_catalog
-    from complm_cli.config import load_settings
-    from complm_cli.pipeline import Session
+    from complm_cli.cache.catalog import load_catalog
+    from complm_cli.cache.config import load_settings
+    from complm_cli.compose.session import Session
 
     settings = load_settings().replace(seed=1, threads=2, workers=2)
     return Session(settings, load_catalog([catalog]), pull=False)
@@ -134,7 +134,7 @@ def test_the_server_stopped_in_the_middle_of_a_run(models, tmp_path, pulled_mode
 @pytest.mark.parametrize("kind", ["silent", "garbage"])
 def test_a_broken_endpoint_fails_its_node_and_the_answer_is_partial(models, tmp_path, monkeypatch, kind):
     """exit 3: the local node answers, the remote one fails with its reason."""
-    from complm_cli.pipeline import Session
+    from complm_cli.compose.session import Session
 
     fake = SilentServer() if kind == "silent" else FakeServer(body="<html>It works!</html>", content_type="text/html")
     try:

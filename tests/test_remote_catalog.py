@@ -8,10 +8,11 @@ import threading
 import pytest
 from typer.testing import CliRunner
 
-from complm_cli.catalog import load_catalog
+from complm_cli.cache.catalog import load_catalog
 from complm_cli.cli.app import app
 from complm_cli.errors import CatalogError
-from complm_cli.execute import ModelPool
+from complm_cli.compose.pool import ModelPool
+from complm_cli.experts.base import Worker
 from tests.remote_servers import FakeServer, SilentServer, catalog_text
 
 runner = CliRunner()
@@ -99,17 +100,11 @@ def test_model_name_is_required_and_the_embedder_stays_local(tmp_path):
 # --- the pool: endpoint capacity, no memory ------------------------------------------
 
 
-class NoModel:
-    memory = 0
+class NoModel(Worker):
+    """A worker that holds nothing and is never asked to stream: only the pool's bookkeeping is tested."""
 
-    def __init__(self, expert):
-        self.expert = expert
-
-    def load(self):
-        pass
-
-    def unload(self):
-        pass
+    def stream(self, messages, **kwargs):
+        raise AssertionError("not streamed in these tests")
 
 
 def test_the_pool_caps_requests_per_endpoint_and_ignores_memory(tmp_path):

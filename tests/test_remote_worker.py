@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from complm_cli.backends import remote
-from complm_cli.backends.remote import RemoteWorker
-from complm_cli.catalog import Expert, RemoteSpec
+from complm_cli.experts import remote
+from complm_cli.experts.remote import RemoteWorker
+from complm_cli.cache.catalog import Expert, RemoteSpec
 from complm_cli.errors import ModelError
 from tests.remote_servers import FakeServer, SilentServer, free_port, sse
 
@@ -40,23 +40,6 @@ def test_streams_the_pieces_and_sends_the_request_the_catalog_describes():
         assert body["model"] == "smollm2" and body["messages"] == MESSAGES and body["stream"] is True
         assert body["max_tokens"] == 16 and body["temperature"] == 0.0 and body["seed"] == 3
         assert "response_format" not in body
-    finally:
-        server.close()
-
-
-def test_a_schema_goes_as_response_format_and_degrades_where_the_server_refuses_it():
-    schema = {"type": "object", "properties": {"steps": {"type": "array"}}}
-    refused = (400, "application/json", json.dumps({"error": {"message": "unknown response_format"}}))
-    server = FakeServer(body=sse("{}"), content_type=SSE, script=[refused, refused])
-    try:
-        assert reply(worker(server.url), schema=schema) == ["{}"]
-        formats = [r["body"].get("response_format") for r in server.requests]
-        assert formats[0] == {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
-        assert formats[1] == {"type": "json_object", "schema": schema}
-        assert formats[2] is None
-        # The next worker on this endpoint starts where the server agreed.
-        assert reply(worker(server.url), schema=schema) == ["{}"]
-        assert "response_format" not in server.requests[3]["body"]
     finally:
         server.close()
 

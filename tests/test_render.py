@@ -5,9 +5,9 @@ import io
 from rich.console import Console
 
 from complm_cli import render
-from complm_cli.dag import Node, Plan
+from complm_cli.compose.dag import Node, Plan
 from complm_cli.events import AnswerDone, AnswerToken, NodeDone, NodeFailed, NodeStarted, PlanReady, Stage
-from complm_cli.route import Route
+from complm_cli.compose.route import Route
 
 PLAN = Plan("Where was the painter of The Starry Night born, and what is 2 plus 2?",
             [Node(1, "Who painted The Starry Night?"), Node(2, "In which country was {1} born?", (1,)), Node(3, "What is 2 plus 2?")])
@@ -111,7 +111,7 @@ def test_the_answer_reaches_a_pipe_as_it_is_written_and_ends_as_the_final_answer
 
 def test_a_think_block_never_reaches_the_pipe():
     from complm_cli.events import AnswerToken
-    from complm_cli.prompts import strip_reasoning
+    from complm_cli.compose.prompts import strip_reasoning
     from complm_cli.render import AnswerStream
 
     out = Writes()

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from complm_cli.catalog import load_catalog
-from complm_cli.route import Embedder, Router, VectorCache, score_matrix
+from complm_cli.cache.catalog import load_catalog
+from complm_cli.compose.route import Embedder, Router, VectorCache, score_matrix
 
 pytestmark = pytest.mark.model
 

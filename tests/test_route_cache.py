@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from complm_cli.route import Embedder, VectorCache
+from complm_cli.compose.route import Embedder, VectorCache
 from hubserver import hub  # noqa: F401  (hub is a fixture)
 
 
@@ -46,7 +46,7 @@ def test_loading_the_embedder_leaves_the_process_as_it_was(pulled_models, hub):
     import torch
     from transformers.utils import logging as transformers_logging
 
-    from complm_cli.catalog import load_catalog
+    from complm_cli.cache.catalog import load_catalog
 
     environ = dict(os.environ)
     threads = torch.get_num_threads()

@@ -1,4 +1,4 @@
-"""Pulling models from a Hub stand-in, through complm_cli.store.Store and the CLI.
+"""Pulling models from a Hub stand-in, through complm_cli.cache.store.Store and the CLI.
 
 Every model here is a few hundred KB of random bytes served by tests/hubserver.py
 on 127.0.0.1; the real Hub is never contacted. Catalog entries are written to
@@ -24,12 +24,12 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from complm_cli.catalog import Expert, catalog_for
-from complm_cli import sources
+from complm_cli.cache.catalog import Expert, catalog_for
+from complm_cli.cache import sources
 from complm_cli.cli.app import app
-from complm_cli.config import load_settings, parse_size
+from complm_cli.cache.config import load_settings, parse_size
 from complm_cli.errors import DownloadError, ExitCode, IntegrityError, NotFoundError
-from complm_cli.store import MANIFEST, Store
+from complm_cli.cache.store import MANIFEST, Store
 from hubserver import HubServer, hub  # noqa: F401  (hub is a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -473,7 +473,7 @@ def test_kill_9_halfway_leaves_nothing_pulled_and_a_rerun_completes(hub, tmp_pat
 def test_not_enough_disk_space_says_how_much_is_needed(hub, tmp_path, monkeypatch):
     data = blob()
     hub.add(REPO, FILE, data)
-    monkeypatch.setattr("complm_cli.store.shutil.disk_usage", lambda path: SimpleNamespace(total=10**6, used=10**6 - 1000, free=1000))
+    monkeypatch.setattr("complm_cli.cache.store.shutil.disk_usage", lambda path: SimpleNamespace(total=10**6, used=10**6 - 1000, free=1000))
     catalog = write_catalog(tmp_path / "cat.toml", data, [hub_source()])
     result = complm("pull", NAME, "--catalog", catalog)
     assert result.exit_code == ExitCode.DOWNLOAD, result.output
@@ -679,8 +679,8 @@ def test_url_source_that_sends_more_than_the_catalog_size_is_cut_off(hub, tmp_pa
 def test_copy_is_capped_at_the_limit(tmp_path):
     import io
 
-    from complm_cli import sources
-    from complm_cli.progress import PullProgress
+    from complm_cli.cache import sources
+    from complm_cli.cache.progress import PullProgress
 
     dest = tmp_path / "out.part"
     with pytest.raises(sources.SourceFailed, match="more than 1000 bytes"):
@@ -812,7 +812,7 @@ model_name = "far"
 
 def write_run_catalog(path: Path, data: bytes) -> Path:
     """`tiny` plays every role, `tiny-embedder` routes, and a remote default expert has no file to pull."""
-    from complm_cli.catalog import load_catalog
+    from complm_cli.cache.catalog import load_catalog
 
     model = write_catalog(path.with_name("model.toml"), data, [hub_source()]).read_text(encoding="utf-8")
     model = model.replace('roles = ["expert"]', 'roles = ["planner", "aggregator", "fallback", "expert"]\ndefault = true')
@@ -834,7 +834,7 @@ def serve_run_models(hub, tmp_path) -> tuple[Path, bytes]:
 @pytest.fixture
 def pulls(monkeypatch):
     """What was pulled: each Store.pull (model name), and the models each pipeline.pull_missing was given."""
-    from complm_cli import pipeline
+    from complm_cli.compose import session as pipeline
 
     record = SimpleNamespace(store=[], missing=[])
     real_pull, real_missing = Store.pull, pipeline.pull_missing
@@ -867,8 +867,8 @@ def no_models(*args):
 
 
 def test_a_session_pulls_what_it_lacks_once_and_nothing_remote(hub, tmp_path, pulls):
-    from complm_cli.pipeline import Session
-    from complm_cli.progress import PullProgress, PullReporter
+    from complm_cli.compose.session import Session
+    from complm_cli.cache.progress import PullProgress, PullReporter
 
     catalog, data = serve_run_models(hub, tmp_path)
     settings = load_settings().replace(catalog=catalog)
@@ -930,7 +930,7 @@ def test_the_cli_pulls_through_the_same_function(hub, tmp_path, pulls, verbose):
 
 
 def test_offline_the_library_pulls_nothing_and_names_the_missing_model(hub, tmp_path, pulls):
-    from complm_cli.pipeline import ask
+    from complm_cli.compose.session import ask
 
     catalog, _ = serve_run_models(hub, tmp_path)
     with pytest.raises(NotFoundError, match=f"'{NAME}' is not pulled"):

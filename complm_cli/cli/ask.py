@@ -34,14 +34,14 @@ def ask(
     from complm_cli import render
     from complm_cli.cli.question import prepare, read_question
     from complm_cli.events import ignore
-    from complm_cli.pipeline import MODES
+    from complm_cli.compose.session import MODES
 
     e = env()
     text = read_question(question, e)
     if mode not in MODES:
         raise UsageError(f"Unknown mode '{mode}'; use one of {', '.join(MODES)}.")
     if server:
-        from complm_cli.client import ServerClient
+        from complm_cli.serve.client import ServerClient
 
         refuse_local_flags({"--expert": expert, "--workers": workers, "--threads": threads, "--gpu-layers": gpu_layers,
                             "--max-memory": max_memory, "--seed": seed, "--timeout": timeout, "--catalog": catalog,
@@ -85,7 +85,7 @@ def ask(
 
 def _plain_progress(e):
     """--verbose when piped: one line per event on stderr."""
-    from complm_cli.dag import readable
+    from complm_cli.compose.dag import readable
     from complm_cli.events import NodeDone, NodeFailed, NodeStarted, PlanReady, Stage, StepPlanned
 
     shown: set[tuple] = set()  # steps printed while the planner wrote them are not printed again

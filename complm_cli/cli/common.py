@@ -134,8 +134,8 @@ def _drop_stdout() -> None:
 
 def load(catalog: Path | None = None, offline: bool | None = None, **overrides: Any):
     """Settings and catalog for a command, with its flags layered on top."""
-    from complm_cli.catalog import catalog_for
-    from complm_cli.config import load_settings
+    from complm_cli.cache.catalog import catalog_for
+    from complm_cli.cache.config import load_settings
 
     settings = load_settings(flags=dict(catalog=catalog, offline=offline or None, **overrides))
     return settings, catalog_for(settings)

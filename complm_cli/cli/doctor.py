@@ -37,7 +37,7 @@ def _probe_all(experts: list) -> list[dict]:
         return []
     from concurrent.futures import ThreadPoolExecutor
 
-    from complm_cli.backends.remote import probe
+    from complm_cli.experts.remote import probe
 
     with ThreadPoolExecutor(max_workers=min(8, len(experts))) as pool:
         return list(pool.map(probe, experts))
@@ -47,7 +47,7 @@ def _server() -> dict | None:
     """The server `ask --server` would use by default (COMPLM_SERVER), and whether it answers."""
     import os
 
-    from complm_cli.client import ServerClient
+    from complm_cli.serve.client import ServerClient
     from complm_cli.errors import UsageError
 
     url = os.environ.get("COMPLM_SERVER", "").strip()
@@ -64,8 +64,8 @@ def doctor(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
     """Versions, paths, catalog files, CPU threads, GPU offload, and what is pulled."""
     from rich.markup import escape
 
-    from complm_cli.config import format_size, total_ram_bytes
-    from complm_cli.store import Store
+    from complm_cli.cache.config import format_size, total_ram_bytes
+    from complm_cli.cache.store import Store
 
     settings, cat = load(catalog)
     store = Store(settings)

@@ -44,10 +44,10 @@ def evaluate(
     catalog: Path = CatalogOpt,
 ) -> None:
     """Measure exact match, F1 and latency of parallel, sequential and monolithic runs."""
-    from complm_cli import evaluate as ev
+    from complm_cli.evaluate import run as ev
     from complm_cli.cli.question import prepare
-    from complm_cli.config import format_size
-    from complm_cli.datasets import read_dataset
+    from complm_cli.cache.config import format_size
+    from complm_cli.evaluate.datasets import read_dataset
 
     if sample == (dataset is not None):
         raise UsageError("Give a dataset file or --sample (one of them).")

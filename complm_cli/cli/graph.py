@@ -33,7 +33,7 @@ def graph(
     if fmt not in FORMATS:
         raise UsageError(f"Unknown format '{fmt}'; use one of {', '.join(FORMATS)}.")
     if server:
-        from complm_cli.client import ServerClient
+        from complm_cli.serve.client import ServerClient
 
         refuse_local_flags({"--expert": expert, "--offline": offline or None, "--catalog": catalog})
         waiting = e.err_console().status(f"planning on {server}…") if e.stderr_isatty else contextlib.nullcontext()

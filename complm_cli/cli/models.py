@@ -14,8 +14,8 @@ from complm_cli.errors import ExitCode
 @handles_errors
 def list_models(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
     """List the catalog's experts: roles, domains, size, pulled or not, path."""
-    from complm_cli.config import format_size
-    from complm_cli.store import Store
+    from complm_cli.cache.config import format_size
+    from complm_cli.cache.store import Store
 
     settings, cat = load(catalog)
     store = Store(settings)
@@ -86,7 +86,7 @@ def rm(
     catalog: Path = CatalogOpt,
 ) -> None:
     """Remove pulled models from the cache."""
-    from complm_cli.store import Store
+    from complm_cli.cache.store import Store
 
     settings, cat = load(catalog)
     if not names and not all_:
@@ -108,7 +108,7 @@ def verify(
     catalog: Path = CatalogOpt,
 ) -> None:
     """Re-hash pulled files and report any that changed since they were pulled (exit 7 if any did)."""
-    from complm_cli.store import Store
+    from complm_cli.cache.store import Store
 
     settings, cat = load(catalog)
     store = Store(settings)

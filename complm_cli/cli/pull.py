@@ -20,7 +20,7 @@ def pull(
 ) -> None:
     """Download experts: Hub first, then mirrors; size and SHA-256 checked; resumable."""
     from complm_cli.cli.pull_progress import pull_all
-    from complm_cli.store import Store
+    from complm_cli.cache.store import Store
 
     settings, cat = load(catalog, offline)
     if all_:

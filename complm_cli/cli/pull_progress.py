@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from complm_cli.config import format_size
-from complm_cli.progress import PullProgress, PullReporter
+from complm_cli.cache.config import format_size
+from complm_cli.cache.progress import PullProgress, PullReporter
 
 
 class RichPullProgress(PullProgress):

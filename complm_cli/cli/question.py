@@ -46,7 +46,7 @@ def prepare(catalog: Path | None, offline: bool, expert: str | None, modes: tupl
     """Settings, catalog and a Session, which pulls missing models first (with bars) unless offline."""
     from complm_cli.cli.common import load
     from complm_cli.cli.pull_progress import RichPullReporter
-    from complm_cli.pipeline import Session
+    from complm_cli.compose.session import Session
 
     settings, cat = load(catalog, offline, **overrides)
     if expert:

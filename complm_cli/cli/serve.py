@@ -25,10 +25,10 @@ def serve(
     catalog: Path = CatalogOpt,
 ) -> None:
     """Serve the pipeline as an OpenAI-compatible API: models complm, complm-sequential, complm-monolithic."""
-    from complm_cli import serve as server
+    from complm_cli.serve import server
     from complm_cli.cli.common import load
     from complm_cli.cli.pull_progress import RichPullReporter
-    from complm_cli.config import parse_size
+    from complm_cli.cache.config import parse_size
 
     server.require_extra()
     e = env()

@@ -13,10 +13,10 @@ import dataclasses
 from typing import Any
 
 from complm_cli import events as ev
-from complm_cli.dag import Node, Plan
-from complm_cli.execute import NodeResult
-from complm_cli.pipeline import Result
-from complm_cli.route import Route
+from complm_cli.compose.dag import Node, Plan
+from complm_cli.compose.records import NodeResult
+from complm_cli.compose.session import Result
+from complm_cli.compose.route import Route
 
 _KINDS = {"stage": ev.Stage, "step_planned": ev.StepPlanned, "plan_ready": ev.PlanReady, "node_started": ev.NodeStarted,
           "node_token": ev.NodeToken, "node_done": ev.NodeDone, "node_failed": ev.NodeFailed,

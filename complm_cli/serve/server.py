@@ -53,9 +53,9 @@ def require_extra() -> None:
 
 def make_session(settings, catalog, pull_reporter=None):
     """One Session for every request, its embedder safe to call from several threads; missing models are pulled first."""
-    from complm_cli.pipeline import MODES, Session
-    from complm_cli.route import Embedder
-    from complm_cli.store import Store
+    from complm_cli.compose.session import MODES, Session
+    from complm_cli.compose.route import Embedder
+    from complm_cli.cache.store import Store
 
     class SerialEmbedder(Embedder):
         # A fast tokenizer is not safe to call from two threads at once ("Already borrowed").
@@ -169,7 +169,7 @@ def build_app(session, *, api_key: str | None = None, max_body: int = MAX_BODY):
             "complm": result.to_dict()})
 
     async def ask(request: Request):
-        from complm_cli.pipeline import MODES
+        from complm_cli.compose.session import MODES
 
         try:
             check_key(request)
@@ -183,7 +183,7 @@ def build_app(session, *, api_key: str | None = None, max_body: int = MAX_BODY):
                                  headers={"Cache-Control": "no-cache"})
 
     async def graph(request: Request):
-        from complm_cli import wire
+        from complm_cli.serve import wire
 
         cancel = threading.Event()
         try:
@@ -333,7 +333,7 @@ KEEP_ALIVE = 5.0  # seconds without an event before an empty line tells the clie
 
 async def _lines(session, question: str, mode: str):
     """JSON lines: each event of the run, then {"result": record}, or {"error": {...}} with the exit code it means."""
-    from complm_cli import wire
+    from complm_cli.serve import wire
 
     def translate(event):
         record = wire.event_record(event)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from complm_cli.catalog import Expert
+from complm_cli.cache.catalog import Expert
 from complm_cli.errors import ModelError
 
 TOP_K = 3
@@ -144,7 +144,7 @@ class VectorCache:
         return np.asarray([data[self.key(t)] for t in texts], dtype=np.float32)
 
     def _save(self) -> None:
-        from complm_cli.config import atomic_write
+        from complm_cli.cache.config import atomic_write
 
         try:
             atomic_write(self.path, json.dumps(self._data))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from complm_cli import prompts
+from complm_cli.compose import prompts
 from complm_cli.numbers import find_numbers
 
 # Capitalised because they start a sentence, not because they name the answer.

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from complm_cli.config import atomic_write
+from complm_cli.cache.config import atomic_write
 from complm_cli.errors import ModelError
 
 

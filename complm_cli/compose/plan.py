@@ -31,10 +31,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from complm_cli import prompts
-from complm_cli.calculator import to_formula
-from complm_cli.dag import REF_RE as REF
-from complm_cli.dag import Node, Plan, references, validate
+from complm_cli.compose import prompts
+from complm_cli.experts.calculator import to_formula
+from complm_cli.compose.dag import REF_RE as REF
+from complm_cli.compose.dag import Node, Plan, references, validate
 
 MAX_NODES = 6
 MAX_QUESTION_CHARS = 200
@@ -371,14 +371,14 @@ def plan_finished(partial: str) -> bool:
     return False
 
 
-Generate = Callable[[list[dict], dict | None], tuple[str, int]]  # (messages, JSON schema or None) -> (text, tokens)
+Generate = Callable[[list[dict]], tuple[str, int]]  # messages -> (text, tokens)
 
 
 def make_plan(question: str, generate: Generate, max_nodes: int = MAX_NODES) -> Plan:
     """Ask the planner; a plan that is invalid after the deterministic repairs falls back to one node."""
     start = time.perf_counter()
-    schema = None  # plan lines need no grammar: free text decodes about 1.7x faster, and parse_plan reads anything
-    raw, tokens = generate(prompts.planner_messages(question), schema)
+    # Plan lines need no grammar: free text decodes about 1.7x faster, and parse_plan reads anything.
+    raw, tokens = generate(prompts.planner_messages(question))
     parsed = _grounding(parse_plan(question, raw, max_nodes), question)
     if parsed.problems:
         plan = single_node(question, f"the planner's plan was invalid ({'; '.join(parsed.problems)})")

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 import time
 from typing import Iterator
 
-from complm_cli.catalog import Expert, RemoteSpec
+from complm_cli.cache.catalog import Expert, RemoteSpec
 from complm_cli.errors import ModelError
+from complm_cli.experts.base import Worker
 
 ATTEMPTS = 3  # one request and two retries, for connection errors, 429 and 5xx only
 BACKOFF = 0.5  # seconds before the first retry; doubled for each one after it
@@ -27,13 +27,6 @@ MAX_RETRY_AFTER = 10.0  # the most a server's Retry-After may make a node wait
 CONNECT_TIMEOUT = 10.0  # a host that does not take the connection is down; no need to wait the whole timeout
 NO_KEY = "sk-no-key-required"  # what llama.cpp's docs use; the client insists on some key
 DETAIL_CHARS = 160
-
-# Structured output is spelled three ways: OpenAI's json_schema (vLLM, llama-server),
-# a json_object with a schema (llama-cpp-python's server), or not at all. What an
-# endpoint rejected once is not tried again in this process.
-_FORMATS = ("json_schema", "json_object", None)
-_format_index: dict[tuple[str, str], int] = {}
-_format_lock = threading.Lock()
 
 
 class _Retry(Exception):
@@ -93,13 +86,14 @@ def _is_transport(exc: BaseException) -> bool:
     return bool(names & {"TransportError", "RemoteProtocolError", "NetworkError", "ConnectionError"})
 
 
-class RemoteWorker:
-    memory = 0  # nothing resident here: the endpoint's capacity is counted by the pool
+class RemoteWorker(Worker):
+    """Nothing resident here (memory 0): the pool counts the endpoint's capacity instead."""
 
     def __init__(self, expert: Expert):
         if expert.remote is None:
             raise ValueError(f"'{expert.name}' has no remote endpoint")
-        self.expert, self.spec = expert, expert.remote
+        super().__init__(expert)
+        self.spec = expert.remote
         self._client = None
         self._key: str | None = None
 
@@ -120,14 +114,14 @@ class RemoteWorker:
         return f"The endpoint {self.spec.api_base} of '{self.expert.name}'"
 
     def stream(self, messages: list[dict], *, max_tokens: int, temperature: float, seed: int,
-               threads: int, schema: dict | None = None, prefix: int = 0) -> Iterator[str]:
+               threads: int, prefix: int = 0) -> Iterator[str]:
         """Yield the reply as the server streams it; `threads` and `prefix` are the server's business."""
         self.load()
-        attempt, fmt = 0, self._format_start(schema)
+        attempt = 0
         while True:
             pieces = 0
             try:
-                for piece in self._once(messages, max_tokens, temperature, seed, schema, fmt):
+                for piece in self._once(messages, max_tokens, temperature, seed):
                     pieces += 1
                     yield piece
                 return
@@ -139,38 +133,17 @@ class RemoteWorker:
                     raise ModelError(f"{exc.message}{tries}.") from None
                 wait = BACKOFF * 2 ** (attempt - 1) * (1 + 0.2 * random.random())
                 time.sleep(max(wait, min(exc.wait or 0.0, MAX_RETRY_AFTER)))
-            except _Rejected:
-                fmt = self._format_next(fmt)
 
-    def _format_start(self, schema: dict | None) -> int | None:
-        if schema is None:
-            return None
-        with _format_lock:
-            return _format_index.get(self.spec.endpoint, 0)
-
-    def _format_next(self, fmt: int) -> int:
-        with _format_lock:
-            _format_index[self.spec.endpoint] = fmt + 1
-        return fmt + 1
-
-    def _once(self, messages, max_tokens, temperature, seed, schema, fmt) -> Iterator[str]:
+    def _once(self, messages, max_tokens, temperature, seed) -> Iterator[str]:
         import openai
 
         kwargs = dict(model=self.spec.model_name, messages=messages, max_tokens=max_tokens,
                       temperature=temperature, seed=seed, stream=True)
-        kind = _FORMATS[fmt] if fmt is not None else None
-        if kind == "json_schema":
-            kwargs["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
-        elif kind == "json_object":
-            kwargs["response_format"] = {"type": "json_object", "schema": schema}
         start = time.monotonic()
         try:
             chunks = self._client.chat.completions.create(**kwargs)
         except openai.APIStatusError as exc:
             status = exc.status_code
-            # llama-cpp-python's server answers a response_format it does not know with a 500.
-            if kind is not None and (status in (400, 422) or "response_format" in str(exc)):
-                raise _Rejected() from None  # try the next spelling
             why = f"{self._where()} answered HTTP {status} ({_detail(exc, self._key)})"
             if status == 429 or status >= 500:
                 raise _Retry(why, _retry_after(exc)) from None
@@ -219,10 +192,6 @@ class RemoteWorker:
             return ModelError(f"{self._where()} reported an error ({_detail(exc, self._key)}).")
         return ModelError(f"{self._where()} returned something that is not a chat completion "
                           f"({type(exc).__name__}: {_detail(exc, self._key)}).")
-
-
-class _Rejected(Exception):
-    pass
 
 
 class _NotCompletion(Exception):

@@ -14,10 +14,10 @@ import statistics
 from pathlib import Path
 from typing import Callable
 
-from complm_cli.catalog import Expert
-from complm_cli.datasets import Example
-from complm_cli.metrics import score, summarize
-from complm_cli.pipeline import MODES, Session
+from complm_cli.cache.catalog import Expert
+from complm_cli.evaluate.datasets import Example
+from complm_cli.evaluate.metrics import score, summarize
+from complm_cli.compose.session import MODES, Session
 
 
 def sample_path() -> Path:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import signal
 import threading
 from pathlib import Path
 
-from complm_cli.backends.engine import PREFIXES, Engine, Request, Sequence
-from complm_cli.catalog import Expert
+from complm_cli.experts.engine import PREFIXES, Engine, Request, Sequence
+from complm_cli.cache.catalog import Expert
 from complm_cli.errors import ModelError
+from complm_cli.experts.base import Worker
 
 
 def estimate_memory(expert: Expert, path: Path, n_ctx: int, streams: int) -> int:
@@ -173,7 +173,7 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-class LlamaWorker:
+class LlamaWorker(Worker):
     """One sequence at a time on its model's shared engine: the pool may hold several
     workers of one expert, and their nodes are decoded together in one batch."""
 
@@ -181,7 +181,8 @@ class LlamaWorker:
     drafts = True  # stream() takes a drafter whose guesses the engine checks
 
     def __init__(self, expert: Expert, path: Path, engines: Engines, *, state_dir: Path | None = None):
-        self.expert, self.path, self.engines, self.state_dir = expert, path, engines, state_dir
+        super().__init__(expert)
+        self.path, self.engines, self.state_dir = path, engines, state_dir
         self.engine: Engine | None = None
         self._formatter = None
         self.memory = 0  # a worker is a handle; the engine's memory is charged once, under `shared`
@@ -192,7 +193,7 @@ class LlamaWorker:
             self.engine = self.engines.acquire(self.expert, self.path)
 
     def stream(self, messages: list[dict], *, max_tokens: int, temperature: float, seed: int,
-               threads: int = 0, schema: dict | None = None, prefix: int = 0, timeout: float | None = None,
+               threads: int = 0, prefix: int = 0, timeout: float | None = None,
                grammar: str | None = None, cancel=None, draft=None) -> Sequence:
         """`prefix`: how many leading messages never change (the planner's examples): they are
         evaluated once, kept on disk, and copied into each new sequence. `threads` is only a
@@ -205,10 +206,6 @@ class LlamaWorker:
             tokens = engine.tokenize(prompt)
             if prefix:
                 self._cache_prefix(messages, prefix, tokens)
-            if schema is not None and grammar is None:
-                from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-                grammar = json_schema_to_gbnf(json.dumps(schema))
             sequence = engine.submit(Request(tokens, max_tokens=max_tokens, temperature=temperature, seed=seed,
                                              grammar=grammar, stop=tuple(s for s in stops if s), timeout=timeout,
                                              cancelled=cancel.is_set if cancel is not None else None, draft=draft))

@@ -9,10 +9,10 @@ and a part it dropped is put back from its node.
 
 from __future__ import annotations
 
-from complm_cli import prompts
-from complm_cli.dag import Plan
-from complm_cli.execute import NodeResult
-from complm_cli.facts import key_facts
+from complm_cli.compose import prompts
+from complm_cli.compose.dag import Plan
+from complm_cli.compose.records import NodeResult
+from complm_cli.compose.facts import key_facts
 from complm_cli.numbers import find_numbers
 
 

@@ -18,13 +18,16 @@ import threading
 import time
 from typing import Callable
 
-from complm_cli.catalog import Expert
-from complm_cli.dag import Node, Plan
+from complm_cli.cache.catalog import Expert
+from complm_cli.compose.dag import Node, Plan
 from complm_cli.events import Listener, StepPlanned
-from complm_cli.execute import AnyOf, Execution, ModelPool, NodeFeed, RunOptions, run_feed
-from complm_cli.generate import Cancelled
-from complm_cli.plan_stream import StepRelease
-from complm_cli.route import Route
+from complm_cli.compose.cancel import AnyOf, Cancel, Cancelled
+from complm_cli.compose.execute import run_feed
+from complm_cli.compose.pool import ModelPool
+from complm_cli.compose.records import Execution, RunOptions
+from complm_cli.compose.scheduler import NodeFeed
+from complm_cli.compose.plan_stream import StepRelease
+from complm_cli.compose.route import Route
 
 
 class Overlap:
@@ -33,7 +36,7 @@ class Overlap:
         self.release = StepRelease(question)
         self.feed = NodeFeed(question)
         self.route, self.pool, self.options, self.on_event = route, pool, options, on_event
-        self.stop = threading.Event()  # ours: a failed plan stops the streamed steps without setting the caller's cancel
+        self.stop = Cancel()  # ours: a failed plan stops the streamed steps without setting the caller's cancel
         self.cancel = AnyOf(cancel, self.stop)
         self.routes: dict[int, Route] = {}
         self.fed: list[Node] = []

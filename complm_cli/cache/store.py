@@ -22,11 +22,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from complm_cli import sources
-from complm_cli.catalog import MANIFEST, Expert, HubSource, PathSource, PypiSource, UrlSource
-from complm_cli.config import Settings, atomic_write, format_size
+from complm_cli.cache import sources
+from complm_cli.cache.catalog import MANIFEST, Expert, HubSource, PathSource, PypiSource, UrlSource
+from complm_cli.cache.config import Settings, atomic_write, format_size
 from complm_cli.errors import WRITE_ERRNOS, DownloadError, IntegrityError, NotFoundError, storage_error
-from complm_cli.progress import PullProgress
+from complm_cli.cache.progress import PullProgress
 
 
 @dataclass

@@ -192,7 +192,7 @@ def shipped_catalog_text() -> tuple[str, str]:
     packaged = resources.files("complm_cli").joinpath("models.toml")
     if packaged.is_file():
         return packaged.read_text(encoding="utf-8"), str(packaged)
-    checkout = Path(__file__).resolve().parent.parent / "models.toml"
+    checkout = Path(__file__).resolve().parents[2] / "models.toml"
     return checkout.read_text(encoding="utf-8"), str(checkout)
 
 

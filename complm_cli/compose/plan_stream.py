@@ -23,8 +23,8 @@ What was released and what the final plan holds are compared by the caller
 
 from __future__ import annotations
 
-from complm_cli.dag import Node
-from complm_cli.plan import MAX_NODES, NO_PLAN_LINES, parse_lines, parse_plan, ungrounded
+from complm_cli.compose.dag import Node
+from complm_cli.compose.plan import MAX_NODES, NO_PLAN_LINES, parse_lines, parse_plan, ungrounded
 
 
 def stable_steps(question: str, text: str, max_nodes: int = MAX_NODES) -> tuple[list[Node], str | None]:

@@ -16,22 +16,26 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from complm_cli import prompts
-from complm_cli import calculator, dag
-from complm_cli.aggregate import aggregation_messages, direct_answer, repair
-from complm_cli.catalog import Catalog, Expert, catalog_for
-from complm_cli.config import Settings, load_settings
-from complm_cli.dag import Node, Plan
-from complm_cli.drafts import PlanDraft
+from complm_cli.compose import prompts
+from complm_cli.experts import calculator
+from complm_cli.compose import dag
+from complm_cli.compose.aggregate import aggregation_messages, direct_answer, repair
+from complm_cli.cache.catalog import Catalog, Expert, catalog_for
+from complm_cli.cache.config import Settings, load_settings
+from complm_cli.compose.dag import Node, Plan
+from complm_cli.compose.drafts import PlanDraft
 from complm_cli.errors import UsageError
 from complm_cli.events import AnswerDone, AnswerToken, Listener, PlanReady, Stage, ignore
-from complm_cli.execute import ModelPool, NodeResult, RunOptions, run_plan
-from complm_cli.generate import Cancelled, Params, generate
-from complm_cli.overlap import Overlap, overlap_seconds
-from complm_cli.plan import MAX_PLAN_TOKENS, copies_question, make_plan, plan_finished, single_node
-from complm_cli.progress import PullReporter
-from complm_cli.route import Embedder, Route, Router, VectorCache
-from complm_cli.store import Installed, Store
+from complm_cli.compose.cancel import Cancel, Cancelled
+from complm_cli.compose.execute import run_plan
+from complm_cli.compose.generate import Params, generate
+from complm_cli.compose.pool import ModelPool
+from complm_cli.compose.records import NodeResult, RunOptions
+from complm_cli.compose.overlap import Overlap, overlap_seconds
+from complm_cli.compose.plan import MAX_PLAN_TOKENS, copies_question, make_plan, plan_finished, single_node
+from complm_cli.cache.progress import PullReporter
+from complm_cli.compose.route import Embedder, Route, Router, VectorCache
+from complm_cli.cache.store import Installed, Store
 
 MODES = ("parallel", "sequential", "monolithic")  # what `ask` runs; models_needed also knows "plan"
 
@@ -161,7 +165,7 @@ class Session:
             pull_missing(self.store, self.needed(), pull_reporter)
         self._paths = {e.name: self.store.require(e) for e in self.needed() if e.kind == "llm" and e.remote is None}
         if factory is None:
-            from complm_cli.backends import default_factory
+            from complm_cli.experts import default_factory
 
             factory = default_factory(self.settings)
         self.pool = ModelPool(factory, lambda e: self._paths.get(e.name) or self.store.require(e), self.settings.memory_budget())
@@ -188,12 +192,12 @@ class Session:
             self._router = Router(self.routable, self.fallback, self.embedder, cache, threshold)
         return self._router
 
-    def _generate(self, expert: Expert, messages: list[dict], *, schema: dict | None = None, max_tokens: int,
+    def _generate(self, expert: Expert, messages: list[dict], *, max_tokens: int,
                   temperature: float, on_token=None, cancel: threading.Event | None = None, prefix: int = 0,
                   stop=None, draft=None, on_start=None) -> tuple[str, int]:
         """The planner's, the aggregator's and monolithic generation: the same path as a node's (generate.py)."""
         params = Params(max_tokens=max_tokens, temperature=temperature, seed=self.settings.seed,
-                        threads=self.settings.threads, schema=schema, prefix=prefix, timeout=self.settings.node_timeout,
+                        threads=self.settings.threads, prefix=prefix, timeout=self.settings.node_timeout,
                         draft=draft)
         out = generate(self.pool, expert, messages, params, cancel=cancel, on_piece=on_token, stop=stop, on_start=on_start)
         return out.text, out.tokens
@@ -203,13 +207,13 @@ class Session:
     def plan(self, question: str, cancel: threading.Event | None = None, on_text=None) -> Plan:
         """`on_text(reply so far)` sees the planner's reply grow, token by token."""
 
-        def generate(messages: list[dict], schema: dict, question: str) -> tuple[str, int]:
+        def generate(messages: list[dict], question: str) -> tuple[str, int]:
             def stop(partial: str) -> bool:
                 if on_text is not None:
                     on_text(partial)
                 return copies_question(partial, question) or plan_finished(partial)
 
-            text, tokens = self._generate(self.planner, messages, schema=schema, max_tokens=MAX_PLAN_TOKENS, temperature=0.0,
+            text, tokens = self._generate(self.planner, messages, max_tokens=MAX_PLAN_TOKENS, temperature=0.0,
                                           cancel=cancel, prefix=prompts.planner_prefix_length(), stop=stop,
                                           draft=PlanDraft(question) if self.settings.draft else None)
             if copies_question(text, question):
@@ -219,7 +223,7 @@ class Session:
         # The planner sees the user's own braces and #N escaped (see dag.escape_user); the
         # plan's steps keep them escaped until they are sent to an expert or shown.
         escaped = dag.escape_user(question)
-        plan = make_plan(escaped, lambda messages, schema: generate(messages, schema, escaped))
+        plan = make_plan(escaped, lambda messages: generate(messages, escaped))
         plan.question = question
         return plan
 
@@ -249,7 +253,7 @@ class Session:
             raise UsageError("The question is empty; pass it as an argument or on stdin.")
         if mode not in MODES:
             raise UsageError(f"Unknown mode '{mode}'; use one of {', '.join(MODES)}.")
-        cancel = cancel or threading.Event()
+        cancel = cancel or Cancel()
         start = time.perf_counter()
         if mode == "monolithic":
             return self._monolithic(question, on_event, cancel, start)

@@ -8,7 +8,7 @@ def dispatch(local):
 
     def make(expert, path):
         if expert.remote is not None:
-            from complm_cli.backends.remote import RemoteWorker
+            from complm_cli.experts.remote import RemoteWorker
 
             return RemoteWorker(expert)
         return local(expert, path)
@@ -19,8 +19,8 @@ def dispatch(local):
 
 def default_factory(settings):
     """What a Session uses unless told otherwise: llama.cpp in this process, or the expert's endpoint."""
-    from complm_cli.backends.engine import default_slots
-    from complm_cli.backends.llama import llama_factory
+    from complm_cli.experts.engine import default_slots
+    from complm_cli.experts.llama import llama_factory
 
     return dispatch(llama_factory(settings.gpu_layers, settings.cache_dir / "prompt-states",
                                   threads=settings.threads, slots=default_slots(settings.worker_count())))

@@ -18,7 +18,7 @@ import urllib.request
 
 from complm_cli.errors import ComplmError, ExitCode, UsageError
 from complm_cli.events import AnswerDone, Listener, ignore
-from complm_cli.serve import is_loopback
+from complm_cli.serve.server import is_loopback
 
 READ_TIMEOUT = 60.0  # seconds without a line; the server sends an empty one every 5 s while a run is quiet
 
@@ -73,7 +73,7 @@ class ServerClient:
 
     def graph(self, question: str):
         """The plan and its routes, as `complm graph` shows them; nothing runs."""
-        from complm_cli import wire
+        from complm_cli.serve import wire
 
         with self._post("/api/graph", {"question": question}) as response:
             try:
@@ -83,7 +83,7 @@ class ServerClient:
         return self._read(lambda d: (wire.plan_from_record(d["plan"]), wire.routes_from_record(d["routes"])), data)
 
     def ask(self, question: str, *, mode: str = "parallel", on_event: Listener = ignore):
-        from complm_cli import wire
+        from complm_cli.serve import wire
 
         response = self._post("/api/ask", {"question": question, "mode": mode})
         done: AnswerDone | None = None

@@ -15,19 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from complm_cli import prompts
-from complm_cli.backends.engine import GenerationTimeout
-from complm_cli.catalog import Expert
-from complm_cli.errors import ComplmError, ExitCode
-
-
-class Cancelled(ComplmError):
-    """The run was cancelled (Ctrl-C, a client that went away); not an error of the model."""
-
-    code = ExitCode.INTERRUPTED
-
-    def __init__(self, message: str = "interrupted."):
-        super().__init__(message)
+from complm_cli.compose import prompts
+from complm_cli.experts.engine import GenerationTimeout
+from complm_cli.cache.catalog import Expert
+from complm_cli.compose.cancel import Cancelled
 
 
 @dataclass
@@ -44,7 +35,6 @@ class Params:
     temperature: float
     seed: int = 0
     threads: int = 1
-    schema: dict | None = None
     prefix: int = 0
     timeout: float | None = None
     draft: Callable[[str], str] | None = None  # text so far -> a guess the engine checks (greedy, local engines only)
@@ -64,12 +54,10 @@ def generate(pool, expert: Expert, messages: list[dict], params: Params, *, canc
             on_start()
         deadline = start + params.timeout if params.timeout else None
         kwargs = {"prefix": params.prefix} if params.prefix else {}
-        if params.schema is not None:
-            kwargs["schema"] = params.schema
-        if getattr(worker, "deadlines", False):  # the engine also sees the deadline and the cancel between steps
+        if worker.deadlines:  # the engine also sees the deadline and the cancel between steps
             kwargs["timeout"] = params.timeout
             kwargs["cancel"] = cancel
-        if params.draft is not None and getattr(worker, "drafts", False):
+        if params.draft is not None and worker.drafts:
             kwargs["draft"] = params.draft
         stream = worker.stream(messages, max_tokens=params.max_tokens, temperature=params.temperature,
                                seed=params.seed, threads=params.threads, **kwargs)

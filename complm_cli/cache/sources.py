@@ -28,9 +28,9 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from complm_cli.catalog import Expert, HubSource, PathSource, UrlSource
+from complm_cli.cache.catalog import Expert, HubSource, PathSource, UrlSource
 from complm_cli.errors import DownloadError, UsageError
-from complm_cli.progress import PullProgress
+from complm_cli.cache.progress import PullProgress
 
 CHUNK = 1 << 20
 HUB_DEFAULT = "https://huggingface.co"

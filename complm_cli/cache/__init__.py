@@ -1,0 +1,1 @@
+"""The catalog, the user's settings, and the model store with its sources."""

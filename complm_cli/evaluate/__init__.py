@@ -1,0 +1,1 @@
+"""`complm eval`: datasets, metrics, and comparison runs of the modes."""
