@@ -108,7 +108,7 @@ def test_a_name_is_completed_but_a_common_word_is_not():
 
 def test_only_the_planner_guesses_never_a_step_the_aggregator_or_a_direct_answer(tmp_path):
     from complm_cli.compose import prompts
-    from tests.test_execute import Fake, FakeWorker, fake_session
+    from tests.helpers import Fake, FakeWorker, fake_session
 
     drafters: dict[str, object] = {}
 

@@ -12,7 +12,7 @@ from complm_cli.compose import prompts
 from complm_cli.events import NodeFailed, NodeStarted, PlanReady, StepPlanned
 from complm_cli.compose.records import Execution, NodeResult
 from complm_cli.compose.overlap import overlap_seconds
-from tests.test_execute import WAIT, Fake, FakeWorker, fake_session
+from tests.helpers import WAIT, Fake, FakeWorker, fake_session
 
 QUESTION = "What is the capital of France, and in which country was Picasso born?"
 CAPITAL, COUNTRY = "What is the capital of France?", "In which country was Picasso born?"

@@ -370,16 +370,15 @@ def _parse_entry(name: str, table: dict[str, Any], kind: str, origins: dict[str,
     )
 
 
-TOOLS = ("calculator",)
-
-
 def _parse_tool(name: str, table: dict[str, Any], c: _Checker, origins: dict[str, str]) -> Expert:
     """An expert that is not a language model: nothing to pull, answers computed exactly."""
     if c.get("kind", str) != "tool":
         raise c.fail("kind", f"'{table['kind']}' is not one of llm, tool")
+    from complm_cli.experts.plugins import tools  # the built-in calculator, and those of installed plugins
+
     tool = c.get("tool", str)
-    if tool not in TOOLS:
-        raise c.fail("tool", f"'{tool}' is not a built-in tool (known: {', '.join(TOOLS)})")
+    if tool not in tools():
+        raise c.fail("tool", f"'{tool}' is not a known tool (known: {', '.join(tools())}; a plugin package adds more)")
     roles = c.strings("roles", ("expert",))
     if any(r != "expert" for r in roles):
         raise c.fail("roles", "a tool can only have the role 'expert'")

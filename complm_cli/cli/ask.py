@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from complm_cli.cli.common import ApiKeyOpt, CatalogOpt, JsonOpt, OfflineOpt, ServerOpt, env, handles_errors, refuse_local_flags
-from complm_cli.errors import ExitCode, UsageError
+from complm_cli.errors import ExitCode
 
 MODE_HELP = "parallel (default): independent nodes at once; sequential: one node at a time; monolithic: one model, no plan."
 
@@ -34,12 +34,11 @@ def ask(
     from complm_cli import render
     from complm_cli.cli.question import prepare, read_question
     from complm_cli.events import ignore
-    from complm_cli.compose.session import MODES
+    from complm_cli.compose.session import check_mode
 
     e = env()
     text = read_question(question, e)
-    if mode not in MODES:
-        raise UsageError(f"Unknown mode '{mode}'; use one of {', '.join(MODES)}.")
+    check_mode(mode)
     if server:
         from complm_cli.serve.client import ServerClient
 

@@ -41,14 +41,10 @@ def graph(
             plan, routes = ServerClient(server, api_key).graph(text)
     else:
         session = prepare(catalog, offline, expert, ("plan",), e)
-        try:
-            session.warm_up()
+        with session:
             waiting = e.err_console().status(f"planning with {session.planner.name}…") if e.stderr_isatty else contextlib.nullcontext()
             with waiting:
-                plan = session.plan(text)
-                routes = session.route(plan)
-        finally:
-            session.close()
+                plan, routes = session.plan_and_route(text)
     if fmt == "json":
         print(render.to_json(render.graph_dict(plan, routes)), file=e.stdout)
     elif fmt == "mermaid":

@@ -65,7 +65,7 @@ class RichPullProgress(PullProgress):
 
 
 class RichPullReporter(PullReporter):
-    """What `pipeline.pull_missing` reports, drawn: which models are missing, then bars and a line per model.
+    """What `cache.needs.pull_missing` reports, drawn: which models are missing, then bars and a line per model.
 
     `quiet` prints neither (`ask` in a pipeline keeps stderr for errors); bars are drawn only in a terminal."""
 
@@ -89,7 +89,7 @@ class RichPullReporter(PullReporter):
 def pull_all(store, experts, console, interactive: bool, force: bool = False, verbose: bool = False) -> list:
     """`complm pull`: pull each expert named (or, with `force`, again), saying what is skipped and why.
 
-    A run pulls what it lacks through `pipeline.pull_missing` instead."""
+    A run pulls what it lacks through `cache.needs.pull_missing` instead."""
     reporter = RichPullReporter(console, interactive, verbose)
     results = []
     for expert in experts:

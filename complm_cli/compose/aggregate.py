@@ -16,6 +16,17 @@ from complm_cli.compose.facts import key_facts
 from complm_cli.numbers import find_numbers
 
 
+def must_combine(plan: Plan) -> bool:
+    """Whether the final steps' answers must be combined by the aggregator model, not taken or listed.
+
+    Two or more final steps are combined, unless they are a fan-out that is only
+    listed. Steps added later never undo that (the scheduler relies on it while the
+    plan streams in): a final step either stays one of two or more, or gains a dependent."""
+    if len(plan.sinks()) < 2:
+        return False
+    return any(n.depends_on for n in plan.nodes) or prompts.combines_parts(plan.question)
+
+
 def direct_answer(plan: Plan, results: dict[int, NodeResult]) -> str | None:
     """The final answer without a model call, or None when the parts must be combined."""
     sinks = plan.sinks()
@@ -26,8 +37,7 @@ def direct_answer(plan: Plan, results: dict[int, NodeResult]) -> str | None:
         return None
     if len(sinks) == 1:
         return results[sinks[0]].shown
-    fan_out = all(not n.depends_on for n in plan.nodes)
-    if fan_out and not prompts.combines_parts(plan.question):
+    if not must_combine(plan):
         return join([results[s].shown or "" for s in sinks])
     return None
 
@@ -69,3 +79,30 @@ def repair(answer: str, plan: Plan, results: dict[int, NodeResult]) -> tuple[str
     if not missing:
         return answer, []
     return join([answer, *(results[s].shown or "" for s in missing)]), missing
+
+
+class Aggregator:
+    """The stage: the final answer of a composed run, and whether a model wrote it."""
+
+    def __init__(self, expert, pool, settings):
+        self.expert, self.pool, self.settings = expert, pool, settings
+
+    def answer(self, plan: Plan, results: dict[int, NodeResult], on_event, cancel) -> tuple[str, int, bool, list[int]]:
+        """(answer, the aggregator's tokens, aggregated by a model, final nodes put back); "" when nothing was answered."""
+        from complm_cli.compose.generate import generate_text
+        from complm_cli.events import AnswerToken, Stage
+
+        direct = direct_answer(plan, results)
+        if direct is not None:
+            return direct, 0, False, []
+        if not any(r.status == "done" for r in results.values()):
+            return "", 0, False, []
+        on_event(Stage("aggregate", self.expert.name))
+        gen = self.expert.generation
+        answer, tokens = generate_text(self.pool, self.settings, self.expert, aggregation_messages(plan, results),
+                                       max_tokens=gen.max_tokens, temperature=gen.temperature,
+                                       on_token=lambda p: on_event(AnswerToken(p)), cancel=cancel, prefix=1)
+        restored: list[int] = []
+        if answer.strip():  # an empty answer stays a failure: there is nothing to repair
+            answer, restored = repair(answer, plan, results)
+        return answer, tokens, True, restored

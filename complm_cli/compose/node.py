@@ -118,22 +118,23 @@ def _generate(task: NodeTask, pool, on_event: Listener, on_start) -> Outcome:
 
 
 def _calculate(task: NodeTask, on_event: Listener) -> Outcome:
-    """A calculator node: no model, no worker; exact arithmetic over the parents' numbers. It holds no
+    """A tool node (the calculator): no model, no worker; computed from the parents' answers. It holds no
     worker, so it has no interval in the run's start/end record (only its own start and seconds)."""
-    from complm_cli.experts.calculator import calculate
+    from complm_cli.experts.plugins import tools
 
     start = time.perf_counter()
     on_event(NodeStarted(task.id, task.expert.name, task.question))
     try:
-        calc = calculate(task.question, {d: (q, a) for d, q, a in task.parents})
+        tool = tools()[task.expert.tool]
+        calc = tool.run(task.question, {d: (q, a) for d, q, a in task.parents})
     except Exception as exc:
         reason = reason_of(exc)
         on_event(NodeFailed(task.id, reason))
         end = time.perf_counter()
         return Outcome("failed", reason=reason, started=start, seconds=end - start)
-    shown = f"{calc.expression} = {calc.result}"
+    expression = calc.expression or calc.result
     end = time.perf_counter()
-    out = Outcome("done", answer=calc.result, question=calc.expression, started=start, seconds=end - start,
-                  calculation={"formula": calc.formula, "expression": calc.expression, "result": calc.result})
-    on_event(NodeDone(task.id, shown, out.seconds, 0))
+    out = Outcome("done", answer=calc.result, question=expression, started=start, seconds=end - start,
+                  calculation={"formula": calc.formula or tool.claims(task.question) or task.question, "expression": expression, "result": calc.result})
+    on_event(NodeDone(task.id, f"{expression} = {calc.result}", out.seconds, 0))
     return out

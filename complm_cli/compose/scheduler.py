@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from complm_cli.cache.catalog import Expert
 from complm_cli.compose import prompts
+from complm_cli.compose.aggregate import must_combine
 from complm_cli.compose.cancel import AnyOf, Cancel, subscribe, wakes
 from complm_cli.compose.dag import Node, Plan, readable, short_answer, substitute
 from complm_cli.compose.node import NodeTask, Outcome, run_task
@@ -310,11 +311,8 @@ class Scheduler:
 
     def _mark_intermediate(self) -> None:
         fed = {d for n in self.plan.nodes for d in n.depends_on}
-        sinks = [n.id for n in self.plan.nodes if n.id not in fed]
-        # Two or more final steps are combined by the aggregator, unless they are a fan-out that is only listed.
-        # Steps added later never undo that: a final step either stays one of two or more, or gains a dependent.
-        combined = len(sinks) >= 2 and (bool(fed) or prompts.combines_parts(self.plan.question))
-        self.intermediate = frozenset(fed | (set(sinks) if combined else set()))
+        sinks = {n.id for n in self.plan.nodes if n.id not in fed}
+        self.intermediate = frozenset(fed | (sinks if must_combine(self.plan) else set()))
         for node_id, flag in self.intermediate_flag.items():  # tell the running nodes
             if node_id in self.intermediate:
                 flag.set()

@@ -111,8 +111,7 @@ def run(session: Session, examples: list[Example], modes: tuple[str, ...], *, ou
         plan = routes = None
         for mode in todo:
             if mode != "monolithic" and plan is None and shared_plan:
-                plan = session.plan(ex.question)
-                routes = session.route(plan)
+                plan, routes = session.plan_and_route(ex.question)
             given = mode != "monolithic" and shared_plan
             result = session.ask(ex.question, mode=mode, plan=plan if given else None, routes=routes if given else None)
             scores = score(result.answer, ex.answers, ex.question)

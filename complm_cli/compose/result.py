@@ -1,0 +1,64 @@
+"""The record of one run: what `--json` prints, what the server sends, what `eval` scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from complm_cli.compose.dag import Plan
+from complm_cli.compose.records import NodeResult
+from complm_cli.compose.route import Route
+
+
+@dataclass
+class Result:
+    question: str
+    mode: str
+    answer: str
+    status: str  # ok | partial | failed
+    plan: Plan | None
+    routes: dict[int, Route]
+    nodes: list[NodeResult]
+    timings: dict[str, float]
+    tokens: dict[str, int]
+    aggregated: bool
+    experts: list[str] = field(default_factory=list)  # models used
+    restored: list[int] = field(default_factory=list)  # final nodes the aggregator left out, put back
+    memory: int = 0  # peak resident model bytes (estimated)
+    streamed: dict | None = None  # steps run while the planner wrote: released, kept, discarded (None: not streamed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "question": self.question,
+            "mode": self.mode,
+            "answer": self.answer,
+            "status": self.status,
+            "aggregated": self.aggregated,
+            "restored_parts": self.restored,
+            "plan_fallback": self.plan.fallback if self.plan else None,
+            "plan_repairs": self.plan.repairs if self.plan else [],
+            "plan_stream": self.streamed,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "tokens": self.tokens,
+            "experts": self.experts,
+            "memory_bytes": self.memory,
+            "nodes": [
+                {
+                    "id": n.id,
+                    "question": n.question,
+                    "depends_on": list(n.depends_on),
+                    "expert": n.expert,
+                    "score": round(self.routes[n.id].score, 4) if n.id in self.routes else None,
+                    "route": self.routes[n.id].reason if n.id in self.routes else None,
+                    "calculation": n.calculation,
+                    "answer": n.answer,
+                    "status": n.status,
+                    "reason": n.reason,
+                    "started_s": round(n.started, 3) if n.started is not None else None,
+                    "seconds": round(n.seconds, 3),
+                    "tokens": n.tokens,
+                    "tokens_per_s": round(n.tokens_per_second, 2),
+                }
+                for n in self.nodes
+            ],
+        }
