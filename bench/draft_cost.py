@@ -53,22 +53,20 @@ def main() -> None:
                              "Tell me the whole story, with every detail you know.<|im_end|>\n<|im_start|>assistant\n")
 
     def decode(tokens: list[int], start: int) -> None:
-        ll, batch = engine._ll, engine.batch.batch
+        batch = engine.llama.batch
+        batch.clear()
         for i, token in enumerate(tokens):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, 1
-            batch.seq_id[i][0], batch.logits[i] = 0, True  # a draft needs every position's logits
-        batch.n_tokens = len(tokens)
-        assert ll.llama_decode(engine.ctx, batch) == 0
+            batch.add(token, start + i, 0, True)  # a draft needs every position's logits
+        assert engine.llama.decode(batch) == 0
 
     def run() -> None:
-        ll = engine._ll
         decode(prompt, 0)
         print(f"{expert.name}, threads {engine.threads}, gpu layers {opts.gpu_layers}{', plain (no repacking)' if opts.plain else ''}")
         one = None
         for k in (1, 2, 3, 4, 6, 8, 10, 12, 14, 15, 16, 17, 20, 24, 32, 64):
             times = []
             for _ in range(7):
-                ll.llama_memory_seq_rm(engine.memory, 0, len(prompt), -1)
+                engine.llama.seq_remove(0, len(prompt))
                 t = time.perf_counter()
                 decode((prompt * 2)[:k], len(prompt))
                 times.append(time.perf_counter() - t)

@@ -31,6 +31,12 @@ class ComplmError(Exception):
 
     code: ExitCode = ExitCode.FAILURE
 
+    def __init_subclass__(cls, code: ExitCode | None = None, **kwargs):
+        # `class UsageError(ComplmError, code=ExitCode.USAGE)`: each kind of error is one line, its exit code beside it.
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+
     def __init__(self, message: str, code: ExitCode | None = None):
         super().__init__(message)
         self.message = message
@@ -38,36 +44,14 @@ class ComplmError(Exception):
             self.code = code
 
 
-class UsageError(ComplmError):
-    code = ExitCode.USAGE
-
-
-class NotFoundError(ComplmError):
-    code = ExitCode.NOT_FOUND
-
-
-class CatalogError(ComplmError):
-    code = ExitCode.CATALOG
-
-
-class DownloadError(ComplmError):
-    code = ExitCode.DOWNLOAD
-
-
-class IntegrityError(ComplmError):
-    code = ExitCode.INTEGRITY
-
-
-class ModelError(ComplmError):
-    code = ExitCode.MODEL
-
-
-class DatasetError(ComplmError):
-    code = ExitCode.DATASET
-
-
-class StorageError(ComplmError):
-    code = ExitCode.STORAGE
+class UsageError(ComplmError, code=ExitCode.USAGE): ...
+class NotFoundError(ComplmError, code=ExitCode.NOT_FOUND): ...
+class CatalogError(ComplmError, code=ExitCode.CATALOG): ...
+class DownloadError(ComplmError, code=ExitCode.DOWNLOAD): ...
+class IntegrityError(ComplmError, code=ExitCode.INTEGRITY): ...
+class ModelError(ComplmError, code=ExitCode.MODEL): ...
+class DatasetError(ComplmError, code=ExitCode.DATASET): ...
+class StorageError(ComplmError, code=ExitCode.STORAGE): ...
 
 
 # The errno values that mean "this cannot be written here", as opposed to a bug.

@@ -194,17 +194,18 @@ def _label(text: str) -> str:
     return _clip(text, 70).replace('"', "'")
 
 
+def _edges(plan: Plan) -> list[tuple[int, int]]:
+    """Every arrow from a parent step to its child."""
+    return [(d, n.id) for n in plan.nodes for d in n.depends_on]
+
+
 def mermaid(plan: Plan, routes: dict[int, Route]) -> str:
     lines = ["flowchart TD", f'    Q["{_label(plan.question)}"]']
-    for n in plan.nodes:
-        r = routes[n.id]
-        lines.append(f'    N{n.id}["{n.id}. {_label(readable(n.question))}<br/><i>{_label(r.label())}</i>"]')
-    for n in plan.nodes:
-        for d in n.depends_on:
-            lines.append(f"    N{d} --> N{n.id}")
+    lines += [f'    N{n.id}["{n.id}. {_label(readable(n.question))}<br/><i>{_label(routes[n.id].label())}</i>"]'
+              for n in plan.nodes]
+    lines += [f"    N{a} --> N{b}" for a, b in _edges(plan)]
     lines.append('    A(["answer"])')
-    for s in plan.sinks():
-        lines.append(f"    N{s} --> A")
+    lines += [f"    N{s} --> A" for s in plan.sinks()]
     return "\n".join(lines)
 
 
@@ -213,15 +214,11 @@ def dot(plan: Plan, routes: dict[int, Route]) -> str:
         return text.replace("\\", "\\\\").replace('"', '\\"')
 
     lines = ["digraph complm {", "  rankdir=TB;", "  node [shape=box];", f'  q [label="{esc(_clip(plan.question, 80))}", shape=plaintext];']
-    for n in plan.nodes:
-        r = routes[n.id]
-        lines.append(f'  n{n.id} [label="{n.id}. {esc(_clip(readable(n.question), 70))}\\n{esc(r.label())}"];')
-    for n in plan.nodes:
-        for d in n.depends_on:
-            lines.append(f"  n{d} -> n{n.id};")
+    lines += [f'  n{n.id} [label="{n.id}. {esc(_clip(readable(n.question), 70))}\\n{esc(routes[n.id].label())}"];'
+              for n in plan.nodes]
+    lines += [f"  n{a} -> n{b};" for a, b in _edges(plan)]
     lines.append('  answer [shape=oval];')
-    for s in plan.sinks():
-        lines.append(f"  n{s} -> answer;")
+    lines += [f"  n{s} -> answer;" for s in plan.sinks()]
     lines.append("}")
     return "\n".join(lines)
 

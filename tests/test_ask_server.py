@@ -18,7 +18,7 @@ from complm_cli.serve import wire
 from complm_cli.cli.app import app
 from complm_cli.serve.client import ServerClient, base_url
 from complm_cli.events import AnswerDone, NodeDone, NodeStarted, NodeToken, PlanReady, Stage
-from tests.conftest import SERVE_KEY
+from tests.conftest import SERVE_KEY, Served
 
 runner = CliRunner()
 model = pytest.mark.model
@@ -197,17 +197,30 @@ def test_what_a_server_sends_wrong_is_one_sentence_and_an_exit_code(line, code, 
     assert result.exit_code == code and words in result.stderr and result.stderr.count("\n") == 1, result.stderr
 
 
-def test_a_listener_that_does_not_speak_http_is_exit_11():
+def _ask_a_listener_that_sends(reply: bytes):
+    """`complm ask --server` against a socket on 127.0.0.1 that answers the request with `reply` and hangs up."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        def babble():
+        def answer():
             conn, _ = listener.accept()
             with conn:
                 conn.recv(65536)
-                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+                conn.sendall(reply)
 
-        threading.Thread(target=babble, daemon=True).start()
-        result = runner.invoke(app, ["ask", "--server", f"127.0.0.1:{listener.getsockname()[1]}", "Hi?"])
+        threading.Thread(target=answer, daemon=True).start()
+        return runner.invoke(app, ["ask", "--server", f"127.0.0.1:{listener.getsockname()[1]}", "Hi?"])
+
+
+def test_a_listener_that_does_not_speak_http_is_exit_11():
+    result = _ask_a_listener_that_sends(b"SSH-2.0-OpenSSH_9.6\r\n")
     assert result.exit_code == 11 and "Traceback" not in result.output, result.output
+    assert result.stderr.startswith("complm: No complm server answers at") and result.stderr.count("\n") == 1
+
+
+def test_a_run_cut_off_mid_chunk_is_one_sentence_and_exit_11():
+    line = b'{"event": "stage", "name": "plan", "detail": ""}\n'
+    result = _ask_a_listener_that_sends(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                        + b"%x\r\n%s\r\n" % (len(line), line) + b'40\r\n{"event": "no')
+    assert result.exit_code == 11 and "broke off mid-run" in result.stderr and result.stderr.count("\n") == 1, result.stderr
 
 
 def test_no_server_at_the_address_is_one_sentence_and_exit_11():
@@ -230,18 +243,33 @@ def test_flags_that_shape_the_models_are_refused_with_server(flag):
     assert f"{flag[0]} applies where the models run" in result.stderr
 
 
+GRAPH = json.dumps({"plan": {"question": "Q?", "nodes": [{"id": 1, "question": "Q?", "depends_on": []}]},
+                    "routes": {"1": {"expert": "m", "score": 0.5, "reason": "score", "scores": {}}}}).encode()
+
+
 def test_a_server_on_this_machine_is_reached_past_an_http_proxy(monkeypatch):
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # a proxy that is not there
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
 
-    body = json.dumps({"plan": {"question": "Q?", "nodes": [{"id": 1, "question": "Q?", "depends_on": []}]},
-                       "routes": {"1": {"expert": "m", "score": 0.5, "reason": "score", "scores": {}}}}).encode()
-    httpd = _one_reply_server(body)
+    httpd = _one_reply_server(GRAPH)
     try:
         plan, routes = ServerClient(f"127.0.0.1:{httpd.server_address[1]}").graph("Q?")
     finally:
         httpd.shutdown()
+    assert [n.question for n in plan.nodes] == ["Q?"] and routes[1].expert == "m"
+
+
+def test_a_server_elsewhere_is_reached_through_the_http_proxy(monkeypatch):
+    proxy = _one_reply_server(GRAPH)  # the proxy answers for the server, whose name resolves nowhere
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.server_address[1]}")
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        plan, routes = ServerClient("http://complm-server.invalid:8000").graph("Q?")
+    finally:
+        proxy.shutdown()
     assert [n.question for n in plan.nodes] == ["Q?"] and routes[1].expert == "m"
 
 
@@ -269,6 +297,29 @@ def test_a_wrong_key_and_bad_requests(served):
             urllib.request.urlopen(request, timeout=60)
         status, doc = info.value.code, json.loads(info.value.read())
         assert status == 400 and doc["error"]["param"] == param
+
+
+@model
+def test_a_run_that_fails_on_the_server_exits_as_it_would_here(served, monkeypatch):
+    from complm_cli.errors import ModelError
+
+    def broken(*args, **kwargs):
+        raise ModelError("The model 'x' could not be loaded.")
+
+    monkeypatch.setattr(served.session, "ask", broken)
+    monkeypatch.setattr(served.session, "plan", broken)
+    # An OpenAI client gets a server error; OpenAI's other fields are accepted (the server's settings decide them).
+    status, doc = served.post(b'{"model": "complm", "messages": [{"role": "user", "content": "Hi?"}], "max_tokens": 5, '
+                              b'"temperature": 0.2, "user": "u"}')
+    assert status == 500 and doc == {"error": {"message": "The model 'x' could not be loaded.", "type": "server_error",
+                                               "param": None, "code": "model"}}
+    # complm's own routes also say the exit code, and `--server` exits with it.
+    status, doc = Served(root(served), served.session).post(b'{"question": "Hi?"}', path="/api/graph")
+    assert status == 500 and doc["error"]["exit_code"] == 8
+    for command in ("ask", "graph"):
+        result = runner.invoke(app, [command, "--server", served.url, "--api-key", SERVE_KEY, "Hi?"])
+        assert result.exit_code == 8, (command, result.output)
+        assert result.stderr == f"complm: on the server at {root(served)}: The model 'x' could not be loaded.\n"
 
 
 @model

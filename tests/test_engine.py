@@ -215,28 +215,22 @@ def test_ctrl_c_in_the_middle_of_a_batch_ends_only_the_interrupted_sequence(mode
     assert proc.stdout.split() == ["INTERRUPTED", "SAME", "FINISH", "cancelled"], proc.stdout + proc.stderr[-2000:]
 
 
-def test_a_failed_decode_ends_the_sequences_in_that_batch_and_the_engine_goes_on(engine):
+def test_a_failed_decode_ends_the_sequences_in_that_batch_and_the_engine_goes_on(engine, monkeypatch):
     """llama_decode failing (a full KV cache, a compute error) fails what it carried, nothing else:
     the prefix stays, and the next sequences answer as before."""
-    import llama_cpp
-
     prefix = engine.tokenize(chat("")[: chat("").index("user\n") + 5])
     engine.set_prefix(prefix)
     before = "".join(engine.submit(ask(engine, QUESTIONS[0], max_tokens=12)))
 
-    class FailOnce:
-        failed = False
+    decode, failed = engine.llama.decode, []
 
-        def __getattr__(self, name):
-            return getattr(llama_cpp, name)
+    def fail_once(batch):
+        if not failed and batch.n == 1:  # a decode step, not a prompt
+            failed.append(batch)
+            return -3
+        return decode(batch)
 
-        def llama_decode(self, ctx, batch):
-            if not FailOnce.failed and batch.n_tokens == 1:  # a decode step, not a prompt
-                FailOnce.failed = True
-                return -3
-            return llama_cpp.llama_decode(ctx, batch)
-
-    engine._ll = FailOnce()
+    monkeypatch.setattr(engine.llama, "decode", fail_once)
     doomed = engine.submit(ask(engine, QUESTIONS[1], max_tokens=30))
     with pytest.raises(ModelError, match="llama_decode returned -3"):
         "".join(doomed)
@@ -411,3 +405,86 @@ def test_guesses_never_overflow_a_small_batch(models):
         assert all(0 < s.accepted <= s.drafted for s in sequences)
     finally:
         small.close()
+
+
+# --- the engine's parts, without a model ---------------------------------------------
+
+
+def test_the_stop_filter_holds_back_what_may_start_a_stop_string_and_never_shows_the_stop():
+    from complm_cli.experts.stops import StopFilter
+
+    out = StopFilter(("\nUser:",))
+    shown = [out.feed(data) for data in (b"Paris", b"\n", b"Us", b"ually")]
+    assert shown == [("Paris", False), ("", False), ("", False), ("\nUsually", False)]
+    out = StopFilter(("\nUser:",))
+    assert out.feed(b"Rome")[0] == "Rome" and out.feed(b"\nUser") == ("", False)
+    assert out.feed(b":") == ("", True) and out.text == "Rome" and out.rest() == ""
+    split = StopFilter(())
+    euro = "\u20ac".encode()
+    assert split.feed(euro[:2]) == ("", False) and split.feed(euro[2:]) == ("\u20ac", False)  # a character split across tokens
+
+
+class FakeBatch:
+    def __init__(self):
+        self.rows: list[tuple[int, int, int, bool]] = []
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+    def clear(self) -> None:
+        self.rows.clear()
+
+    def add(self, token: int, pos: int, seq_id: int, logits: bool) -> None:
+        self.rows.append((token, pos, seq_id, logits))
+
+
+def slot(seq_id: int, *, last: int | None = None, pending=(), n_past: int = 0, drafting: bool = False):
+    from complm_cli.experts.sequence import Sequence, Slot
+    from complm_cli.experts.stops import StopFilter
+
+    sequence = Sequence(Request([0] * n_past + list(pending), max_tokens=50), lambda: None)
+    return Slot(seq_id, sequence, list(pending), n_past, None, None, StopFilter(()), last=last, drafting=drafting)
+
+
+def test_a_step_puts_generating_sequences_first_in_id_order_then_prompts_then_a_prefix_chunk():
+    from complm_cli.experts.batching import PREFIX_CHUNK, assemble
+    from complm_cli.experts.prefix_cache import Fill
+
+    batch = FakeBatch()
+    prompt, gen_b, gen_a = slot(0, pending=[7, 8, 9]), slot(3, last=42, n_past=5, drafting=True), slot(1, last=41, n_past=9)
+    fill = Fill(tuple(range(100)), seq_id=6, state_path=None, waiting=[])
+    rooms: list[int] = []
+    step = assemble(batch, [prompt, gen_b, gen_a], fill, 64, lambda s, room: rooms.append(room) or [50, 51])
+    assert rooms == [62]  # what the batch holds beside the tokens already in it and those still to come
+    assert batch.rows[:5] == [(41, 9, 1, True), (42, 5, 3, True), (50, 6, 3, True), (51, 7, 3, True), (7, 0, 0, False)]
+    assert batch.rows[6] == (9, 2, 0, True)  # the prompt's last token: its logits start the reply
+    assert [(i, s.seq_id) for i, s in step.wants] == [(0, 1), (1, 3), (6, 0)] and step.drafts == {3: [50, 51]}
+    assert step.fill is fill and step.filled == PREFIX_CHUNK  # sequences wait on this step: a small chunk
+    assert [r[2] for r in batch.rows[7:]] == [6] * PREFIX_CHUNK and (gen_a.n_past, gen_b.n_past) == (10, 8)
+    alone = assemble(batch, [], fill, 64, lambda s, room: [])
+    assert alone.filled == 64 and batch.n == 64  # nobody waits: as much as fits
+
+
+def test_a_guess_is_kept_up_to_the_first_token_the_model_would_not_write():
+    from complm_cli.experts import drafts_check
+
+    class Llama:
+        def __init__(self):
+            self.removed: list[tuple[int, int]] = []
+
+        def seq_remove(self, seq_id, start=-1):
+            self.removed.append((seq_id, start))
+
+    model = iter([10, 11, 99])  # the model's own tokens at each position
+
+    def sample(s, index):
+        s.last = next(model)
+        return True
+
+    s = slot(2, last=5, n_past=11)  # its token at 7, then a guess of 3 at 8 to 10, are in the batch
+    llama = Llama()
+    drafts_check.check(s, 0, [10, 11, 12], sample, llama)
+    # Two guessed tokens kept (at 8 and 9); the model's own 99 goes in at 10 next step.
+    assert (s.sequence.drafted, s.sequence.accepted, s.last, s.n_past) == (3, 2, 99, 10)
+    assert llama.removed == [(2, 10)]  # the rejected rest of the guess leaves the cache

@@ -133,3 +133,39 @@ def test_ctrl_c_while_a_model_loads_is_not_lost(models, delay):
                           capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "INTERRUPTED", proc.stdout + proc.stderr
     assert "Exception ignored" not in proc.stderr
+
+
+EXPERTS = ROOT / "complm_cli" / "experts"
+
+
+def test_only_the_adapter_reaches_into_llama_cpp_and_it_checks_all_it_uses():
+    """llama-cpp-python's low-level API lives in llama_adapter.py alone, and check_internals() covers
+    every name it takes from there: a release that moved one fails at load with one sentence."""
+    import ast
+
+    from complm_cli.experts.llama_adapter import NEEDS
+
+    for path in EXPERTS.glob("*.py"):
+        if path.name == "llama_adapter.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not [n for n in names if n.split(".")[0] in ("llama_cpp", "ctypes")], path.name
+
+    tree = ast.parse((EXPERTS / "llama_adapter.py").read_text(encoding="utf-8"))
+    used: dict[tuple[str, str], set[str]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            owner = node.value
+            if isinstance(owner, ast.Attribute) and isinstance(owner.value, ast.Name) and owner.value.id == "self":
+                owner = ast.Name(owner.attr)  # self._ll.x, self.model.x
+            where = {"ll": ("llama_cpp", ""), "_ll": ("llama_cpp", ""), "_internals": ("llama_cpp._internals", ""),
+                     "model": ("llama_cpp._internals", "LlamaModel")}.get(getattr(owner, "id", ""))
+            if where and node.attr != "vocab":  # set when a model loads: read at once there, never later
+                used.setdefault(where, set()).add(node.attr)
+        elif isinstance(node, ast.ImportFrom) and node.module.startswith("llama_cpp"):
+            used.setdefault((node.module, ""), set()).update(a.name for a in node.names if a.name != "_internals")
+    for owner, names in used.items():
+        assert names <= set(NEEDS[owner]), (owner, names - set(NEEDS[owner]))
+    assert used[("llama_cpp", "")] == set(NEEDS[("llama_cpp", "")])  # and nothing checked that is not used

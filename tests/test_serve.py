@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from complm_cli.cli.app import app
 from tests.conftest import SERVE_KEY as KEY
-from tests.conftest import TINY_CATALOG
+from tests.conftest import TINY_CATALOG, Served
 
 runner = CliRunner()
 model = pytest.mark.model
@@ -114,6 +114,55 @@ def test_bad_requests_get_openai_style_errors(served, body, status, param):
     assert got == status
     assert set(doc["error"]) == {"message", "type", "param", "code"} and doc["error"]["message"]
     assert doc["error"]["param"] == param
+
+
+USER = b'"messages": [{"role": "user", "content": "hi"}]'
+MODEL_NAMES = "complm, complm-sequential, complm-monolithic"
+
+
+def at_root(served) -> Served:
+    """The served app, its paths from the root: complm's own routes (/api/...) are beside /v1."""
+    return Served(served.url[: -len("/v1")], served.session)
+
+
+@model
+@pytest.mark.parametrize("path, body, message", [
+    ("/v1/chat/completions", b"{not json", "The request body is not valid JSON."),
+    ("/v1/chat/completions", b"\xff", "The request body is not valid JSON."),
+    ("/v1/chat/completions", b"[1, 2]", "The request body must be a JSON object."),
+    ("/v1/chat/completions", b'{"model": "complm", "messages": []}', "'messages' must be a non-empty list of messages."),
+    ("/v1/chat/completions", b'{"model": "complm", "messages": "hi"}', "'messages' must be a non-empty list of messages."),
+    ("/v1/chat/completions", b'{"model": "complm", "messages": [5]}', "Each message must be an object with 'role' and 'content'."),
+    ("/v1/chat/completions", b'{"model": "complm", "messages": [{"role": "system", "content": "x"}]}',
+     "'messages' holds no user message."),
+    ("/v1/chat/completions", b'{"model": "complm", "messages": [{"role": "user", "content": "  "}]}',
+     "The last user message has no text."),
+    ("/v1/chat/completions", b'{"model": "complm", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}',
+     "The last user message has no text."),
+    ("/v1/chat/completions", b'{"model": "complm", ' + USER + b', "stream": "yes"}', "'stream' must be true or false."),
+    ("/v1/chat/completions", b'{"model": "complm", ' + USER + b', "stream": null}', "'stream' must be true or false."),
+    ("/v1/chat/completions", b"{" + USER + b"}", f"'model' must name one of: {MODEL_NAMES}."),
+    ("/v1/chat/completions", b'{"model": 4, ' + USER + b"}", f"'model' must name one of: {MODEL_NAMES}."),
+    ("/v1/chat/completions", b'{"model": "gpt-4o", "messages": []}',  # an unknown model is named first, as before
+     f"The model 'gpt-4o' does not exist; use one of: {MODEL_NAMES}."),
+    ("/v1/chat/completions", b'{"model": "complm", "messages": [{"role": "user", "content": "' + b"x" * 30_000 + b'"}]}',
+     "The request is larger than 20000 bytes."),
+    ("/api/ask", b'{"question": "  "}', "'question' must be a question as a non-empty string."),
+    ("/api/ask", b'{"question": 5}', "'question' must be a question as a non-empty string."),
+    ("/api/ask", b'{"question": "Hi?", "mode": "fast"}', "Unknown mode 'fast'; use one of parallel, sequential, monolithic."),
+    ("/api/graph", b"{}", "'question' must be a question as a non-empty string."),
+])
+def test_a_bad_body_is_told_what_is_wrong_in_one_sentence(served, path, body, message):
+    status, doc = at_root(served).post(body, path=path)
+    assert 400 <= status < 500 and doc["error"]["message"] == message and "exit_code" not in doc["error"]
+
+
+@model
+@pytest.mark.parametrize("path, method", [("/v1/models", "GET"), ("/v1/chat/completions", "POST"), ("/api/ask", "POST"),
+                                          ("/api/graph", "POST")])
+def test_every_route_asks_for_the_key(served, path, method):
+    status, doc = at_root(served).post(b'{"question": "Hi?"}', path=path, key="wrong", method=method)
+    assert status == 401 and doc["error"]["code"] == "invalid_api_key" and "exit_code" not in doc["error"]
 
 
 @model

@@ -448,8 +448,7 @@ def _read_toml(text: str, origin: str) -> dict[str, Any]:
         raise CatalogError(f"Catalog {origin} is not valid TOML: {exc}.") from None
 
 
-def load_catalog(extra: list[Path] | None = None, include_shipped: bool = True) -> Catalog:
-    """Layer the shipped catalog, then each file in `extra` (missing user files are skipped by the caller)."""
+def _read_layers(extra: list[Path] | None, include_shipped: bool) -> list[tuple[dict[str, Any], str]]:
     layers: list[tuple[dict[str, Any], str]] = []
     if include_shipped:
         text, origin = shipped_catalog_text()
@@ -462,12 +461,19 @@ def load_catalog(extra: list[Path] | None = None, include_shipped: bool = True) 
         except (OSError, UnicodeDecodeError) as exc:
             raise CatalogError(f"Catalog file {path} cannot be read ({exc}).") from None
         layers.append((_read_toml(text, str(path)), str(path)))
+    return layers
 
-    merged: dict[tuple[str, str], dict[str, Any]] = {}
-    origins: dict[tuple[str, str], dict[str, str]] = {}
-    settings: dict[str, Any] = {}
-    settings_origin: dict[str, str] = {}
-    for data, origin in layers:
+
+@dataclass
+class _Merged:
+    """The layers as one: each entry's keys and the file each key came from (what an error names)."""
+
+    entries: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    origins: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
+    defaults_origin: dict[str, str] = field(default_factory=dict)
+
+    def add(self, data: dict[str, Any], origin: str) -> None:
         for top in data:
             if top not in ("experts", "embedders", "defaults"):
                 raise CatalogError(f"Catalog {origin}: unknown table [{top}] (expected [experts.NAME], [embedders.NAME] or [defaults]).")
@@ -478,9 +484,8 @@ def load_catalog(extra: list[Path] | None = None, include_shipped: bool = True) 
             for name, table in entries.items():
                 if not isinstance(table, dict):
                     raise CatalogError(f"Catalog {origin}, entry [{section}.\"{name}\"]: must be a table.")
-                key = (kind, name)
-                base = merged.setdefault(key, {})
-                where = origins.setdefault(key, {})
+                base = self.entries.setdefault((kind, name), {})
+                where = self.origins.setdefault((kind, name), {})
                 for k, v in table.items():
                     if k in ("generation", "remote") and isinstance(v, dict) and isinstance(base.get(k), dict):
                         v = {**base[k], **v}
@@ -493,37 +498,44 @@ def load_catalog(extra: list[Path] | None = None, include_shipped: bool = True) 
         for k, v in defaults.items():
             if k not in _DEFAULTS_KEYS:  # a typo ("aggregater") would otherwise change nothing, silently
                 raise CatalogError(f"Catalog {origin}, [defaults], key '{k}': unknown; the keys are {', '.join(sorted(_DEFAULTS_KEYS))}.")
-            settings[k] = v
-            settings_origin[k] = origin
+            self.defaults[k] = v
+            self.defaults_origin[k] = origin
 
-    experts: dict[str, Expert] = {}
-    for (kind, name), table in merged.items():
-        if name in experts:
-            raise CatalogError(f"Catalog {origins[(kind, name)]['']}: '{name}' names both an expert and an embedder.")
-        experts[name] = _parse_entry(name, table, kind, origins[(kind, name)])
-
-    def setting(key: str, kind: type, default: Any) -> Any:
-        value = settings.get(key, default)
+    def setting(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        value = self.defaults.get(key, default)
         if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-            raise CatalogError(f"Catalog {settings_origin.get(key, '?')}, [defaults], key '{key}': must be {_kind_name(kind)}.")
+            raise CatalogError(f"Catalog {self.defaults_origin.get(key, '?')}, [defaults], key '{key}': must be {_kind_name(kind)}.")
         return value
 
-    embedder_name = setting("embedder", str, "")
+
+def load_catalog(extra: list[Path] | None = None, include_shipped: bool = True) -> Catalog:
+    """Layer the shipped catalog, then each file in `extra` (missing user files are skipped by the caller)."""
+    layers = _read_layers(extra, include_shipped)
+    merged = _Merged()
+    for data, origin in layers:
+        merged.add(data, origin)
+    experts: dict[str, Expert] = {}
+    for (kind, name), table in merged.entries.items():
+        if name in experts:
+            raise CatalogError(f"Catalog {merged.origins[(kind, name)]['']}: '{name}' names both an expert and an embedder.")
+        experts[name] = _parse_entry(name, table, kind, merged.origins[(kind, name)])
+    where = merged.defaults_origin
+    embedder_name = merged.setting("embedder", str, "")
     if embedder_name not in experts or experts[embedder_name].kind != "embedder":
-        raise CatalogError(f"Catalog {settings_origin.get('embedder', '?')}, [defaults], key 'embedder': '{embedder_name}' is not an [embedders] entry.")
+        raise CatalogError(f"Catalog {where.get('embedder', '?')}, [defaults], key 'embedder': '{embedder_name}' is not an [embedders] entry.")
     default_names = tuple(n for n, e in experts.items() if e.kind == "llm" and e.default)
     if not default_names:
         raise CatalogError("The catalog marks no expert `default = true`; complm needs at least one.")
     role_names = {}
     for role in ("planner", "aggregator", "fallback"):
-        pinned = setting(role, str, "")
+        pinned = merged.setting(role, str, "")
         if pinned:
             if pinned not in experts or experts[pinned].kind != "llm":
-                raise CatalogError(f"Catalog {settings_origin[role]}, [defaults], key '{role}': no expert named '{pinned}'.")
+                raise CatalogError(f"Catalog {where[role]}, [defaults], key '{role}': no expert named '{pinned}'.")
             role_names[role] = pinned
-    threshold = float(setting("route_threshold", (int, float), 0.3))
+    threshold = float(merged.setting("route_threshold", (int, float), 0.3))
     if not -1.0 <= threshold <= 1.0:  # a cosine score; 5 would send every step to the fallback (and NaN fails this too)
-        raise CatalogError(f"Catalog {settings_origin.get('route_threshold', '?')}, [defaults], key 'route_threshold': "
+        raise CatalogError(f"Catalog {where.get('route_threshold', '?')}, [defaults], key 'route_threshold': "
                            f"must be from -1 to 1, not {threshold:g}.")
     return Catalog(
         experts=experts, embedder_name=embedder_name, default_names=default_names,

@@ -125,7 +125,7 @@ class Settings:
         return self.max_memory or int(total_ram_bytes() * 0.6)
 
     def worker_count(self) -> int:
-        # Not tied to the cores: nodes of one model decode in one batch (backends/engine.py),
+        # Not tied to the cores: nodes of one model decode in one batch (experts/engine.py),
         # and engines of different models divide the threads among themselves.
         return self.workers or 4
 

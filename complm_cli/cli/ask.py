@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from complm_cli.cli.common import ApiKeyOpt, CatalogOpt, JsonOpt, OfflineOpt, ServerOpt, env, handles_errors, refuse_local_flags
+from complm_cli.cli.common import (ApiKeyOpt, CatalogOpt, ExpertOpt, GpuLayersOpt, JsonOpt, OfflineOpt, QuestionArg, SeedOpt,
+                                   ServerOpt, ThreadsOpt, TimeoutOpt, WorkersOpt, env, handles_errors, refuse_local_flags)
 from complm_cli.errors import ExitCode
 
 MODE_HELP = "parallel (default): independent nodes at once; sequential: one node at a time; monolithic: one model, no plan."
@@ -14,16 +15,16 @@ MODE_HELP = "parallel (default): independent nodes at once; sequential: one node
 
 @handles_errors
 def ask(
-    question: str = typer.Argument(None, help="The question; '-' or a pipe reads it from stdin."),
+    question: str = QuestionArg,
     mode: str = typer.Option("parallel", "--mode", "-m", help=MODE_HELP),
-    expert: str = typer.Option(None, "--expert", "-e", help="Send every node to this expert (monolithic: the model that answers)."),
+    expert: str = ExpertOpt,
     as_json: bool = JsonOpt,
-    workers: int = typer.Option(None, "--workers", "-w", min=1, help="Nodes that may run at once (default: 4)."),
-    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads in all, divided among running nodes."),
-    gpu_layers: int = typer.Option(None, "--gpu-layers", help="Layers to offload to a GPU (-1: all) where llama.cpp supports it."),
+    workers: int = WorkersOpt,
+    threads: int = ThreadsOpt,
+    gpu_layers: int = GpuLayersOpt,
     max_memory: str = typer.Option(None, "--max-memory", help="Memory for resident models, e.g. 8GB (default: 60% of RAM)."),
-    seed: int = typer.Option(None, "--seed", help="Sampling seed, for repeatable runs."),
-    timeout: float = typer.Option(None, "--timeout", help="Seconds one node may take before it fails."),
+    seed: int = SeedOpt,
+    timeout: float = TimeoutOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Progress on stderr even when piped."),
     offline: bool = OfflineOpt,
     catalog: Path = CatalogOpt,

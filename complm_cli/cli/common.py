@@ -144,6 +144,13 @@ def load(catalog: Path | None = None, offline: bool | None = None, **overrides: 
 CatalogOpt = typer.Option(None, "--catalog", help="Another catalog file layered over the shipped and user catalogs (or COMPLM_CATALOG).", dir_okay=False)
 OfflineOpt = typer.Option(False, "--offline", help="Never touch the network (or COMPLM_OFFLINE=1).")
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts.")
+QuestionArg = typer.Argument(None, help="The question; '-' or a pipe reads it from stdin.")
+ExpertOpt = typer.Option(None, "--expert", "-e", help="Send every node to this expert (with --mode monolithic: the model that answers).")
+WorkersOpt = typer.Option(None, "--workers", "-w", min=1, help="Nodes that may run at once (default: 4).")
+ThreadsOpt = typer.Option(None, "--threads", min=1, help="CPU threads in all, divided among running nodes.")
+GpuLayersOpt = typer.Option(None, "--gpu-layers", help="Layers to offload to a GPU (-1: all) where llama.cpp supports it.")
+TimeoutOpt = typer.Option(None, "--timeout", help="Seconds one node may take before it fails.")
+SeedOpt = typer.Option(None, "--seed", help="Sampling seed, for repeatable runs.")
 ServerOpt = typer.Option(None, "--server", envvar="COMPLM_SERVER", show_envvar=True,
                          help="Use a running `complm serve` at this URL (e.g. http://127.0.0.1:8000), whose models are loaded already.")
 ApiKeyOpt = typer.Option(None, "--api-key", envvar="COMPLM_SERVE_API_KEY", show_envvar=True,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from complm_cli.cli.common import CatalogOpt, JsonOpt, OfflineOpt, env, handles_errors
+from complm_cli.cli.common import CatalogOpt, ExpertOpt, JsonOpt, OfflineOpt, env, handles_errors
 from complm_cli.errors import UsageError
 
 
@@ -34,7 +34,7 @@ def evaluate(
     question_field: str = typer.Option(None, "--question-field", help="The field holding the question."),
     answer_field: str = typer.Option(None, "--answer-field", help="The field holding the gold answer(s)."),
     monolithic_expert: str = typer.Option(None, "--monolithic-expert", help="The model of monolithic mode (default: the largest general model pulled)."),
-    expert: str = typer.Option(None, "--expert", "-e", help="Send every node to this expert."),
+    expert: str = ExpertOpt,
     workers: int = typer.Option(None, "--workers", "-w", min=1, help="Nodes that may run at once in parallel mode."),
     seed: int = typer.Option(None, "--seed", help="Sampling seed."),
     own_plans: bool = typer.Option(False, "--own-plans", help="Each mode plans for itself, as `complm ask` does (parallel streams its plan); "

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from complm_cli.cli.common import ApiKeyOpt, CatalogOpt, OfflineOpt, ServerOpt, env, handles_errors, refuse_local_flags
+from complm_cli.cli.common import (ApiKeyOpt, CatalogOpt, ExpertOpt, OfflineOpt, QuestionArg, ServerOpt, env, handles_errors,
+                                   refuse_local_flags)
 from complm_cli.errors import UsageError
 
 FORMATS = ("tree", "json", "mermaid", "dot")
@@ -15,9 +16,9 @@ FORMATS = ("tree", "json", "mermaid", "dot")
 
 @handles_errors
 def graph(
-    question: str = typer.Argument(None, help="The question; '-' or a pipe reads it from stdin."),
+    question: str = QuestionArg,
     fmt: str = typer.Option(None, "--format", "-f", help="tree (default in a terminal), json (default when piped), mermaid or dot."),
-    expert: str = typer.Option(None, "--expert", "-e", help="Send every node to this expert."),
+    expert: str = ExpertOpt,
     offline: bool = OfflineOpt,
     catalog: Path = CatalogOpt,
     server: str = ServerOpt,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from complm_cli.cli.common import CatalogOpt, OfflineOpt, env, handles_errors
+from complm_cli.cli.common import CatalogOpt, GpuLayersOpt, OfflineOpt, ThreadsOpt, TimeoutOpt, env, handles_errors
 
 
 @handles_errors
@@ -16,10 +16,10 @@ def serve(
     api_key: str = typer.Option(None, "--api-key", envvar="COMPLM_SERVE_API_KEY", show_envvar=True,
                                 help="Require 'Authorization: Bearer KEY' (the environment variable keeps it out of `ps`)."),
     workers: int = typer.Option(None, "--workers", "-w", min=1, help="Nodes that may run at once in one request."),
-    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads in all, divided among running nodes."),
-    gpu_layers: int = typer.Option(None, "--gpu-layers", help="Layers to offload to a GPU (-1: all)."),
+    threads: int = ThreadsOpt,
+    gpu_layers: int = GpuLayersOpt,
     max_memory: str = typer.Option(None, "--max-memory", help="Memory for resident models, shared by all requests, e.g. 8GB."),
-    timeout: float = typer.Option(None, "--timeout", help="Seconds one node may take before it fails."),
+    timeout: float = TimeoutOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each request on stderr."),
     offline: bool = OfflineOpt,
     catalog: Path = CatalogOpt,

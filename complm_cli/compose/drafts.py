@@ -8,7 +8,7 @@ what is the chemical symbol of gold?" becomes
 
 A drafter guesses the words that follow from the question; the engine checks
 the whole guess in one step and keeps only the tokens the model would have
-written itself (backends/engine.py), so a wrong guess costs time, never
+written itself (experts/engine.py), so a wrong guess costs time, never
 words. Only the planner guesses. The same phrase guesses were tried on the
 steps that build on earlier answers and on the aggregation, which copy
 names from those answers: chains and comparisons ran 1.01x to 1.02x faster

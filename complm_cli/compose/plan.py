@@ -136,101 +136,112 @@ def _code(line: str) -> str:
 _FUNCTIONS = frozenset({"round", "abs", "min", "max", "sqrt", "floor", "ceil", "days", "int", "float"})
 
 
+class _PlanLines:
+    """What the plan's lines so far have set: the parser's state, one line at a time."""
+
+    def __init__(self, notes: list[str]):
+        self.notes = notes
+        self.steps: list[tuple[str, list[int]]] = []
+        self.problems: list[str] = []
+        self.names: dict[str, int] = {}  # a name -> the step that sets it
+        self.consts: dict[str, str] = {}  # `april = 48`: a name -> its number
+        self.compared: set[str] = set()
+
+    @staticmethod
+    def _capitals(word: str, among: dict) -> str | None:
+        same = [n for n in among if n.lower() == word.lower()]
+        return same[0] if len(same) == 1 else None
+
+    def known(self, word: str) -> str | None:
+        """The step name `word` means: itself, or else the one step name that differs only in capitals."""
+        if word in self.names:
+            return word
+        if word in self.consts or word in _FUNCTIONS:
+            return None  # `max` is the function, even where a step is called `Max`
+        return self._capitals(word, self.names)
+
+    def constant(self, word: str, formula: bool = True) -> str | None:
+        """The number a name stands for (`april = 48`), unless it names a step."""
+        name = word if word in self.consts else None if self.known(word) is not None else self._capitals(word, self.consts)
+        if name is None:
+            return None
+        value = self.consts[name]
+        return f"({value})" if formula and value.startswith("-") else value  # -.5 ** 2 is not (-.5) ** 2
+
+    def step(self, word: str) -> str | None:
+        """`{N}` for the step a name sets, else None."""
+        name = self.known(word)
+        return None if name is None else "{%d}" % self.names[name]
+
+    def add(self, name: str, rhs: str) -> None:
+        """One `name = rhs` line."""
+        ask = _ASK.match(rhs)
+        if not ask:
+            # Only outside an ask's text: "How many apples ..." keeps its words where `apples = 5` was set.
+            rhs = _NAME.sub(lambda w: self.constant(w.group(0)) or w.group(0), _DOLLAR.sub("", rhs))
+            if _COMPARES.search(_QUOTED.sub("", rhs)):
+                self.compared.add(name)  # no step: a later line that uses it is an unknown name
+                self.names.pop(name, None)
+                self.consts.pop(name, None)
+                self.notes.append(f"'{name} = {rhs[:40]}' compares, which the final answer does; it is no step")
+                return
+            alias = self.known(rhs)
+            if alias is not None:
+                self.names[name] = self.names[alias]  # `total = letters` is no step: the name means the same answer
+                return
+        if _CONSTANT.fullmatch(rhs) and name not in self.names:
+            self.consts[name] = rhs.replace(",", "")  # `april = 48` is no step: the number goes where the name is used
+            return
+        index = len(self.steps) + 1
+        text = self._ask(ask.group(2), index) if ask else self._formula(rhs, index)
+        self.steps.append((" ".join(text.split()), sorted(references(text))))
+        self.names[name] = index
+
+    def _ask(self, text: str, index: int) -> str:
+        def ref(match: re.Match) -> str:
+            key = match.group(1)
+            if (found := self.step(key)) is not None:
+                return found
+            if not key.isdigit():
+                self.problems.append(f"step {index} uses {{{key}}}, which no earlier line sets")
+            return match.group(0)
+
+        text = text.replace('\\"', '"')
+        text = re.sub(r"\{([A-Za-z_]\w*)\}", lambda c: self.constant(c.group(1), formula=False) or c.group(0), text)
+        return re.sub(r"\{([A-Za-z_]\w*|\d+)\}", ref, text)
+
+    def _formula(self, rhs: str, index: int) -> str:
+        unknown = [w for w in _NAME.findall(rhs) if self.known(w) is None and w not in _FUNCTIONS and not w.isdigit()]
+        if unknown:
+            self.problems.append(f"step {index} uses '{unknown[0]}', which no earlier line sets"
+                                 + (" (a comparison, which the final answer makes)" if unknown[0] in self.compared else ""))
+        text = _NAME.sub(lambda w: self.step(w.group(0)) or w.group(0), rhs)
+        return re.sub(r"\b(?:int|float)\(", "(", text)
+
+
 def parse_lines(question: str, raw: str, notes: list[str] | None = None) -> tuple[list[tuple[str, list[int]]], list[str]]:
     """Plan lines -> (step text with {N} references, its dependencies), and the problems found.
 
     `notes` gets a line for each line of the plan that is left out (a comparison)."""
-    notes = [] if notes is None else notes
-    steps: list[tuple[str, list[int]]] = []
-    problems: list[str] = []
-    names: dict[str, int] = {}
-    consts: dict[str, str] = {}
-    compared: set[str] = set()
-
-    def capitals(word: str, among: dict) -> str | None:
-        same = [n for n in among if n.lower() == word.lower()]
-        return same[0] if len(same) == 1 else None
-
-    def known(word: str) -> str | None:
-        """The step name `word` means: itself, or else the one step name that differs only in capitals."""
-        if word in names:
-            return word
-        if word in consts or word in _FUNCTIONS:
-            return None  # `max` is the function, even where a step is called `Max`
-        return capitals(word, names)
-
-    def constant(word: str, formula: bool = True) -> str | None:
-        """The number a name stands for (`april = 48`), unless it names a step."""
-        name = word if word in consts else None if known(word) is not None else capitals(word, consts)
-        if name is None:
-            return None
-        value = consts[name]
-        return f"({value})" if formula and value.startswith("-") else value  # -.5 ** 2 is not (-.5) ** 2
-
-    def step(word: str) -> str | None:
-        """`{N}` for the step a name sets, else None."""
-        name = known(word)
-        return None if name is None else "{%d}" % names[name]
-
+    plan = _PlanLines([] if notes is None else notes)
     for line in raw.replace("\r", "").split("\n"):
         line = _code(line.strip())
-        if steps and (not line or line.startswith("```")):
+        if plan.steps and (not line or line.startswith("```")):
             break  # the plan is over; what follows is commentary
         if not line or line.startswith(("#", "```", "print(", "return")):
             continue
         m = _LINE.match(line)
-        if not m and steps:
+        if not m and plan.steps:
             break
         if not m:
-            problems.append(f"line '{line[:60]}' is neither name = ask(\"...\") nor name = formula")
+            plan.problems.append(f"line '{line[:60]}' is neither name = ask(\"...\") nor name = formula")
             continue
-        name, rhs = m.group(1), m.group(2)
-        ask = _ASK.match(rhs)
-        if not ask:
-            # Only outside an ask's text: "How many apples ..." keeps its words where `apples = 5` was set.
-            rhs = _NAME.sub(lambda w: constant(w.group(0)) or w.group(0), _DOLLAR.sub("", rhs))
-            if _COMPARES.search(_QUOTED.sub("", rhs)):
-                compared.add(name)  # no step: a later line that uses it is an unknown name
-                names.pop(name, None)
-                consts.pop(name, None)
-                notes.append(f"'{name} = {rhs[:40]}' compares, which the final answer does; it is no step")
-                continue
-            alias = known(rhs)
-            if alias is not None:
-                names[name] = names[alias]  # `total = letters` is no step: the name means the same answer
-                continue
-        if _CONSTANT.fullmatch(rhs) and name not in names:
-            consts[name] = rhs.replace(",", "")  # `april = 48` is no step: the number goes where the name is used
-            continue
-        index = len(steps) + 1
-        if ask:
-            text = ask.group(2).replace('\\"', '"')
-
-            def ref(match: re.Match, index: int = index) -> str:
-                key = match.group(1)
-                if (found := step(key)) is not None:
-                    return found
-                if key.isdigit():
-                    return match.group(0)
-                problems.append(f"step {index} uses {{{key}}}, which no earlier line sets")
-                return match.group(0)
-
-            text = re.sub(r"\{([A-Za-z_]\w*)\}", lambda c: constant(c.group(1), formula=False) or c.group(0), text)
-            text = re.sub(r"\{([A-Za-z_]\w*|\d+)\}", ref, text)
-        else:
-            unknown = [w for w in _NAME.findall(rhs) if known(w) is None and w not in _FUNCTIONS and not w.isdigit()]
-            if unknown:
-                problems.append(f"step {index} uses '{unknown[0]}', which no earlier line sets"
-                                + (" (a comparison, which the final answer makes)" if unknown[0] in compared else ""))
-            text = _NAME.sub(lambda w: step(w.group(0)) or w.group(0), rhs)
-            text = re.sub(r"\b(?:int|float)\(", "(", text)
-        steps.append((" ".join(text.split()), sorted(references(text))))
-        names[name] = index
-    if not steps and consts and not problems:
-        steps.append((list(consts.values())[-1], []))  # a plan that only states a number
-    if not steps and not problems:
-        problems.append(NO_PLAN_LINES)
-    return steps, problems
+        plan.add(m.group(1), m.group(2))
+    if not plan.steps and plan.consts and not plan.problems:
+        plan.steps.append((list(plan.consts.values())[-1], []))  # a plan that only states a number
+    if not plan.steps and not plan.problems:
+        plan.problems.append(NO_PLAN_LINES)
+    return plan.steps, plan.problems
 
 
 def parse_plan(question: str, raw: str, max_nodes: int = MAX_NODES, *, lone_step_is_question: bool = True) -> Parsed:

@@ -6,7 +6,7 @@
 A Session holds what outlives one question (settings, catalog, the model
 pool, the embedder), so `complm eval` and `complm serve` load each model
 once. It wires the stages, each with one job: the Planner (planner.py),
-Routing (routing.py), the Scheduler over the ModelPool (execute.py), and the
+Routing (routing.py), the Scheduler over the ModelPool (scheduler.py, pool.py), and the
 Aggregator (aggregate.py); a direct answer (monolithic mode) is direct.py.
 """
 

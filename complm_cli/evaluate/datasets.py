@@ -107,30 +107,28 @@ def _pick(record: dict, given: str | None, aliases: tuple[str, ...]) -> tuple[st
     return None
 
 
+def _field(record: dict, chosen: str | None, known: tuple[str, ...], place: str, what: str) -> tuple[str, Any]:
+    """(name, value) of the record's question or answer field: the one --question-field/--answer-field names, else a known one."""
+    found = _pick(record, chosen, known)
+    if found is not None:
+        return found
+    if chosen:
+        raise DatasetError(f"{place} has no {chosen!r} field (the one --{what}-field names).")
+    raise DatasetError(f"{place} has no {what} field (tried {', '.join(known)}); pass --{what}-field to pick one.")
+
+
 def _example(path: Path, where: str, record: Any, question_field: str | None, answer_field: str | None) -> Example:
     place = f"{where.capitalize()} of {path}"
     if not isinstance(record, dict):
         raise DatasetError(f"{place} is {_kind(record)}, not a JSON object.")
 
-    question = _pick(record, question_field, QUESTION_FIELDS)
-    if question is None:
-        if question_field:
-            raise DatasetError(f"{place} has no {question_field!r} field (the one --question-field names).")
-        tried = ", ".join(QUESTION_FIELDS)
-        raise DatasetError(f"{place} has no question field (tried {tried}); pass --question-field to pick one.")
-    name, text = question
+    name, text = _field(record, question_field, QUESTION_FIELDS, place, "question")
     if not isinstance(text, str):
         raise DatasetError(f"{place} has {_kind(text)} in its {name!r} field where the question text should be.")
     if not text.strip():
         raise DatasetError(f"{place} has an empty question in its {name!r} field.")
 
-    answer = _pick(record, answer_field, ANSWER_FIELDS)
-    if answer is None:
-        if answer_field:
-            raise DatasetError(f"{place} has no {answer_field!r} field (the one --answer-field names).")
-        tried = ", ".join(ANSWER_FIELDS)
-        raise DatasetError(f"{place} has no answer field (tried {tried}); pass --answer-field to pick one.")
-    name, value = answer
+    name, value = _field(record, answer_field, ANSWER_FIELDS, place, "answer")
     answers = _answer_strings(value)
     if not answers:
         raise DatasetError(f"{place} has no usable answer in its {name!r} field.")

@@ -5,15 +5,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import signal
 import threading
 from pathlib import Path
 
-from complm_cli.experts.engine import PREFIXES, Engine, Request, Sequence
 from complm_cli.cache.catalog import Expert
 from complm_cli.errors import ModelError
+from complm_cli.experts import llama_adapter
 from complm_cli.experts.base import Worker
+from complm_cli.experts.engine import PREFIXES, Engine, Request, Sequence
+
+# Where callers (and tests) have always found them; they check what llama_adapter uses.
+from complm_cli.experts.llama_adapter import SUPPORTED, TESTED, check_internals, check_llama_cpp_version
+
+__all__ = ["CHATML", "SUPPORTED", "TESTED", "Engines", "LlamaWorker", "check_internals", "check_llama_cpp_version",
+           "estimate_memory", "llama_factory", "signals_after"]
 
 
 def estimate_memory(expert: Expert, path: Path, n_ctx: int, streams: int) -> int:
@@ -31,48 +37,6 @@ def estimate_memory(expert: Expert, path: Path, n_ctx: int, streams: int) -> int
         weights = expert.size or 0
     per_stream = int(max(0.11 * weights, 96 * 1024 * 1024) * n_ctx / 4096)
     return weights + weights // 2 + 64 * 1024 * 1024 + streams * per_stream
-
-
-# --- llama-cpp-python's internals, in one place --------------------------------------
-
-# The versions the adapter below was written and tested against (pyproject.toml pins the same range).
-TESTED = "0.3.36"
-SUPPORTED = ((0, 3, 36), (0, 4, 0))  # from, up to but not including
-
-
-def _unknown(version: str, what: str) -> ModelError:
-    return ModelError(f"llama-cpp-python {version} is not a version complm knows ({what}); complm was tested with "
-                      f"{TESTED}: install it with `pip install llama-cpp-python=={TESTED}`.")
-
-
-def check_llama_cpp_version() -> None:
-    import llama_cpp
-
-    version = str(getattr(llama_cpp, "__version__", "?"))
-    numbers = tuple(int(n) for n in re.findall(r"\d+", version)[:3])
-    if not SUPPORTED[0] <= numbers < SUPPORTED[1]:
-        raise _unknown(version, f"complm supports {'.'.join(map(str, SUPPORTED[0]))} up to, not including, "
-                                f"{'.'.join(map(str, SUPPORTED[1]))}")
-
-
-def check_internals() -> None:
-    """The engine builds on llama-cpp-python's `_internals` (model, context, batch) and a few
-    low-level calls; one that moved fails here with one sentence, not an AttributeError mid-run."""
-    import llama_cpp
-    from llama_cpp import _internals
-
-    version = str(getattr(llama_cpp, "__version__", "?"))
-    needs = {_internals: ("LlamaModel", "LlamaContext", "LlamaBatch"),
-             _internals.LlamaModel: ("tokenize", "metadata", "token_get_text", "close"),
-             llama_cpp: ("llama_decode", "llama_memory_seq_cp", "llama_memory_seq_rm", "llama_sampler_sample",
-                         "llama_sampler_init_grammar", "llama_state_seq_get_data", "llama_state_seq_set_data",
-                         "llama_vocab_is_eog", "llama_token_to_piece", "llama_set_n_threads")}
-    for owner, names in needs.items():
-        for name in names:
-            if not hasattr(owner, name):
-                raise _unknown(version, f"{getattr(owner, '__name__', owner)}.{name} is missing")
-    if "kv_unified" not in dict(llama_cpp.llama_context_params._fields_):
-        raise _unknown(version, "llama_context_params has no kv_unified")
 
 
 @contextlib.contextmanager
@@ -110,6 +74,10 @@ class Engines:
 
     def __init__(self, *, threads: int, slots: int, gpu_layers: int | None = None):
         self.threads, self.slots, self.gpu_layers = threads, slots, gpu_layers
+        # Loads are rare and short next to generation: one at a time (releases wait for it too) keeps
+        # memory predictable. The table has a lock of its own, never held during a load: the decode
+        # threads read it every step (threads_for) and must not wait for a model to load.
+        self._loading = threading.Lock()
         self._lock = threading.Lock()
         self._engines: dict[tuple, tuple[Engine, int]] = {}  # key -> (engine, workers holding it)
 
@@ -125,11 +93,12 @@ class Engines:
 
     def acquire(self, expert: Expert, path: Path) -> Engine:
         key = self.key(expert, path)
-        with self._lock:  # loads are rare and short next to generation: one at a time keeps memory predictable
-            if key in self._engines:
-                engine, holders = self._engines[key]
-                self._engines[key] = (engine, holders + 1)
-                return engine
+        with self._loading:
+            with self._lock:
+                if key in self._engines:
+                    engine, holders = self._engines[key]
+                    self._engines[key] = (engine, holders + 1)
+                    return engine
             check_llama_cpp_version()
             check_internals()
             engine = None
@@ -144,11 +113,12 @@ class Engines:
                     raise
                 raise ModelError(f"The model '{expert.name}' could not be loaded from {path} ({exc}); "
                                  f"try `complm verify {expert.name}`.") from None
-            self._engines[key] = (engine, 1)
+            with self._lock:
+                self._engines[key] = (engine, 1)
             return engine
 
     def release(self, engine: Engine) -> None:
-        with self._lock:
+        with self._loading, self._lock:
             for key, (e, holders) in list(self._engines.items()):
                 if e is engine:
                     if holders > 1:
@@ -161,7 +131,9 @@ class Engines:
         engine.close()
 
     def threads_for(self, engine: Engine) -> int:
-        busy = sum(1 for e, _ in list(self._engines.values()) if e.busy) or 1
+        with self._lock:
+            engines = [e for e, _ in self._engines.values()]
+        busy = sum(1 for e in engines if e.busy) or 1  # each takes its own engine's lock: not under ours
         return max(1, self.threads // busy)
 
     def loaded(self) -> list[Engine]:
@@ -218,22 +190,13 @@ class LlamaWorker(Worker):
 
     def _format(self, messages: list[dict]) -> tuple[str, list[str]]:
         if self._formatter is None:
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
             engine = self.engine
             template = engine.metadata().get("tokenizer.chat_template") or CHATML
-            self._formatter = Jinja2ChatFormatter(template=template, eos_token=self._special("eos"),
-                                                  bos_token=self._special("bos"))
+            self._formatter = llama_adapter.chat_formatter(template, eos=engine.special_text("eos"),
+                                                           bos=engine.special_text("bos"))
         out = self._formatter(messages=messages)
         stop = out.stop if isinstance(out.stop, list) else ([out.stop] if out.stop else [])
         return out.prompt, stop
-
-    def _special(self, which: str) -> str:
-        """The text of the end- or start-of-text token, with llama.cpp's defaults for a vocabulary whose file names none."""
-        import llama_cpp
-
-        token = (llama_cpp.llama_vocab_eos if which == "eos" else llama_cpp.llama_vocab_bos)(self.engine.vocab)
-        return self.engine.token_text(token) if token >= 0 else ""
 
     def _cache_prefix(self, messages: list[dict], prefix: int, tokens: list[int]) -> None:
         """Find the tokens every prompt with these first `prefix` messages starts with, and keep them evaluated."""
@@ -248,11 +211,10 @@ class LlamaWorker(Worker):
     def _state_path(self, head: str) -> Path | None:
         if self.state_dir is None:
             return None
-        import llama_cpp
-
         stat = self.path.stat()
         engine_key = self.engines.key(self.expert, self.path)
-        key = hashlib.sha256(f"{self.path.name}|{stat.st_size}|{engine_key[1:]}|{self.engines.slots}|{llama_cpp.__version__}|{head}".encode()).hexdigest()[:24]
+        key = hashlib.sha256(f"{self.path.name}|{stat.st_size}|{engine_key[1:]}|{self.engines.slots}|"
+                             f"{llama_adapter.version()}|{head}".encode()).hexdigest()[:24]
         return self.state_dir / f"{self.expert.name}-{key}.seqstate"
 
     def unload(self) -> None:

@@ -5,16 +5,18 @@ before it can plan (bench/oneshot.py); a server has done that once. The client
 posts the question to the server's /api/ask and turns the JSON lines it
 streams back into the pipeline's own events and Result (wire.py), so the live
 view, the pipe output, --json and the exit codes are those of a local run.
-Only the standard library is used: the client needs no extra.
+It speaks HTTP with httpx2 (HTTPX's maintained continuation, which the openai
+package brings too), so the client needs no extra.
 """
 
 from __future__ import annotations
 
-import http.client
+import contextlib
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
+
+import httpx2
+from pydantic import ValidationError
 
 from complm_cli.errors import ComplmError, ExitCode, UsageError
 from complm_cli.events import AnswerDone, Listener, ignore
@@ -48,28 +50,33 @@ class ServerClient:
 
     def __init__(self, url: str, api_key: str | None = None, timeout: float = READ_TIMEOUT):
         self.url, self.api_key, self.timeout = base_url(url), api_key, timeout
-        host = urllib.parse.urlsplit(self.url).hostname or ""
-        # A server on this machine is never reached through HTTP_PROXY (Go's clients, Ollama's among them, agree).
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({})) if is_loopback(host) else urllib.request.build_opener()
+        # A server on this machine is never reached through HTTP_PROXY (Go's clients, Ollama's among them, agree);
+        # trust_env=False is how httpx leaves the proxy variables alone.
+        self._trust_env = not is_loopback(urllib.parse.urlsplit(self.url).hostname or "")
 
-    def _auth(self) -> dict:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+    def _http(self, timeout: float | None = None) -> httpx2.Client:
+        """A client for one exchange: this process asks one question, so there is no connection to keep."""
+        auth = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        return httpx2.Client(base_url=self.url, headers=auth, timeout=timeout or self.timeout, trust_env=self._trust_env)
 
     def _broke_off(self, exc: BaseException, when: str = "") -> ServerError:
         return ServerError(f"The connection to the complm server at {self.url} broke off{when} "
                            f"({type(exc).__name__}: {exc}); is it still running?")
 
+    @contextlib.contextmanager
     def _post(self, path: str, body: dict):
-        data = json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json", **self._auth()},
-                                         method="POST")
-        try:
-            return self._opener.open(request, timeout=self.timeout)
-        except urllib.error.HTTPError as exc:
-            raise self._refused(exc, path) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # the last: not HTTP at all
-            raise ServerError(f"No complm server answers at {self.url} ({_reason(exc)}); "
-                              "start one with `complm serve`, or leave out --server.") from None
+        """The server's answer to a POST, its body still to read; an answer that is an error is raised as one."""
+        with self._http() as http:
+            try:
+                response = http.send(http.build_request("POST", path, json=body), stream=True)
+            except httpx2.TransportError as exc:  # nothing listens, or what does is not HTTP at all
+                raise ServerError(f"No complm server answers at {self.url} ({_reason(exc)}); "
+                                  "start one with `complm serve`, or leave out --server.") from None
+            # Closing the connection, as Ctrl-C does on the way out, stops the run on the server.
+            with contextlib.closing(response):
+                if response.is_error:
+                    raise self._refused(response, path)
+                yield response
 
     def graph(self, question: str):
         """The plan and its routes, as `complm graph` shows them; nothing runs."""
@@ -78,17 +85,15 @@ class ServerClient:
         with self._post("/api/graph", {"question": question}) as response:
             try:
                 data = json.loads(response.read())
-            except (OSError, ValueError, http.client.HTTPException) as exc:
+            except (httpx2.HTTPError, ValueError) as exc:
                 raise self._broke_off(exc) from None
         return self._read(lambda d: (wire.plan_from_record(d["plan"]), wire.routes_from_record(d["routes"])), data)
 
     def ask(self, question: str, *, mode: str = "parallel", on_event: Listener = ignore):
         from complm_cli.serve import wire
 
-        response = self._post("/api/ask", {"question": question, "mode": mode})
         done: AnswerDone | None = None
-        # Closing the connection, as Ctrl-C does on the way out, stops the run on the server.
-        with response:
+        with self._post("/api/ask", {"question": question, "mode": mode}) as response:
             for line in self._lines(response):
                 if "result" in line:
                     result = self._read(wire.result_from_record, line["result"])
@@ -104,19 +109,20 @@ class ServerClient:
                     on_event(event)
         raise ServerError(f"The complm server at {self.url} ended the run without an answer; see its log.")
 
-    def _lines(self, response):
+    def _lines(self, response: httpx2.Response):
         """The JSON objects the server sends; a broken connection or a line that is not one is one sentence."""
+        lines = response.iter_lines()
         while True:
             try:
-                raw = response.readline()
-                if not raw:
+                raw = next(lines, None)
+                if raw is None:
                     return
                 if not raw.strip():
                     continue  # the server's sign that the run goes on
                 line = json.loads(raw)
                 if not isinstance(line, dict):
                     raise ValueError("a line is not a JSON object")
-            except (OSError, ValueError, http.client.HTTPException) as exc:  # IncompleteRead: cut mid-chunk
+            except (httpx2.HTTPError, ValueError) as exc:  # RemoteProtocolError: cut mid-chunk; ReadTimeout: silent
                 raise self._broke_off(exc, " mid-run") from None
             yield line
 
@@ -125,7 +131,7 @@ class ServerClient:
             return convert(record)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ServerError(f"The complm server at {self.url} sent a record this client cannot read "
-                              f"({type(exc).__name__}: {exc}); are both the same complm version?") from None
+                              f"({_first_line(exc)}); are both the same complm version?") from None
 
     def _failed(self, error) -> ComplmError:
         """A run that failed on the server, with the exit code it would have had here."""
@@ -133,36 +139,38 @@ class ServerClient:
             return ServerError(f"The complm server at {self.url} failed the run and did not say why; see its log.")
         return ComplmError(f"on the server at {self.url}: {error['message']}", _exit_code(error.get("exit_code")))
 
-    def _refused(self, exc: urllib.error.HTTPError, path: str) -> ComplmError:
+    def _refused(self, response: httpx2.Response, path: str) -> ComplmError:
+        status = response.status_code
         try:
-            error = json.loads(exc.read())["error"]
+            error = json.loads(response.read())["error"]
             message, code = str(error["message"]), error.get("exit_code")
-        except (ValueError, KeyError, TypeError, OSError, http.client.HTTPException):
+        except (ValueError, KeyError, TypeError, httpx2.HTTPError):
             error, message, code = None, "", None
-        if exc.code == 401:
+        if status == 401:
             return ServerError(f"The complm server at {self.url} refused the API key; pass the one it was started with "
                                "as --api-key or COMPLM_SERVE_API_KEY.")
-        if exc.code == 404:
+        if status == 404:
             return ServerError(f"{self.url} has no {path}: it is not a complm server, or one older than this client.")
-        if exc.code == 400 and message:
+        if status == 400 and message:
             return UsageError(message)
-        if exc.code == 413:
+        if status == 413:
             return UsageError(f"The question is longer than the server at {self.url} takes; ask it without --server.")
         if code is not None and message:
             return self._failed(error)
-        return ServerError(f"The complm server at {self.url} answered HTTP {exc.code}: {message or exc.reason}.")
+        return ServerError(f"The complm server at {self.url} answered HTTP {status}: {message or response.reason_phrase}.")
 
     def probe(self) -> dict:
         """Whether a complm server answers at the address (what `complm doctor` shows); never raises."""
-        request = urllib.request.Request(self.url + "/v1/models", headers=self._auth())
         try:
-            with self._opener.open(request, timeout=5) as response:
-                names = [m["id"] for m in json.loads(response.read())["data"]]
+            with self._http(timeout=5) as http:
+                response = http.get("/v1/models")
+                if response.is_error:
+                    why = "refused the API key (COMPLM_SERVE_API_KEY)" if response.status_code == 401 \
+                        else f"answered HTTP {response.status_code}"
+                    return {"url": self.url, "answers": False, "message": why}
+                names = [m["id"] for m in response.json()["data"]]
             return {"url": self.url, "answers": True, "message": f"answers (models: {', '.join(names)})"}
-        except urllib.error.HTTPError as exc:
-            why = "refused the API key (COMPLM_SERVE_API_KEY)" if exc.code == 401 else f"answered HTTP {exc.code}"
-            return {"url": self.url, "answers": False, "message": why}
-        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as exc:
+        except (httpx2.HTTPError, ValueError, KeyError, TypeError) as exc:
             return {"url": self.url, "answers": False, "message": f"no answer ({_reason(exc)})"}
 
     def close(self) -> None:
@@ -170,9 +178,23 @@ class ServerClient:
 
 
 def _reason(exc: BaseException) -> str:
-    """Why a connection failed, in the OS's words where it has them ("Connection refused")."""
-    reason = getattr(exc, "reason", exc)
-    return str(getattr(reason, "strerror", None) or reason)
+    """Why a connection failed, in the OS's words where it has them ("Connection refused"): httpx wraps the
+    OSError that says it in an exception or two of its own."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        cause = cause.__cause__ or cause.__context__
+    return str(exc).strip().rstrip(".") or type(exc).__name__  # it stands in parentheses mid-sentence
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception in one line: pydantic's first error and where it was, not its report of every one."""
+    if isinstance(exc, ValidationError):
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"])
+        return f"{where + ': ' if where else ''}{error['msg']}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _exit_code(value) -> ExitCode:

@@ -8,7 +8,10 @@ run's record (wire.py), which is what `complm ask --server` reads; POST
 /api/graph plans and routes without running (`complm graph --server`). Every request
 shares one Session, so models load once, and the sequences of concurrent
 requests decode together in each model's batched engine.
-Starlette and uvicorn come with the `serve` extra and are imported only here.
+Request bodies are pydantic models; every route sits behind one API-key
+check, and every failure is turned into an OpenAI-style error body by one
+handler. Starlette and uvicorn come with the `serve` extra and are imported
+only here, inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from complm_cli.compose.session import MODES
 from complm_cli.errors import ComplmError, ExitCode, UsageError
 
 MODELS = {"complm": "parallel", "complm-sequential": "sequential", "complm-monolithic": "monolithic"}
@@ -53,7 +59,7 @@ def require_extra() -> None:
 
 def make_session(settings, catalog, pull_reporter=None):
     """One Session for every request, its embedder safe to call from several threads; missing models are pulled first."""
-    from complm_cli.compose.session import MODES, Session
+    from complm_cli.compose.session import Session
     from complm_cli.compose.route import Embedder
     from complm_cli.cache.store import Store
 
@@ -70,157 +76,222 @@ def make_session(settings, catalog, pull_reporter=None):
     return Session(settings, catalog, pull_reporter=pull_reporter, modes=MODES, embedder=embedder)
 
 
-def question_of(messages: Any) -> str:
-    """The last user message's text (a string, or the text parts of a list)."""
-    if not isinstance(messages, list) or not messages:
-        raise _Reject(400, "'messages' must be a non-empty list of messages.", param="messages")
-    for message in reversed(messages):
-        if not isinstance(message, dict):
-            raise _Reject(400, "Each message must be an object with 'role' and 'content'.", param="messages")
-        if message.get("role") != "user":
-            continue
-        content = message.get("content")
+class _Body(BaseModel):
+    # JSON's own types, as the OpenAI API takes them: "yes" is no boolean, 1 no model name.
+    model_config = ConfigDict(strict=True)
+
+
+class _Part(_Body):
+    type: str
+    text: str = ""  # an image part has none
+
+
+class _Message(_Body):
+    role: str
+    content: str | list[_Part] | None = None  # an assistant's tool call has no content
+
+
+class ChatRequest(_Body):
+    """POST /v1/chat/completions. The other fields of OpenAI's (max_tokens, temperature, ...) are accepted and
+    ignored: the server's settings decide them, as they do for every request sharing its Session."""
+
+    model: Literal[tuple(MODELS)]  # type: ignore[valid-type]
+    messages: list[_Message] = Field(min_length=1)
+    stream: bool = False
+
+    def question(self) -> str:
+        """The last user message's text (a string, or the text parts of a list)."""
+        last = next((m for m in reversed(self.messages) if m.role == "user"), None)
+        if last is None:
+            raise _Reject(400, "'messages' holds no user message.", param="messages")
+        content = last.content
         if isinstance(content, list):
-            content = "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-        if isinstance(content, str) and content.strip():
-            return content.strip()
-        raise _Reject(400, "The last user message has no text.", param="messages")
-    raise _Reject(400, "'messages' holds no user message.", param="messages")
+            content = "\n".join(p.text for p in content if p.type == "text")
+        if not content or not content.strip():
+            raise _Reject(400, "The last user message has no text.", param="messages")
+        return content.strip()
+
+
+class GraphRequest(_Body):
+    """POST /api/graph, complm's own: plan and route a question."""
+
+    question: str = Field(pattern=r"\S")  # not only blanks
+
+
+class AskRequest(GraphRequest):
+    """POST /api/ask, complm's own: run a question in one of the modes."""
+
+    mode: Literal[MODES] = "parallel"  # type: ignore[valid-type]
+
+
+# What a field that fails validation is told ({input}: what was sent), in the words of the checks pydantic replaced.
+_INVALID = {
+    "model": "'model' must name one of: " + ", ".join(MODELS) + ".",
+    "messages": "'messages' must be a non-empty list of messages.",
+    "stream": "'stream' must be true or false.",
+    "question": "'question' must be a question as a non-empty string.",
+    "mode": "Unknown mode '{input}'; use one of " + ", ".join(MODES) + ".",
+}
+
+
+def _invalid(exc: ValidationError) -> _Reject:
+    """The first thing wrong with a request body, as one sentence and the field it names."""
+    error = exc.errors(include_url=False)[0]
+    loc, given = error["loc"], error.get("input")
+    if not loc:  # the body as a whole
+        if error["type"] == "json_invalid":
+            return _Reject(400, "The request body is not valid JSON.", code="invalid_json")
+        return _Reject(400, "The request body must be a JSON object.", code="invalid_json")
+    field = str(loc[0])
+    if field == "model" and isinstance(given, str):
+        return _Reject(404, f"The model '{given}' does not exist; use one of: {', '.join(MODELS)}.",
+                       param="model", code="model_not_found")
+    if field == "messages" and len(loc) > 1:
+        return _Reject(400, "Each message must be an object with 'role' and 'content'.", param="messages")
+    return _Reject(400, _INVALID[field].format(input=given), param=field)
+
+
+def _exit_code(exc: BaseException) -> int:
+    """The exit code a failure on the server means for `complm ask --server` or `graph --server`."""
+    return int(exc.code if isinstance(exc, ComplmError) else ExitCode.FAILURE)
+
+
+def _rejection(exc: BaseException) -> _Reject:
+    """Any failure as the OpenAI-style error it is answered with."""
+    if isinstance(exc, _Reject):
+        return exc
+    if isinstance(exc, ValidationError):
+        return _invalid(exc)
+    if isinstance(exc, UsageError):
+        return _Reject(400, exc.message)
+    if isinstance(exc, ComplmError):
+        return _Reject(500, exc.message, "server_error", code=exc.code.name.lower())
+    return _Reject(500, f"Unexpected error: {type(exc).__name__}: {exc}", "server_error")
+
+
+def _error_response(request, exc: Exception):
+    """The one error handler: every failure of every route, and a path or method with no route, as an OpenAI-style
+    error body. On complm's own routes (/api/...) a failed run also says the exit code it means."""
+    from starlette.exceptions import HTTPException
+    from starlette.responses import JSONResponse
+
+    if isinstance(exc, HTTPException):
+        rejected = _Reject(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}.",
+                           code="not_found" if exc.status_code == 404 else "method_not_allowed")
+    else:
+        rejected = _rejection(exc)
+        if request.url.path.startswith("/api/") and not isinstance(exc, (_Reject, ValidationError)):
+            rejected.body["error"]["exit_code"] = _exit_code(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if rejected.status == 401 else None
+    return JSONResponse(rejected.body, status_code=rejected.status, headers=headers)
+
+
+def _check_key(request, api_key: str | None) -> None:
+    """The one key check, in front of every route: 'Authorization: Bearer KEY', compared in constant time."""
+    if api_key is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
+        raise _Reject(401, "Missing or incorrect API key; send it as 'Authorization: Bearer KEY'.", code="invalid_api_key")
 
 
 def build_app(session, *, api_key: str | None = None, max_body: int = MAX_BODY):
+    """The ASGI app: every route behind one key check, every failure answered by one error handler."""
     from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse, StreamingResponse
     from starlette.routing import Route
 
-    started = int(time.time())
+    api = _Api(session, max_body)
 
-    def error(exc: _Reject) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(exc.body, status_code=exc.status, headers=headers)
+    def guarded(handler):
+        async def endpoint(request):
+            try:
+                _check_key(request, api_key)
+                return await handler(request)
+            except Exception as exc:  # a client that went away is a CancelledError, which goes on up
+                return _error_response(request, exc)
 
-    def check_key(request: Request) -> None:
-        if api_key is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
-            raise _Reject(401, "Missing or incorrect API key; send it as 'Authorization: Bearer KEY'.",
-                          code="invalid_api_key")
+        return endpoint
 
-    async def read_json(request: Request) -> dict:
+    routes = [Route("/v1/models", guarded(api.models), methods=["GET"]),
+              Route("/v1/chat/completions", guarded(api.chat), methods=["POST"]),
+              Route("/api/ask", guarded(api.ask), methods=["POST"]), Route("/api/graph", guarded(api.graph), methods=["POST"])]
+    return Starlette(routes=routes, exception_handlers={HTTPException: _error_response})
+
+
+class _Api:
+    """The routes, each a request in and a response out; errors are raised, for the one handler to answer."""
+
+    def __init__(self, session, max_body: int):
+        self.session, self.max_body, self.started = session, max_body, int(time.time())
+
+    async def body(self, request, kind: type[BaseModel]):
+        """The JSON body as `kind`; one larger than the limit is refused before it is all read."""
+        too_large = _Reject(413, f"The request is larger than {self.max_body} bytes.", code="request_too_large")
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_body:
-            raise _Reject(413, f"The request is larger than {max_body} bytes.", code="request_too_large")
+        if declared and declared.isdigit() and int(declared) > self.max_body:
+            raise too_large
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
-            if len(body) > max_body:
-                raise _Reject(413, f"The request is larger than {max_body} bytes.", code="request_too_large")
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise _Reject(400, "The request body is not valid JSON.", code="invalid_json") from None
-        if not isinstance(data, dict):
-            raise _Reject(400, "The request body must be a JSON object.", code="invalid_json")
-        return data
+            if len(body) > self.max_body:
+                raise too_large
+        return kind.model_validate_json(body)
 
-    async def models(request: Request):
-        try:
-            check_key(request)
-        except _Reject as exc:
-            return error(exc)
+    async def models(self, request):
+        from starlette.responses import JSONResponse
+
         return JSONResponse({"object": "list", "data": [
-            {"id": name, "object": "model", "created": started, "owned_by": "complm"} for name in MODELS]})
+            {"id": name, "object": "model", "created": self.started, "owned_by": "complm"} for name in MODELS]})
 
-    async def chat(request: Request):
-        try:
-            check_key(request)
-            data = await read_json(request)
-            model = data.get("model")
-            if not isinstance(model, str):
-                raise _Reject(400, "'model' must name one of: " + ", ".join(MODELS) + ".", param="model")
-            if model not in MODELS:
-                raise _Reject(404, f"The model '{model}' does not exist; use one of: {', '.join(MODELS)}.",
-                              param="model", code="model_not_found")
-            question = question_of(data.get("messages"))
-            stream = data.get("stream", False)
-            if not isinstance(stream, bool):
-                raise _Reject(400, "'stream' must be true or false.", param="stream")
-        except _Reject as exc:
-            return error(exc)
-        call = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model}
-        if stream:
-            return StreamingResponse(_events(session, question, MODELS[model], call),
-                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        cancel = threading.Event()
-        try:
-            result = await run_in_threadpool(session.ask, question, mode=MODELS[model], cancel=cancel)
-            _check(result)
-        except asyncio.CancelledError:
-            cancel.set()  # the client went away: stop the run at its next token
-            raise
-        except Exception as exc:
-            return error(_rejection(exc))
+    async def chat(self, request):
+        from starlette.responses import JSONResponse
+
+        body = await self.body(request, ChatRequest)
+        question, mode = body.question(), MODELS[body.model]
+        call = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": body.model}
+        if body.stream:
+            return _streaming(_events(self.session, question, mode, call), "text/event-stream")
+        result = await _in_thread(lambda cancel: self.session.ask(question, mode=mode, cancel=cancel))
+        _check(result)
         return JSONResponse({**call, "object": "chat.completion", "choices": [
             {"index": 0, "message": {"role": "assistant", "content": result.answer}, "finish_reason": "stop"}],
             "complm": result.to_dict()})
 
-    async def ask(request: Request):
-        from complm_cli.compose.session import MODES
+    async def ask(self, request):
+        body = await self.body(request, AskRequest)
+        return _streaming(_lines(self.session, body.question, body.mode), "application/x-ndjson")
 
-        try:
-            check_key(request)
-            data = await read_json(request)
-            question, mode = _question(data), data.get("mode", "parallel")
-            if mode not in MODES:
-                raise _Reject(400, f"Unknown mode '{mode}'; use one of {', '.join(MODES)}.", param="mode")
-        except _Reject as exc:
-            return error(exc)
-        return StreamingResponse(_lines(session, question, mode), media_type="application/x-ndjson",
-                                 headers={"Cache-Control": "no-cache"})
-
-    async def graph(request: Request):
+    async def graph(self, request):
+        from starlette.responses import JSONResponse
         from complm_cli.serve import wire
 
-        cancel = threading.Event()
-        try:
-            check_key(request)
-            question = _question(await read_json(request))
+        question = (await self.body(request, GraphRequest)).question.strip()
 
-            def plan_and_route():
-                plan = session.plan(question.strip(), cancel)
-                return plan, session.route(plan)
+        def plan_and_route(cancel):
+            plan = self.session.plan(question, cancel)
+            return plan, self.session.route(plan)
 
-            plan, routes = await run_in_threadpool(plan_and_route)
-        except _Reject as exc:
-            return error(exc)
-        except asyncio.CancelledError:
-            cancel.set()  # the client went away: stop planning at the next token
-            raise
-        except Exception as exc:
-            rejected = _rejection(exc)
-            rejected.body["error"]["exit_code"] = int(exc.code if isinstance(exc, ComplmError) else ExitCode.FAILURE)
-            return error(rejected)
+        plan, routes = await _in_thread(plan_and_route)
         return JSONResponse({"plan": wire.plan_record(plan), "routes": wire.routes_record(routes)})
 
-    async def not_found(request: Request, exc: HTTPException):
-        return error(_Reject(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}.",
-                             code="not_found" if exc.status_code == 404 else "method_not_allowed"))
 
-    routes = [Route("/v1/models", models, methods=["GET"]), Route("/v1/chat/completions", chat, methods=["POST"]),
-              Route("/api/ask", ask, methods=["POST"]), Route("/api/graph", graph, methods=["POST"])]
-    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+def _streaming(body, media_type: str):
+    from starlette.responses import StreamingResponse
+
+    return StreamingResponse(body, media_type=media_type, headers={"Cache-Control": "no-cache"})
 
 
-def _question(data: dict) -> str:
-    """The `question` field of complm's own routes (/api/ask, /api/graph)."""
-    question = data.get("question")
-    if not isinstance(question, str) or not question.strip():
-        raise _Reject(400, "'question' must be a question as a non-empty string.", param="question")
-    return question
+async def _in_thread(work):
+    """`work(cancel)` in a worker thread; a client that goes away sets `cancel`, which stops the run at its next token."""
+    from starlette.concurrency import run_in_threadpool
+
+    cancel = threading.Event()
+    try:
+        return await run_in_threadpool(work, cancel)
+    except asyncio.CancelledError:
+        cancel.set()
+        raise
 
 
 def _check(result) -> None:
@@ -229,16 +300,6 @@ def _check(result) -> None:
         reasons = "; ".join(f"step {n.id}: {n.reason}" for n in result.nodes if n.reason)
         raise _Reject(500, f"No answer: {reasons or 'the model returned an empty answer'}.", "server_error",
                       code="no_answer")
-
-
-def _rejection(exc: BaseException) -> _Reject:
-    if isinstance(exc, _Reject):
-        return exc
-    if isinstance(exc, UsageError):
-        return _Reject(400, exc.message)
-    if isinstance(exc, ComplmError):
-        return _Reject(500, exc.message, "server_error", code=exc.code.name.lower())
-    return _Reject(500, f"Unexpected error: {type(exc).__name__}: {exc}", "server_error")
 
 
 def _start(session, question: str, mode: str, translate) -> tuple[asyncio.Queue, threading.Event]:
@@ -353,9 +414,8 @@ async def _lines(session, question: str, mode: str):
                 yield json.dumps({"result": value.to_dict()}) + "\n"
                 break
             else:
-                code = value.code if isinstance(value, ComplmError) else ExitCode.FAILURE
                 message = _rejection(value).body["error"]["message"]
-                yield json.dumps({"error": {"message": message, "exit_code": int(code)}}) + "\n"
+                yield json.dumps({"error": {"message": message, "exit_code": _exit_code(value)}}) + "\n"
                 break
     finally:
         cancel.set()  # a client that went away (Ctrl-C) stops the run at its next token

@@ -10,7 +10,10 @@ already take, so a run on a server looks as one in the process does.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
+
+from pydantic import TypeAdapter
 
 from complm_cli import events as ev
 from complm_cli.compose.dag import Node, Plan
@@ -24,40 +27,28 @@ _KINDS = {"stage": ev.Stage, "step_planned": ev.StepPlanned, "plan_ready": ev.Pl
 _NAMES = {cls: name for name, cls in _KINDS.items()}
 
 
-def _node(node: Node) -> dict:
-    return {"id": node.id, "question": node.question, "depends_on": list(node.depends_on)}
-
-
-def _node_from(data: dict) -> Node:
-    return Node(data["id"], data["question"], tuple(data["depends_on"]))
-
-
-def _route(route: Route) -> dict:
-    return route.to_dict()
-
-
-def _route_from(data: dict) -> Route:
-    return Route(data["expert"], float(data["score"]), dict(data.get("scores") or {}), data.get("reason", "score"),
-                 data.get("formula", ""))
+@functools.cache
+def _adapter(kind) -> TypeAdapter:
+    """Pydantic over the pipeline's own dataclasses: a record becomes one with its types checked (a list of ids
+    becomes `depends_on`'s tuple, a route's "1" key node 1), defaults filled and unknown keys ignored; a record
+    that does not fit raises ValidationError, a ValueError."""
+    return TypeAdapter(kind)
 
 
 def plan_record(plan: Plan) -> dict:
-    return {"question": plan.question, "nodes": [_node(n) for n in plan.nodes], "fallback": plan.fallback,
-            "repairs": plan.repairs, "seconds": plan.seconds, "tokens": plan.tokens}
+    return _adapter(Plan).dump_python(plan, mode="json", exclude={"raw"})  # the planner's raw text stays on the server
 
 
 def plan_from_record(data: dict) -> Plan:
-    return Plan(data["question"], [_node_from(n) for n in data["nodes"]],
-                fallback=data.get("fallback"), repairs=list(data.get("repairs") or []),
-                seconds=float(data.get("seconds", 0.0)), tokens=int(data.get("tokens", 0)))
+    return _adapter(Plan).validate_python(data)
 
 
 def routes_record(routes: dict[int, Route]) -> dict:
-    return {str(k): _route(r) for k, r in routes.items()}
+    return {str(k): r.to_dict() for k, r in routes.items()}  # rounded scores, no empty formula: as --json shows them
 
 
 def routes_from_record(data: dict) -> dict[int, Route]:
-    return {int(k): _route_from(r) for k, r in data.items()}
+    return _adapter(dict[int, Route]).validate_python(data)
 
 
 def event_record(event: ev.Event) -> dict | None:
@@ -66,7 +57,7 @@ def event_record(event: ev.Event) -> dict | None:
     if name is None:
         return None
     if isinstance(event, ev.StepPlanned):
-        return {"event": name, "node": _node(event.node), "route": _route(event.route)}
+        return {"event": name, "node": _adapter(Node).dump_python(event.node, mode="json"), "route": event.route.to_dict()}
     if isinstance(event, ev.PlanReady):
         return {"event": name, "plan": plan_record(event.plan), "routes": routes_record(event.routes)}
     if isinstance(event, ev.AnswerDone):
@@ -79,12 +70,12 @@ def event_from_record(data: dict) -> ev.Event | None:
     cls = _KINDS.get(data.get("event"))
     if cls is None:
         return None
+    # The plan and routes these two carry are typed Any in events.py, so pydantic is told what they are.
     if cls is ev.StepPlanned:
-        return ev.StepPlanned(_node_from(data["node"]), _route_from(data["route"]))
+        return ev.StepPlanned(_adapter(Node).validate_python(data["node"]), _adapter(Route).validate_python(data["route"]))
     if cls is ev.PlanReady:
         return ev.PlanReady(plan_from_record(data["plan"]), routes_from_record(data["routes"]))
-    fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in fields})
+    return _adapter(cls).validate_python(data)
 
 
 @dataclasses.dataclass
@@ -98,14 +89,12 @@ class RemoteResult(Result):
 
 
 def result_from_record(data: dict) -> RemoteResult:
-    nodes = [NodeResult(id=n["id"], question=n["question"], depends_on=tuple(n["depends_on"]), expert=n["expert"],
-                        status=n["status"], answer=n["answer"], reason=n["reason"], started=n["started_s"],
-                        seconds=n["seconds"], tokens=n["tokens"], calculation=n["calculation"])
-             for n in data["nodes"]]
+    # A node's record holds its NodeResult's fields (and its Node's), but for `started_s`; the rest is ignored.
+    nodes = [_adapter(NodeResult).validate_python({**n, "started": n["started_s"]}) for n in data["nodes"]]
     routes = {n["id"]: Route(n["expert"], n["score"], {}, n["route"], (n["calculation"] or {}).get("formula", ""))
               for n in data["nodes"] if n["score"] is not None}
-    plan = Plan(data["question"], [_node_from(n) for n in data["nodes"]],
-                fallback=data["plan_fallback"], repairs=list(data["plan_repairs"]))
+    plan = _adapter(Plan).validate_python({"question": data["question"], "nodes": data["nodes"],
+                                           "fallback": data["plan_fallback"], "repairs": data["plan_repairs"]})
     return RemoteResult(question=data["question"], mode=data["mode"], answer=data["answer"], status=data["status"],
                         plan=plan, routes=routes, nodes=nodes, timings=dict(data["timings"]), tokens=dict(data["tokens"]),
                         aggregated=data["aggregated"], experts=list(data["experts"]), restored=list(data["restored_parts"]),
