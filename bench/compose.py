@@ -16,6 +16,9 @@ Sets:
               yes/no questions whose steps are implicit (never used for prompts or tuning)
   arith       20 questions that combine looked-up facts with arithmetic (written here)
   twopart     20 simple two-part questions (written here); scored per part
+  asked       24 questions whose answer must be said in words (written here, for issue 19, before any
+              run on them): 8 chains that ask for each step ("..., and how tall is it?"), 8 comparisons
+              (the winner by name), 8 yes/no questions over arithmetic; scored per part
 
 Rows go to --out-dir (one JSONL per set, `complm eval --out` format), so a run
 that is stopped resumes, and modes can be filled in separately. Accuracy is
@@ -36,7 +39,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DATA = ROOT.parent / "shared" / "data"
-SETS = ("sample", "gsm8k", "musique", "arith", "twopart", "hotpotqa", "strategyqa")
+SETS = ("sample", "gsm8k", "musique", "arith", "twopart", "asked", "hotpotqa", "strategyqa")
 GSM8K_TUNING_LINES = 1000
 
 
@@ -45,7 +48,8 @@ def build_sets(folder: Path) -> dict[str, Path]:
     from complm_cli.evaluate.run import sample_path
 
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {"sample": sample_path(), "arith": HERE / "data" / "facts_arith.jsonl", "twopart": HERE / "data" / "twopart.jsonl"}
+    paths = {"sample": sample_path(), "arith": HERE / "data" / "facts_arith.jsonl", "twopart": HERE / "data" / "twopart.jsonl",
+             "asked": HERE / "data" / "asked.jsonl"}
     gsm = folder / "gsm8k_heldout.jsonl"
     if not gsm.exists():
         with open(DATA / "gsm8k_train" / "train.jsonl", encoding="utf-8") as f:
@@ -103,7 +107,7 @@ def parts_right(prediction: str, parts: list[list[str]]) -> tuple[int, int]:
 
 def report(paths: dict[str, Path], out_dir: Path, sets: list[str], modes: list[str]) -> None:
     extra = {}
-    for name in ("twopart",):
+    for name in ("twopart", "asked"):
         with open(paths[name], encoding="utf-8") as f:
             extra[name] = {r["id"]: r["parts"] for r in map(json.loads, f)}
     print(f"{'set':10} {'n':>4} | " + " | ".join(f"{m:>10} acc  mean s" for m in modes) + " | composed-direct  composed/direct time")
@@ -119,7 +123,7 @@ def report(paths: dict[str, Path], out_dir: Path, sets: list[str], modes: list[s
             if not mine:
                 cells.append(f"{'-':>10}     {'-':>6}")
                 continue
-            if name == "twopart":
+            if name in extra:
                 got = [parts_right(r["prediction"], extra[name][r["id"]]) for r in mine]
                 acc = sum(a for a, _ in got) / sum(b for _, b in got)
             elif name == "gsm8k":

@@ -132,40 +132,6 @@ def summary_line(result) -> str:
     return line
 
 
-class AnswerStream:
-    """The answer on a pipe as the model writes it (aggregator, monolithic), as llm and ollama
-    print theirs. What the final answer drops is held back: a reasoning model's <think> block,
-    leading and trailing whitespace. `finish` prints what the end adds (a part put back)."""
-
-    def __init__(self, out):
-        self.out, self.raw, self.shown, self.broken = out, "", "", False
-
-    def __call__(self, event: Event) -> None:
-        if not isinstance(event, AnswerToken) or self.broken:
-            return
-        from complm_cli.compose.prompts import strip_reasoning
-
-        self.raw += event.text
-        head = self.raw.lstrip()
-        if head and "<think>".startswith(head[:7]) and len(head) < 7:
-            return  # maybe the start of a <think> tag
-        visible = strip_reasoning(self.raw)
-        if not visible.startswith(self.shown):
-            self.broken = True  # cannot happen with the rules above; the end prints the answer whole
-            return
-        if len(visible) > len(self.shown):
-            self.out.write(visible[len(self.shown):])
-            self.out.flush()
-            self.shown = visible
-
-    def finish(self, answer: str) -> None:
-        if self.shown and answer.startswith(self.shown) and not self.broken:
-            self.out.write(answer[len(self.shown):] + "\n")
-        else:
-            self.out.write(("\n" if self.shown else "") + answer + "\n")
-        self.out.flush()
-
-
 def print_answer(console, result) -> None:
     from rich.markdown import Markdown
 

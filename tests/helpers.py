@@ -110,6 +110,7 @@ class FakeWorker(Worker):
         words = reply.split(" ")
         pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
         pieces += [""] * max(0, fake.tokens - len(pieces))  # at least `tokens` pieces, so streams last a while
+        pieces = pieces[:max_tokens]  # as a model does: a reply longer than its budget stops there
 
         def gen():
             with fake.lock:
@@ -213,7 +214,7 @@ class KeywordEmbedder:
         self.started += 1
         return self
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         self.closed = True
 
     def encode(self, texts):
@@ -244,3 +245,12 @@ def fake_session(tmp_path, fake: "Fake", extra: str = ""):
         (folder / e.file).write_bytes(b"GGUF")
         (folder / "complm.json").write_text(json.dumps({"name": name, "file": e.file, "size": 4, "sha256": sha}))
     return Session(settings, catalog, pull=False, factory=fake.factory, embedder=KeywordEmbedder())
+
+
+def ask_with_plan(tmp_path, question: str, plan: str, answers: dict[str, str] | None = None, respond=None,
+                  mode: str = "sequential"):
+    """(result, fake): `question` asked of a fake session whose planner writes `plan` and whose experts give `answers`."""
+    fake = Fake(answers={question: plan, **(answers or {})}, respond=respond)
+    fake.tokens, fake.sleep = 1, 0.0
+    with fake_session(tmp_path, fake) as session:
+        return session.ask(question, mode=mode), fake

@@ -8,6 +8,7 @@ that answers with garbage or an HTTP error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -70,7 +71,7 @@ class LlamaServer:
 
 
 class SilentServer:
-    """Takes connections and reads requests, and never sends a byte back."""
+    """Takes connections and reads requests, and never sends a byte back (`talk` may, in a subclass)."""
 
     def __init__(self):
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -78,6 +79,7 @@ class SilentServer:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.conns: list[socket.socket] = []
         self.accepted = 0
+        self.closed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -88,11 +90,32 @@ class SilentServer:
                 return
             self.accepted += 1
             self.conns.append(conn)
+            threading.Thread(target=self.talk, args=(conn,), daemon=True).start()
+
+    def talk(self, conn: socket.socket) -> None:
+        pass
 
     def close(self) -> None:
+        self.closed.set()
         self.sock.close()
         for c in self.conns:
             c.close()
+
+
+class KeepAliveServer(SilentServer):
+    """Answers 200 with an event stream that never ends and holds only `: keepalive` comments, one a second."""
+
+    def __init__(self, every: float = 1.0):
+        self.every = every
+        super().__init__()
+
+    def talk(self, conn: socket.socket) -> None:
+        comment = b": keepalive\n\n"
+        with contextlib.suppress(OSError):  # the client hung up, or the test closed the server
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            while not self.closed.wait(self.every):
+                conn.sendall(b"%x\r\n%s\r\n" % (len(comment), comment))
 
 
 class FakeServer:

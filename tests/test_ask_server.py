@@ -129,7 +129,7 @@ def test_the_server_address_may_be_what_serve_prints_or_a_bare_host():
     assert base_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000"
     assert base_url("127.0.0.1:8000/") == "http://127.0.0.1:8000"
     assert base_url("https://box.lan:9000") == "https://box.lan:9000"
-    for bad in ("127.0.0.1:abc", "http://[::1", "ftp://box:21", "http://:8000"):
+    for bad in ("127.0.0.1:abc", "http://[::1", "ftp://box:21", "http://:8000", "not a url", "http://box lan:80"):
         result = runner.invoke(app, ["ask", "--server", bad, "Hi?"])
         assert result.exit_code == 2 and "is not a URL such as" in result.stderr, bad
 
@@ -185,7 +185,7 @@ def _one_reply_server(reply: bytes, status: int = 200):
     (b'{"error": {"message": "says all is well", "exit_code": 0}}\n', 1, "says all is well"),  # never success
     (b'{"error": "nope"}\n', 11, "did not say why"),
     (b'not json\n', 11, "broke off"),
-    (b'{"event": "stage", "name": "plan", "detail": ""}\n', 11, "ended the run without an answer"),
+    (b'{"event": "stage", "name": "plan", "detail": ""}\n', 11, "ended before the run's answer"),
     (b'{"event": "plan_ready", "plan": "x", "routes": []}\n', 11, "cannot read"),
 ])
 def test_what_a_server_sends_wrong_is_one_sentence_and_an_exit_code(line, code, words):
@@ -214,6 +214,13 @@ def test_a_listener_that_does_not_speak_http_is_exit_11():
     result = _ask_a_listener_that_sends(b"SSH-2.0-OpenSSH_9.6\r\n")
     assert result.exit_code == 11 and "Traceback" not in result.output, result.output
     assert result.stderr.startswith("complm: No complm server answers at") and result.stderr.count("\n") == 1
+
+
+def test_a_run_that_breaks_off_while_the_answer_is_written_leaves_stdout_empty():
+    lines = b'{"event": "answer_token", "text": "Par"}\n'
+    result = _ask_a_listener_that_sends(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                        + b"%x\r\n%s\r\n" % (len(lines), lines) + b'40\r\n{"event": "no')
+    assert result.exit_code == 11 and result.stdout == "", result.stdout
 
 
 def test_a_run_cut_off_mid_chunk_is_one_sentence_and_exit_11():

@@ -196,3 +196,14 @@ def test_bad_template_is_exit_5_for_list_too(tmp_path, isolated):
     result = CliRunner().invoke(app, ["list", "--catalog", str(path)])
     assert result.exit_code == 5, result.output
     assert "{k}" in result.output and "Traceback" not in result.output
+
+
+def test_an_expert_name_that_starts_with_a_dash_says_why_it_is_refused(tmp_path):
+    from complm_cli.cache.catalog import load_catalog
+    from complm_cli.errors import CatalogError
+
+    path = tmp_path / "c.toml"
+    path.write_text('[experts."--all"]\ndescription = "x"\nfile = "x.gguf"\nroles = ["expert"]\n'
+                    'sha256 = "' + "a" * 64 + '"\nsources = [{ type = "path", path = "/x" }]\n')
+    with pytest.raises(CatalogError, match="would read as an option"):
+        load_catalog([path])

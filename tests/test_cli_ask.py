@@ -94,3 +94,18 @@ def test_graph_with_forced_expert(models):
     result = invoke("graph", Q, "--format", "json", "--expert", "smollm2-135m")
     doc = json.loads(result.stdout)
     assert all(n["reason"] == "forced" for n in doc["nodes"])
+
+
+def test_an_answer_cut_at_its_token_limit_is_partial_exit_3_with_the_reason(models, tmp_path):
+    # The same model with room for 4 tokens: it cannot finish, and the run must say so instead of exit 0.
+    catalog = tmp_path / "short.toml"
+    catalog.write_text(TINY_CATALOG.read_text() + '\n[experts."smollm2-135m".generation]\nmax_tokens = 4\n')
+    for mode in ("monolithic", "parallel"):
+        result = runner.invoke(app, ["ask", "--catalog", str(catalog), "--seed", "1", "--mode", mode,
+                                     "Tell me the whole history of the Roman Empire."])
+        assert result.exit_code == 3, (mode, result.output)
+        assert result.stdout.strip() and "stopped at its token limit" in result.stderr, (mode, result.stderr)
+        doc = json.loads(runner.invoke(app, ["ask", "--catalog", str(catalog), "--seed", "1", "--mode", mode, "--json",
+                                             "Tell me the whole history of the Roman Empire."]).stdout)
+        assert doc["status"] == "partial" and "token limit" in doc["reason"], (mode, doc)
+        assert any(n["cut"] for n in doc["nodes"]) or "the answer stopped" in doc["reason"]

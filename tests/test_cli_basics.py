@@ -275,3 +275,51 @@ def test_verbose_progress_prints_a_streamed_step_once():
     lines = err.getvalue().splitlines()
     assert lines == ["[plan] planner", "  node 1: Who wrote Hamlet? -> big (0.31, score), while planning",
                      "  node 1 started on big", "  node 2: Where was {1} born? -> big (0.31, score)"]
+
+
+@pytest.mark.parametrize("value, traceback", [("false", False), ("0", False), ("no", False), ("", False),
+                                              ("1", True), ("true", True), ("YES", True)])
+def test_complm_debug_is_a_boolean_and_keeps_the_exit_code(isolated, monkeypatch, value, traceback):
+    monkeypatch.setenv("COMPLM_DEBUG", value)
+    result = runner.invoke(app, ["rm", "no-such-model"])
+    assert result.exit_code == 4, result.output  # the documented code in debug mode too: the traceback is extra
+    assert ("Traceback (most recent call last)" in result.stderr) is traceback
+    assert result.stderr.rstrip().splitlines()[-1].startswith("complm: No expert named 'no-such-model'")
+
+
+def test_a_debug_value_that_is_not_a_boolean_is_a_usage_error(isolated, monkeypatch):
+    monkeypatch.setenv("COMPLM_DEBUG", "maybe")
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 2 and result.stderr == "complm: COMPLM_DEBUG='maybe' is not true or false (use 1 or 0).\n"
+
+
+def test_debug_on_a_bug_prints_the_traceback_and_exits_1(isolated, monkeypatch):
+    import complm_cli.cli.models as models
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(models, "load", broken)
+    monkeypatch.setenv("COMPLM_DEBUG", "1")
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 1 and "Traceback" in result.stderr
+    assert result.stderr.rstrip().splitlines()[-1].startswith("complm: unexpected error: ZeroDivisionError: boom")
+
+
+def test_a_flag_the_parser_refuses_is_exit_2_and_with_json_a_document(isolated, capsys):
+    from complm_cli.cli.app import run
+
+    assert run(["ask", "--json", "--workers", "0", "Hi?"]) == 2
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert doc["error"]["exit_code"] == 2 and "--workers" in doc["error"]["message"] and "--workers" in err
+    assert run(["ask", "--workers", "0", "Hi?"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "--workers" in err
+    assert run(["--version"]) == 0 and run(["rm", "no-such-model"]) == 4
+
+
+def test_a_config_file_that_is_a_folder_is_exit_5_not_ignored(isolated):
+    (isolated["config"] / "config.toml").mkdir(parents=True)
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 5 and "is not a file" in result.stderr and "config.toml" in result.stderr

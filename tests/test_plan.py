@@ -16,6 +16,13 @@ QUESTION = "Who painted the Mona Lisa, and in which country was that painter bor
 
 
 def reply(*steps: tuple[str, list]) -> str:
+    """A plan as the planner writes it: one `name = ask("...")` line per step (its dependencies are in its words)."""
+    return "\n".join(f's{i} = ask("{q}")' for i, (q, _) in enumerate(steps, 1))
+
+
+def json_reply(*steps: tuple[str, list]) -> str:
+    """The JSON form, with dependencies listed apart from the words: what a plan becomes when the planner
+    only copies the question (planner.py), and what the parser still reads from a model that writes it."""
     return json.dumps({"steps": [{"q": q, "deps": deps} for q, deps in steps]})
 
 
@@ -67,7 +74,18 @@ plausible_step = st.builds(
     st.lists(st.integers(0, MAX_NODES + 1), max_size=3),
 )
 plausible_plans = st.lists(plausible_step, min_size=1, max_size=MAX_NODES + 1).map(lambda s: json.dumps({"steps": s}))
+# The form the planner writes: ask lines, formulas over earlier names, constants, and what a model adds around them.
+line_rhs = st.one_of(
+    st.sampled_from(['ask("Who wrote Don Quixote?")', 'ask("In which country was {a} born?")', 'ask("What is {b}?")',
+                     'ask("How many legs does a spider have?")', "a + b", "3 * a", "max(a, b)", "48", '"2024-01-15"',
+                     "days(a, b)", "a > b", "c", "round(b / 3, 2)", "unknown_name * 2", 'ask("")', "((("]),
+    st.text(max_size=40),
+)
+line_plans = st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d", "total", "x1"]), line_rhs), max_size=MAX_NODES + 2).map(
+    lambda lines: "\n".join(f"{name} = {rhs}" for name, rhs in lines))
 replies = st.one_of(
+    line_plans,
+    line_plans.map(lambda text: "```python\n" + text + "\n```\nThis plan asks each fact once."),
     plausible_plans,
     plan_shaped.map(json.dumps),
     json_values.map(json.dumps),
@@ -162,14 +180,14 @@ def test_hash_reference_is_normalised() -> None:
 
 
 def test_reference_in_text_adds_the_dependency() -> None:
-    parsed = parse_plan(QUESTION, reply(("Who painted the Mona Lisa?", []), ("Where was {1} born?", [])))
+    parsed = parse_plan(QUESTION, json_reply(("Who painted the Mona Lisa?", []), ("Where was {1} born?", [])))
     assert parsed.problems == []
     assert parsed.plan.nodes[1].depends_on == (1,)
     assert any("added dependencies [1]" in r for r in parsed.plan.repairs)
 
 
 def test_listed_dependency_missing_from_text_is_appended() -> None:
-    parsed = parse_plan(QUESTION, reply(("Who painted the Mona Lisa?", []), ("Where was the painter born?", [1])))
+    parsed = parse_plan(QUESTION, json_reply(("Who painted the Mona Lisa?", []), ("Where was the painter born?", [1])))
     assert parsed.problems == []
     assert parsed.plan.nodes[1] == Node(2, "Where was the painter born? (given {1})", (1,))
 
@@ -192,7 +210,7 @@ def test_forward_reference_is_a_problem() -> None:
 
 
 def test_forward_dependency_without_a_reference_is_dropped() -> None:
-    parsed = parse_plan("Q?", reply(("A painter?", []), ("An ocean?", [2, 3, 0])))
+    parsed = parse_plan("Q?", json_reply(("A painter?", []), ("An ocean?", [2, 3, 0])))
     assert parsed.problems == []
     assert parsed.plan.nodes[1].depends_on == ()
     assert any("dropped dependencies" in r for r in parsed.plan.repairs)
@@ -233,7 +251,7 @@ def test_problems(raw: str, fragment: str) -> None:
 
 
 def test_json_wrapped_in_prose_is_read() -> None:
-    raw = "Sure! ```json\n" + reply(("A?", []), ("B?", [])) + "\n``` Hope that helps."
+    raw = "Sure! ```json\n" + json_reply(("A?", []), ("B?", [])) + "\n``` Hope that helps."
     assert parse_plan("Q?", raw).problems == []
 
 
@@ -307,3 +325,18 @@ def test_copies_question_reads_escapes() -> None:
     from complm_cli.compose.plan import copies_question
 
     assert copies_question('{"steps": [{"q": "Who wrote \\"1984\\"?"', 'Who wrote "1984"?')
+
+
+@pytest.mark.parametrize("raw, steps", [
+    # The plan the issue saw: the two dates as steps of their own, then a `.days` the calculator did not know.
+    ('start = "2024-01-15"\nend = "2024-03-01"\ndays = (end - start).days', ["('2024-03-01' - '2024-01-15')"]),
+    ('start = "January 15, 2024"\nend = "2024-03-01"\nn = days(start, end)', ["days('January 15, 2024', '2024-03-01')"]),
+    # A date in an ask's words is the date; in a formula it is a quoted value whose month is no unknown name.
+    ("d = '2024-01-15'\nx = ask(\"What happened on {d}?\")\nw = weekday(d)", ["What happened on 2024-01-15?", "weekday('2024-01-15')"]),
+    ('born = ask("On what date was Mozart born?")\nage = years(born, "December 5, 1791")',
+     ["On what date was Mozart born?", 'years({1}, "December 5, 1791")']),
+])
+def test_dates_in_a_plan_are_values_not_steps(raw: str, steps: list[str]) -> None:
+    parsed = parse_plan("Q?", raw)
+    assert parsed.problems == [] and [n.question for n in parsed.plan.nodes] == steps
+

@@ -9,7 +9,7 @@ from complm_cli.experts import remote
 from complm_cli.experts.remote import RemoteWorker
 from complm_cli.cache.catalog import Expert, RemoteSpec
 from complm_cli.errors import ModelError
-from tests.remote_servers import FakeServer, SilentServer, free_port, sse
+from tests.remote_servers import FakeServer, KeepAliveServer, SilentServer, free_port, sse
 
 SSE = "text/event-stream"
 MESSAGES = [{"role": "user", "content": "Say hello."}]
@@ -126,3 +126,58 @@ def test_without_a_key_name_no_other_key_is_sent(monkeypatch):
         assert "sk-the-users-openai-key" not in server.requests[0]["headers"]["authorization"]
     finally:
         server.close()
+
+
+def test_keep_alive_comments_do_not_hold_a_request_past_the_endpoints_timeout():
+    import time
+
+    server = KeepAliveServer(every=0.2)
+    try:
+        start = time.monotonic()
+        with pytest.raises(ModelError) as info:
+            reply(worker(server.url, timeout=1))
+        assert info.value.message == f"The endpoint {server.url} of 'far' did not finish within 1 s."
+        assert time.monotonic() - start < 8  # bounded: before, it never ended
+    finally:
+        server.close()
+
+
+def test_the_nodes_timeout_bounds_a_remote_request_too():
+    from complm_cli.experts.sequence import GenerationTimeout
+
+    server, silent = KeepAliveServer(every=0.2), SilentServer()
+    try:
+        for url in (server.url, silent.url):  # comments that never end, and not a byte
+            with pytest.raises(GenerationTimeout, match="'far' timed out after 1 s"):
+                reply(worker(url, timeout=60), timeout=1.0, cancel=None)
+    finally:
+        server.close()
+        silent.close()
+
+
+def test_a_cancel_ends_a_request_to_a_silent_endpoint_at_once():
+    import threading
+    import time
+
+    silent = SilentServer()
+    cancel = threading.Event()
+    try:
+        threading.Timer(0.3, cancel.set).start()
+        start = time.monotonic()
+        assert reply(worker(silent.url, timeout=60), timeout=None, cancel=cancel) == []
+        assert time.monotonic() - start < 5  # not the endpoint's 60 s
+    finally:
+        silent.close()
+
+
+def test_the_servers_finish_reason_says_when_the_reply_was_cut():
+    def stream_with(finish: str) -> str:
+        return sse("Hel", "lo").replace('"finish_reason": "stop"', f'"finish_reason": "{finish}"')
+
+    for finish in ("length", "stop"):
+        server = FakeServer(body=stream_with(finish), content_type=SSE)
+        try:
+            stream = worker(server.url).stream(MESSAGES, max_tokens=2, temperature=0.0, seed=3, threads=1)
+            assert list(stream) == ["Hel", "lo"] and stream.finish == finish
+        finally:
+            server.close()

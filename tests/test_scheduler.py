@@ -55,33 +55,41 @@ def test_the_workers_limit_is_respected_and_reached(workers: int, nodes: int) ->
     assert execution.max_concurrency == workers
 
 
-def test_busy_workers_hold_back_the_other_ready_nodes() -> None:
+def gated(plan: Plan, workers: int, while_held) -> tuple:
+    """(execution, fake): every stream waits at its first token while `while_held(fake)` looks at what runs."""
     gate = threading.Event()
-    plan = independent(5)
     fake = Fake(block={n.question: gate for n in plan.nodes})
     out: dict = {}
-    thread = threading.Thread(target=lambda: out.update(x=run(plan, fake, workers=3)))
+    thread = threading.Thread(target=lambda: out.update(x=run(plan, fake, workers=workers)))
     thread.start()
     try:
-        fake.wait_started(3)
-        assert not fake.started.acquire(timeout=0.2), "a fourth node started while three were running"
-        assert fake.active == 3
+        while_held(fake)
     finally:
         gate.set()
         thread.join(WAIT)
-    assert {r.status for r in out["x"].results.values()} == {"done"}
+    return out["x"], fake
+
+
+def test_busy_workers_hold_back_the_other_ready_nodes() -> None:
+    def three_run(fake: Fake) -> None:
+        fake.wait_started(3)
+        assert not fake.started.acquire(timeout=0.2), "a fourth node started while three were running"
+        assert fake.active == 3
+
+    execution, fake = gated(independent(5), 3, three_run)
+    assert {r.status for r in execution.results.values()} == {"done"}
     assert fake.max_active == 3 and len(fake.streams) == 5
 
 
 def test_independent_nodes_really_overlap() -> None:
-    fake = Fake(tokens=10, sleep=0.02)  # each node streams for about 0.2 s
-    execution = run(independent(3), fake, workers=3)
-    assert len(fake.streams) == 3
-    latest_start = max(s.start for s in fake.streams)
-    earliest_end = min(s.end for s in fake.streams)
-    assert latest_start < earliest_end, "the three streams were never all running at once"
-    starts = sorted(r.started for r in execution.results.values())
+    # Every stream waits at its first token until all three have started: one after another, they never would.
+    def all_three_run(fake: Fake) -> None:
+        fake.wait_started(3)
+        assert fake.active == 3
+
+    execution, _ = gated(independent(3), 3, all_three_run)
     assert all(r.status == "done" for r in execution.results.values())
+    starts = sorted(r.started for r in execution.results.values())
     assert starts[-1] < min(r.started + r.seconds for r in execution.results.values())
 
 
@@ -527,3 +535,20 @@ def test_fan_out_answers_are_cut_only_where_the_aggregator_combines_them(questio
         assert answers == ["Vincent van Gogh painted it in 1889.", "William Shakespeare wrote it in 1600."]
     else:
         assert answers == [PAINTER_REPLY, "William Shakespeare wrote it in 1600. It is long."]
+
+
+def test_remote_nodes_have_their_endpoints_capacity_not_the_local_workers() -> None:
+    import dataclasses
+
+    from complm_cli.cache.catalog import RemoteSpec
+
+    far = dataclasses.replace(expert("far"), remote=RemoteSpec("http://127.0.0.1:9/v1", "m", max_parallel=2))
+    fake = Fake(tokens=5, sleep=0.03)
+    plan = independent(4)
+    # --workers 1 is this machine's: one local node at a time, and beside it the endpoint's two requests.
+    execution = run(plan, fake, workers=1, experts={1: far, 2: far, 3: far, 4: expert()})
+    assert {r.status for r in execution.results.values()} == {"done"}
+    assert execution.max_concurrency == 3 and fake.max_active == 3
+    busy_far = max(sum(1 for s in fake.streams if s.expert == "far" and s.start <= t < (s.end or t + 1))
+                   for t in (s.start for s in fake.streams))
+    assert busy_far == 2  # never more than the endpoint's max_parallel

@@ -313,7 +313,9 @@ def _parse_entry(name: str, table: dict[str, Any], kind: str, origins: dict[str,
     where = f"[{'experts' if kind == 'llm' else 'embedders'}.\"{name}\"]"
     c = _Checker(table, where, origins)
     if not _NAME_RE.match(name) or ".." in name:
-        raise c.fail("", "the name must be letters, digits, '.', '_' or '-' (no '..')")
+        why = " (a name that starts with '-' would read as an option)" if name.startswith("-") else ""
+        raise c.fail("", f"the name must start with a letter or digit and hold only letters, digits, '.', '_' or '-' "
+                         f"(no '..'){why}")
     if kind == "llm" and table.get("kind", "llm") != "llm":
         return _parse_tool(name, table, c, origins)
     description = c.get("description", str)

@@ -242,6 +242,8 @@ def load_settings(env: dict[str, str] | None = None, flags: dict[str, Any] | Non
     settings = Settings(**base)
     values: dict[str, Any] = {}
     path = settings.config_file
+    if path.exists() and not path.is_file():
+        raise CatalogError(f"The config file {path} is not a file (a folder?); remove it, or put the settings in a file there.")
     if path.is_file():
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -6,12 +6,16 @@ Each command lives in its own module; importing them must stay cheap
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 import typer
 
 from complm_cli import __version__
 from complm_cli.cli import ask, doctor, evaluate, graph, models, pull, serve
+from complm_cli.cli.common import debug_flag, fail, print_error_document
+from complm_cli.errors import ExitCode
 
 app = typer.Typer(
     name="complm",
@@ -37,6 +41,8 @@ def _root(
 ) -> None:
     if debug:
         os.environ["COMPLM_DEBUG"] = "1"
+    elif debug_flag() is None:
+        raise fail(f"COMPLM_DEBUG={os.environ['COMPLM_DEBUG']!r} is not true or false (use 1 or 0).", ExitCode.USAGE)
 
 
 app.command("ask")(ask.ask)
@@ -61,4 +67,40 @@ def main() -> None:
 
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
-    app(prog_name="complm")
+    code = run(sys.argv[1:])
+    if code == ExitCode.INTERRUPTED:
+        # Ctrl-C: all that had to be written is written; finalizing torch and llama.cpp would keep the user
+        # waiting another second for nothing (a stopped `complm serve` ends in half a second, not 1.5).
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def run(args: list[str]) -> int:
+    """The exit code of `complm ARGS`. A flag the parser refuses (`--workers 0`) is exit 2 as before, and with
+    --json also the error document a script reads, as for every other error."""
+    try:
+        code = app(args=args, prog_name="complm", standalone_mode=False)
+    except typer.Abort:
+        print("Aborted!", file=sys.stderr)
+        return 1
+    except _PARSE_ERRORS as exc:
+        if "--json" in args and hasattr(exc, "format_message"):
+            print_error_document(exc.format_message(), exc.exit_code)
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)  # as typer shows it when it exits by itself
+        return exc.exit_code
+    return code if isinstance(code, int) else 0
+
+
+try:  # typer >= 0.20 carries its own click, whose errors derive from TyperException
+    from typer import TyperException as _TyperError
+
+    _PARSE_ERRORS: tuple[type[Exception], ...] = (_TyperError,)
+except ImportError:  # pragma: no cover - an older typer over click itself
+    import click
+
+    _PARSE_ERRORS = (click.ClickException,)

@@ -53,28 +53,27 @@ def ask(
         session = prepare(catalog, offline, expert, (mode,), e, verbose, **overrides)
     # A live view only for a person at a terminal: a pipe gets the answer alone.
     live = e.stderr_isatty and e.stdout_isatty and not as_json
-    # A pipe gets the answer as it is written, when a model writes it (aggregation, monolithic).
-    stream = render.AnswerStream(e.stdout) if not (as_json or e.stdout_isatty) else None
     try:
         if live:
             with render.LiveView(e.err_console()) as view:
                 result = session.ask(text, mode=mode, on_event=view)
         else:
             progress = _plain_progress(e) if verbose else ignore
-            result = session.ask(text, mode=mode, on_event=(lambda ev: (progress(ev), stream(ev))) if stream else progress)
+            result = session.ask(text, mode=mode, on_event=progress)
     finally:
         session.close()
     if as_json:
         print(render.to_json(result.to_dict()), file=e.stdout)
     elif e.stdout_isatty:
         render.print_answer(e.out_console(), result)
-    else:
-        stream.finish(result.answer)
+    elif result.answer:
+        # A pipe gets the answer once it is whole: a run that fails midway leaves nothing on stdout that reads
+        # as an answer (streamed, a remote model that broke off left "Par" there, then exit 8).
+        print(result.answer, file=e.stdout, flush=True)
     if live or verbose:
         e.err_console().print(f"[dim]{render.summary_line(result)}[/]")
     if result.status == "partial":
-        failed = [f"{n.id} ({n.reason})" for n in result.nodes if n.status != "done"]
-        print(f"complm: the answer is partial: step {', '.join(failed)} did not finish.", file=e.stderr)
+        print(f"complm: the answer is partial: {result.reason or 'a step did not finish'}.", file=e.stderr)
         raise typer.Exit(int(ExitCode.PARTIAL))
     if result.status == "failed":
         reasons = "; ".join(f"step {n.id}: {n.reason}" for n in result.nodes if n.reason)

@@ -54,9 +54,28 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
+def debug_flag() -> bool | None:
+    """COMPLM_DEBUG as a boolean: None when it is set to something that is not one."""
+    from complm_cli.cache.config import _FALSE, _TRUE
+
+    value = os.environ.get("COMPLM_DEBUG", "").strip().lower()
+    if value in _TRUE:
+        return True
+    return False if value in ("", *_FALSE) else None
+
+
 def env() -> Environment:
     # Built per call: CliRunner swaps sys.stdout between invocations.
-    return Environment(debug=os.environ.get("COMPLM_DEBUG", "") not in ("", "0"))
+    return Environment(debug=bool(debug_flag()))
+
+
+def _traceback_if_debug() -> None:
+    """With --debug the traceback comes first, and the run still ends with its documented exit code."""
+    e = env()
+    if e.debug:
+        import traceback
+
+        traceback.print_exc(file=e.stderr)
 
 
 def fail(message: str, code: ExitCode) -> typer.Exit:
@@ -77,15 +96,14 @@ def handles_errors(func: Callable) -> Callable:
             sys.stdout.flush()
             return result
         except ComplmError as exc:
-            if env().debug:
-                raise
+            _traceback_if_debug()
             if kwargs.get("as_json"):
                 # A script reading --json gets a document either way, not an empty stdout.
-                _print_error_document(exc.message, int(exc.code))
+                print_error_document(exc.message, int(exc.code))
             raise fail(exc.message, exc.code) from None
         except KeyboardInterrupt:
             if kwargs.get("as_json"):
-                _print_error_document("interrupted.", int(ExitCode.INTERRUPTED))
+                print_error_document("interrupted.", int(ExitCode.INTERRUPTED))
             raise fail("interrupted.", ExitCode.INTERRUPTED) from None
         except BrokenPipeError:
             # The reader went away (`complm ask ... | head -c1`): stop quietly, as Unix tools do.
@@ -94,8 +112,7 @@ def handles_errors(func: Callable) -> Callable:
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except OSError as exc:
-            if env().debug:
-                raise
+            _traceback_if_debug()
             if exc.errno not in WRITE_ERRNOS:  # EIO, a reset connection: not something the user can free up
                 raise _unexpected(exc, kwargs) from None
             if exc.filename is None:  # a write to a stream: stdout, the only one complm writes much to
@@ -103,8 +120,7 @@ def handles_errors(func: Callable) -> Callable:
                 exc.filename = "<stdout>"
             raise fail(storage_error(exc, "Cannot write").message, ExitCode.STORAGE) from None
         except Exception as exc:  # a bug: say so in one line, --debug shows where
-            if env().debug:
-                raise
+            _traceback_if_debug()
             raise _unexpected(exc, kwargs) from None
 
     return wrapper
@@ -113,11 +129,11 @@ def handles_errors(func: Callable) -> Callable:
 def _unexpected(exc: BaseException, kwargs: dict) -> typer.Exit:
     message = f"unexpected error: {type(exc).__name__}: {exc} (run with --debug or COMPLM_DEBUG=1 for a traceback)."
     if kwargs.get("as_json"):
-        _print_error_document(message, int(ExitCode.FAILURE))
+        print_error_document(message, int(ExitCode.FAILURE))
     return fail(message, ExitCode.FAILURE)
 
 
-def _print_error_document(message: str, code: int) -> None:
+def print_error_document(message: str, code: int) -> None:
     import json
 
     with contextlib.suppress(OSError):

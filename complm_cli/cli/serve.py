@@ -53,4 +53,4 @@ def serve(
     try:
         server.serve(session, sock, api_key=api_key or None, verbose=verbose)
     finally:
-        session.close()
+        session.close(wait=False)  # a Ctrl-C soon after the start need not wait for the embedder to load

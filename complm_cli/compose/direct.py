@@ -11,9 +11,10 @@ import time
 from complm_cli.cache.catalog import Expert
 from complm_cli.compose import prompts
 from complm_cli.compose.generate import generate_text
+from complm_cli.compose.lists import room
 from complm_cli.compose.plan import single_node
 from complm_cli.compose.records import NodeResult
-from complm_cli.compose.result import Result
+from complm_cli.compose.result import Result, judge
 from complm_cli.compose.route import Route
 from complm_cli.events import AnswerDone, AnswerToken, Listener, Stage
 
@@ -24,21 +25,25 @@ def answer_directly(question: str, model: Expert, pool, settings, on_event: List
     gen = model.generation
     t = time.perf_counter()
     began: list[float] = []  # once the model is loaded: a node's seconds and tokens/s leave its load out
-    answer, tokens = generate_text(pool, settings, model, prompts.monolithic_messages(question), max_tokens=gen.max_tokens,
-                                   temperature=gen.temperature, on_token=lambda p: on_event(AnswerToken(p)), cancel=cancel,
-                                   prefix=1, on_start=lambda: began.append(time.perf_counter()))
+    out = generate_text(pool, settings, model, prompts.monolithic_messages(question), max_tokens=room(question, gen.max_tokens),
+                        temperature=gen.temperature, on_token=lambda p: on_event(AnswerToken(p)), cancel=cancel,
+                        prefix=1, on_start=lambda: began.append(time.perf_counter()))
+    answer, tokens = out.text, out.tokens
     end = time.perf_counter()
     seconds = end - t  # the phase, its load included, as a composed run's execute_s includes its nodes' loads
     # Empty (whitespace, or only a reasoning block) is no answer, as in the composed modes: exit 8, not 0.
     empty = not answer.strip()
     node = NodeResult(1, question, (), model.name, "failed" if empty else "done", answer,
-                      "the model returned an empty answer" if empty else None, began[0] - start, end - began[0], tokens,
-                      settings.threads)
+                      "the model returned an empty answer" if empty else
+                      (f"the answer stopped at its {out.tokens}-token limit" if out.cut else None),
+                      began[0] - start, end - began[0], tokens, settings.threads, cut=out.cut and not empty)
+    status, reason = judge(answer, [node])
     routes = {1: Route(model.name, 1.0, {}, "forced" if forced else "monolithic")}
     wall = time.perf_counter() - start
-    result = Result(question, "monolithic", answer, "failed" if empty else "ok", single_node(question), routes, [node],
+    result = Result(question, "monolithic", answer, status, single_node(question), routes, [node],
                     {"plan_s": 0.0, "route_s": 0.0, "execute_s": seconds, "nodes_sum_s": node.seconds, "aggregate_s": 0.0,
                      "overlap_s": 0.0, "wall_s": wall},
-                    {"plan": 0, "nodes": tokens, "aggregate": 0, "total": tokens}, False, [model.name], memory=pool.peak)
+                    {"plan": 0, "nodes": tokens, "aggregate": 0, "total": tokens}, False, [model.name], memory=pool.peak,
+                    reason=reason)
     on_event(AnswerDone(answer, result))
     return result

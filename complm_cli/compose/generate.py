@@ -27,6 +27,7 @@ class Generation:
     tokens: int
     seconds: float  # from the first request to the worker to the last piece
     first_piece_s: float | None  # from the same start to the first piece
+    cut: bool = False  # it ended because its token budget ran out, not because it was finished
 
 
 @dataclass
@@ -63,6 +64,7 @@ def generate(pool, expert: Expert, messages: list[dict], params: Params, *, canc
                                seed=params.seed, threads=params.threads, **kwargs)
         pieces: list[str] = []
         first = None
+        stopped = False
         try:
             for piece in stream:
                 pieces.append(piece)
@@ -75,6 +77,7 @@ def generate(pool, expert: Expert, messages: list[dict], params: Params, *, canc
                 if deadline is not None and time.perf_counter() > deadline:
                     raise GenerationTimeout(f"'{expert.name}' timed out after {params.timeout:g} s (raise --timeout to give it longer)")
                 if stop is not None and stop("".join(pieces)):
+                    stopped = True
                     break
         finally:
             close = getattr(stream, "close", None)
@@ -84,16 +87,18 @@ def generate(pool, expert: Expert, messages: list[dict], params: Params, *, canc
             raise Cancelled()
         # The engine counts tokens; a piece may hold several (text held back while a stop string might start).
         tokens = getattr(stream, "tokens", None)
-        return Generation(prompts.strip_reasoning("".join(pieces)), tokens if isinstance(tokens, int) else len(pieces),
-                          time.perf_counter() - start, first)
+        count = tokens if isinstance(tokens, int) else len(pieces)
+        # A stream that says why it ended (the engine's `finish`) is believed; otherwise a full budget means cut.
+        finish = getattr(stream, "finish", None)
+        cut = not stopped and (finish == "length" if isinstance(finish, str) else count >= params.max_tokens)
+        return Generation(prompts.strip_reasoning("".join(pieces)), count, time.perf_counter() - start, first, cut)
     finally:
         pool.release(worker)
 
 
 def generate_text(pool, settings, expert: Expert, messages: list[dict], *, max_tokens: int, temperature: float,
-                  on_token=None, cancel=None, prefix: int = 0, stop=None, draft=None, on_start=None) -> tuple[str, int]:
+                  on_token=None, cancel=None, prefix: int = 0, stop=None, draft=None, on_start=None) -> Generation:
     """The planner's, the aggregator's and the direct answer's call, with the run's settings (seed, threads, timeout)."""
     params = Params(max_tokens=max_tokens, temperature=temperature, seed=settings.seed, threads=settings.threads,
                     prefix=prefix, timeout=settings.node_timeout, draft=draft)
-    out = generate(pool, expert, messages, params, cancel=cancel, on_piece=on_token, stop=stop, on_start=on_start)
-    return out.text, out.tokens
+    return generate(pool, expert, messages, params, cancel=cancel, on_piece=on_token, stop=stop, on_start=on_start)

@@ -18,6 +18,7 @@ from complm_cli.compose import prompts
 from complm_cli.compose.cancel import AnyOf, Cancelled
 from complm_cli.compose.facts import FactWatch
 from complm_cli.compose.generate import Params, generate
+from complm_cli.compose.lists import room
 from complm_cli.events import Listener, NodeDone, NodeFailed, NodeStarted, NodeToken
 
 
@@ -52,6 +53,7 @@ class Outcome:
     seconds: float = 0.0
     tokens: int = 0
     calculation: dict | None = None
+    cut: bool = False  # the answer stopped at its token limit
 
 
 def reason_of(exc: BaseException) -> str:
@@ -70,7 +72,7 @@ def run_task(task: NodeTask, pool, on_event: Listener, on_start) -> Outcome:
 
 def _generate(task: NodeTask, pool, on_event: Listener, on_start) -> Outcome:
     gen = task.expert.generation
-    params = Params(max_tokens=task.max_tokens or gen.max_tokens,
+    params = Params(max_tokens=task.max_tokens or room(task.question, gen.max_tokens),
                     temperature=gen.temperature if task.temperature is None else task.temperature,
                     seed=task.seed, threads=task.threads, timeout=task.timeout,
                     prefix=1)  # the system prompt is the same for every node: evaluated once, then copied
@@ -104,7 +106,9 @@ def _generate(task: NodeTask, pool, on_event: Listener, on_start) -> Outcome:
         result = generate(pool, task.expert, messages, params, cancel=task.stop, on_piece=on_piece, on_start=started,
                           stop=enough)
         out.answer = prompts.strip_reasoning(stated[0]) if stated else result.text
-        out.status, out.tokens, out.seconds = "done", result.tokens, result.seconds
+        out.status, out.tokens, out.seconds, out.cut = "done", result.tokens, result.seconds, result.cut
+        if out.cut:
+            out.reason = f"the answer stopped at its {params.max_tokens}-token limit"
         on_event(NodeDone(task.id, out.answer, out.seconds, out.tokens))
     except Cancelled:
         out.status, out.reason, out.tokens = "cancelled", "cancelled" if out.started else "cancelled before it started", tokens

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from complm_cli.compose import prompts
-from complm_cli.experts.calculator import to_formula
+from complm_cli.experts import dates
+from complm_cli.experts.calculator import FUNCTIONS, outside_quotes, to_formula
 from complm_cli.compose.dag import REF_RE as REF
 from complm_cli.compose.dag import Node, Plan, references, validate
 
@@ -133,7 +134,7 @@ def _code(line: str) -> str:
     return line
 
 
-_FUNCTIONS = frozenset({"round", "abs", "min", "max", "sqrt", "floor", "ceil", "days", "int", "float"})
+_FUNCTIONS = frozenset({*FUNCTIONS, "int", "float"})  # the calculator's, and casts a plan may write around them
 
 
 class _PlanLines:
@@ -166,7 +167,9 @@ class _PlanLines:
         if name is None:
             return None
         value = self.consts[name]
-        return f"({value})" if formula and value.startswith("-") else value  # -.5 ** 2 is not (-.5) ** 2
+        if not formula:
+            return value.strip("'")  # a date inside an ask's words is the date, unquoted
+        return f"({value})" if value.startswith("-") else value  # -.5 ** 2 is not (-.5) ** 2
 
     def step(self, word: str) -> str | None:
         """`{N}` for the step a name sets, else None."""
@@ -178,7 +181,7 @@ class _PlanLines:
         ask = _ASK.match(rhs)
         if not ask:
             # Only outside an ask's text: "How many apples ..." keeps its words where `apples = 5` was set.
-            rhs = _NAME.sub(lambda w: self.constant(w.group(0)) or w.group(0), _DOLLAR.sub("", rhs))
+            rhs = self._names(_DOLLAR.sub("", rhs), lambda w: self.constant(w.group(0)) or w.group(0))
             if _COMPARES.search(_QUOTED.sub("", rhs)):
                 self.compared.add(name)  # no step: a later line that uses it is an unknown name
                 self.names.pop(name, None)
@@ -191,6 +194,9 @@ class _PlanLines:
                 return
         if _CONSTANT.fullmatch(rhs) and name not in self.names:
             self.consts[name] = rhs.replace(",", "")  # `april = 48` is no step: the number goes where the name is used
+            return
+        if _QUOTED.fullmatch(rhs) and dates.is_date(rhs) and name not in self.names:
+            self.consts[name] = f"'{rhs[1:-1]}'"  # `start = "2024-01-15"`: a date is a value too, not a question
             return
         index = len(self.steps) + 1
         text = self._ask(ask.group(2), index) if ask else self._formula(rhs, index)
@@ -210,12 +216,22 @@ class _PlanLines:
         text = re.sub(r"\{([A-Za-z_]\w*)\}", lambda c: self.constant(c.group(1), formula=False) or c.group(0), text)
         return re.sub(r"\{([A-Za-z_]\w*|\d+)\}", ref, text)
 
+    @staticmethod
+    def _names(rhs: str, change) -> str:
+        """`change` on each name of a formula, but not on the words of a quoted date; the equations given to
+        solve() are formulas too (an earlier step's name in one means its answer)."""
+        if "solve(" in rhs:
+            return _NAME.sub(change, rhs)
+        return outside_quotes(rhs, lambda part: _NAME.sub(change, part))
+
     def _formula(self, rhs: str, index: int) -> str:
-        unknown = [w for w in _NAME.findall(rhs) if self.known(w) is None and w not in _FUNCTIONS and not w.isdigit()]
+        words = _NAME.findall(_QUOTED.sub("", rhs))  # not the words of a quoted date
+        unknown = [w for w in words if self.known(w) is None and w not in _FUNCTIONS and not w.isdigit()]
         if unknown:
             self.problems.append(f"step {index} uses '{unknown[0]}', which no earlier line sets"
                                  + (" (a comparison, which the final answer makes)" if unknown[0] in self.compared else ""))
-        text = _NAME.sub(lambda w: self.step(w.group(0)) or w.group(0), rhs)
+        text = self._names(rhs, lambda w: self.step(w.group(0)) or w.group(0))
+        text = re.sub(r"\)\.days\b", ")", text)  # `(end - start).days`: a date minus a date is already its days
         return re.sub(r"\b(?:int|float)\(", "(", text)
 
 

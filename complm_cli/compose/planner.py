@@ -5,30 +5,47 @@ The planner's instructions and examples are a prefix every call shares
 clauses and checked by the model (drafts.py); a reply that only copies the
 question, or a plan that is finished, stops it early. `on_text` sees the reply
 grow, so that steps can run while the rest is written (overlap.py).
+
+A question a tool claims whole ("How many days are there between
+2024-01-15 and 2024-03-01?", "What is 15% of 80?") is not planned: it is
+its own one step, which the tool computes. The planner model would only
+split it into look-ups of what the question already gives. A question that
+asks the same thing of a long list is split into steps of a few items each
+without the planner (lists.py).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from complm_cli.cache.catalog import Expert
 from complm_cli.cache.config import Settings
 from complm_cli.compose import dag, prompts
-from complm_cli.compose.dag import Plan
+from complm_cli.compose.dag import Node, Plan
 from complm_cli.compose.drafts import PlanDraft
 from complm_cli.compose.generate import generate_text
-from complm_cli.compose.plan import MAX_PLAN_TOKENS, copies_question, make_plan, plan_finished
+from complm_cli.compose.lists import split_long_list
+from complm_cli.compose.plan import MAX_NODES, MAX_PLAN_TOKENS, copies_question, make_plan, plan_finished, single_node
 
 
 class Planner:
-    def __init__(self, expert: Expert, pool, settings: Settings):
-        self.expert, self.pool, self.settings = expert, pool, settings
+    def __init__(self, expert: Expert, pool, settings: Settings, claimed: Callable[[str], bool] = lambda question: False):
+        """`claimed(question)`: whether a tool computes the whole question (Routing.claims)."""
+        self.expert, self.pool, self.settings, self.claimed = expert, pool, settings, claimed
 
     def plan(self, question: str, cancel=None, on_text=None) -> Plan:
         """`on_text(reply so far)` sees the planner's reply grow, token by token."""
         # The planner sees the user's own braces and #N escaped (see dag.escape_user); the
         # plan's steps keep them escaped until they are sent to an expert or shown.
         escaped = dag.escape_user(question)
+        if self.claimed(escaped):
+            plan = single_node(escaped)
+            plan.question = question
+            return plan
+        steps = split_long_list(escaped, MAX_NODES)
+        if steps:
+            return Plan(question, [Node(i, step, ()) for i, step in enumerate(steps, 1)])
 
         def stop(partial: str) -> bool:
             if on_text is not None:
@@ -36,9 +53,10 @@ class Planner:
             return copies_question(partial, escaped) or plan_finished(partial)
 
         def generate(messages: list[dict]) -> tuple[str, int]:
-            text, tokens = generate_text(self.pool, self.settings, self.expert, messages, max_tokens=MAX_PLAN_TOKENS,
-                                         temperature=0.0, cancel=cancel, prefix=prompts.planner_prefix_length(),
-                                         stop=stop, draft=PlanDraft(escaped) if self.settings.draft else None)
+            out = generate_text(self.pool, self.settings, self.expert, messages, max_tokens=MAX_PLAN_TOKENS,
+                                temperature=0.0, cancel=cancel, prefix=prompts.planner_prefix_length(),
+                                stop=stop, draft=PlanDraft(escaped) if self.settings.draft else None)
+            text, tokens = out.text, out.tokens
             if copies_question(text, escaped):
                 text = json.dumps({"steps": [{"q": escaped, "deps": []}]})
             return text, tokens

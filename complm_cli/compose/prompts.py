@@ -25,7 +25,8 @@ PLANNER_SYSTEM = (
     "- name = ask(\"sub-question\") asks an expert one simple question that makes sense on its own; "
     "write {other_name} inside the text to use an earlier answer.\n"
     "- name = formula computes arithmetic exactly, over the numbers the question gives and earlier variables "
-    "(+ - * / ** round min max).\n"
+    "(+ - * / ** round min max), and dates written \"2024-01-15\" (days(a, b), years(a, b), add_days(date, n), weekday(date)); "
+    "solve(\"equation\", ..., \"name\") gives the value of name that makes the equations true.\n"
     "Ask for each fact the question does not give (such as how many legs an animal has) in its own ask line. "
     "Use the fewest lines. A simple question is one ask line. Do not ask a question that only compares earlier answers. "
     "Reply with the plan only."
@@ -47,13 +48,17 @@ PLANNER_EXAMPLES: list[tuple[str, str]] = [
      "notebooks = 3 * 4\ncost = notebooks + 2\nchange = 20 - cost"),
     ("How many years passed between the first Moon landing and the fall of the Berlin Wall?",
      'landing = ask("In what year was the first Moon landing?")\nwall = ask("In what year did the Berlin Wall fall?")\n'
-     "years = wall - landing"),
+     "passed = wall - landing"),
     ("Write a Python function that checks whether a number is prime.",
      'code = ask("Write a Python function that checks whether a number is prime.")'),
     ("A shop sells 14 boxes of tea a day for 6 days, then gives away a quarter of them. How many boxes does it keep?",
      "sold = 14 * 6\nkept = sold - sold / 4"),
     ("What is the longest river in the country whose capital is Nairobi?",
      'country = ask("Which country has Nairobi as its capital?")\nriver = ask("What is the longest river in {country}?")'),
+    ("Anna is 4 times as old as her daughter. In 20 years she will be twice as old as her daughter. How old is Anna now?",
+     'anna = solve("a = 4 * d", "a + 20 = 2 * (d + 20)", "a")'),
+    ("How old was Neil Armstrong when he walked on the Moon on 1969-07-20?",
+     'born = ask("On what date was Neil Armstrong born?")\nage = years(born, "1969-07-20")'),
     # A simple question stays one line; it comes last so the model does not learn to copy first.
     ("What is the capital of Japan?", 'capital = ask("What is the capital of Japan?")'),
 ]
@@ -84,6 +89,9 @@ EXPERT_SYSTEM = (
 
 # A parent of a calculation: its number is read out of the answer, so the answer must state one.
 NUMERIC_HINT = " Answer in one short sentence that states the number."
+# A date a calculation counts from ("On what date was ... born?") must come whole: a year alone is no date.
+DATE_HINT = " Answer in one short sentence that states the full date (day, month and year)."
+_ASKS_DATE = re.compile(r"\b(?:date|day)\b", re.I)
 _QUANTITY = re.compile(r"^\s*(?:how (?:many|much|old|far|long|tall|high|deep|big|heavy|fast|large)\b|(?:in )?(?:what|which) year\b"
                        r"|when (?:was|were|did|is)\b|what (?:is|was|are|were) the (?:number|population|age|height|length|distance"
                        r"|area|speed|price|cost|weight|temperature|year|date|size|value)\b)", re.I)
@@ -100,7 +108,8 @@ def expert_messages(question: str, context: list[tuple[str, str]], numeric: bool
     if context:
         facts = "\n".join(f"- {q} {a}" for q, a in context)
         content = f"Facts from earlier steps:\n<<<\n{facts}\n>>>\n\nQuestion: {question}"
-    return [{"role": "system", "content": EXPERT_SYSTEM + (NUMERIC_HINT if numeric else "")}, {"role": "user", "content": content}]
+    hint = (DATE_HINT if _ASKS_DATE.search(question) else NUMERIC_HINT) if numeric else ""
+    return [{"role": "system", "content": EXPERT_SYSTEM + hint}, {"role": "user", "content": content}]
 
 
 AGGREGATOR_SYSTEM = (
@@ -124,6 +133,22 @@ _COMBINES = re.compile(
     r"first|last|earlier|later|older|younger|more|less|fewer|most|least|bigger|smaller|larger|longer|shorter|higher|lower)\b",
     re.I,
 )
+
+
+# "Which is heavier, an elephant or a hippo?": the answer is a name, whatever a calculation over the parts found.
+_CHOICE = re.compile(r"^\s*(?:which|who|whom|whose|what|where)\b[^?]*\bor\b", re.I)
+# "What is the tallest mountain in Africa, and how tall is it?": a second question in the same sentence.
+_SECOND_QUESTION = re.compile(r"(?:,|;)?\s+and\s+(?:what|who|whom|whose|when|where|which|why|how)\b", re.I)
+
+
+def asks_for_choice(question: str) -> bool:
+    """A question answered with yes or no, or with one of the things it names: not with a number."""
+    return is_yes_no(question) or bool(_CHOICE.match(question))
+
+
+def asks_several(question: str) -> bool:
+    """A question that asks two or more things, each of which the answer must state."""
+    return bool(_SECOND_QUESTION.search(question)) or question.count("?") > 1
 
 
 def combines_parts(question: str) -> bool:

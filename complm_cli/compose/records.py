@@ -21,6 +21,7 @@ class NodeResult:
     tokens: int = 0
     threads: int = 0
     calculation: dict | None = None  # for a calculator node: formula, expression and result
+    cut: bool = False  # done, but the answer stopped at its token limit (`reason` says so)
 
     @property
     def shown(self) -> str | None:

@@ -26,6 +26,7 @@ class Result:
     restored: list[int] = field(default_factory=list)  # final nodes the aggregator left out, put back
     memory: int = 0  # peak resident model bytes (estimated)
     streamed: dict | None = None  # steps run while the planner wrote: released, kept, discarded (None: not streamed)
+    reason: str | None = None  # why the status is not ok, in words (the CLI's stderr line, --json's "reason")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -33,6 +34,7 @@ class Result:
             "mode": self.mode,
             "answer": self.answer,
             "status": self.status,
+            "reason": self.reason,
             "aggregated": self.aggregated,
             "restored_parts": self.restored,
             "plan_fallback": self.plan.fallback if self.plan else None,
@@ -53,6 +55,7 @@ class Result:
                     "calculation": n.calculation,
                     "answer": n.answer,
                     "status": n.status,
+                    "cut": n.cut,
                     "reason": n.reason,
                     "started_s": round(n.started, 3) if n.started is not None else None,
                     "seconds": round(n.seconds, 3),
@@ -62,3 +65,16 @@ class Result:
                 for n in self.nodes
             ],
         }
+
+
+def judge(answer: str, nodes: list[NodeResult], cut: bool = False) -> tuple[str, str | None]:
+    """(status, reason): ok only when every step finished and no answer stopped at its token limit.
+
+    `cut`: the final answer itself (the aggregator's, or the direct one) stopped at its limit."""
+    problems = [f"step {n.id} did not finish ({n.reason})" for n in nodes if n.status != "done"]
+    problems += [f"step {n.id}'s answer stopped at its token limit" for n in nodes if n.status == "done" and n.cut]
+    if cut:
+        problems.append("the answer stopped at its token limit")
+    if not answer:
+        return "failed", "; ".join(problems) or "the model returned an empty answer"
+    return ("partial", "; ".join(problems)) if problems else ("ok", None)

@@ -91,11 +91,12 @@ class Embedder:
             raise ModelError(f"The embedder {self.name} could not be loaded ({type(self._error).__name__}: {self._error}); try `complm pull --force {self.name}`.")
         return self._model
 
-    def close(self) -> None:
-        """Let the model go (a load still under way finishes first, then is dropped too)."""
+    def close(self, wait: bool = True) -> None:
+        """Let the model go. A load still under way finishes first, then is dropped too, unless `wait` is
+        False: a process on its way out (a stopped server) leaves the loading thread, a daemon, behind."""
         with self._lock:
             thread, self._thread = self._thread, None
-        if thread is not None:
+        if thread is not None and wait:
             thread.join()
         self._model = None
 

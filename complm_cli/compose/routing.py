@@ -41,6 +41,10 @@ class Routing:
                 return Route(expert.name, 1.0, {}, "calculation", formula)
         return None
 
+    def claims(self, question: str) -> bool:
+        """Whether a tool computes this text as it stands."""
+        return self.claimed(Node(1, question, ())) is not None
+
     def route(self, plan: Plan) -> dict[int, Route]:
         routes: dict[int, Route] = {}
         for n in plan.nodes:

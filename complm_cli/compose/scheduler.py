@@ -31,6 +31,7 @@ from complm_cli.events import Listener, NodeFailed, ignore
 
 # How often a scheduler whose cancel is a plain threading.Event (which cannot wake it) looks at it.
 POLL_S = 0.1
+REMOTE_THREADS = 16  # remote nodes running at once, over all endpoints (each also bounded by its max_parallel)
 _WHY = {"failed": "failed", "skipped": "was skipped", "cancelled": "was cancelled"}
 
 
@@ -134,7 +135,10 @@ class Scheduler:
     # --- the loop ------------------------------------------------------------------------
 
     def run(self) -> Execution:
-        executor = ThreadPoolExecutor(max_workers=max(1, self.options.workers), thread_name_prefix="complm-node")
+        # Remote nodes do not count against `workers` (their endpoints have capacities of their own), so the
+        # threads are bounded by what `_start_ready` lets start, not here.
+        executor = ThreadPoolExecutor(max_workers=max(1, self.options.workers) + REMOTE_THREADS,
+                                      thread_name_prefix="complm-node")
         unsubscribe = subscribe(self.cancel, lambda: self.feed.post(("wake",)))
         wait = None if wakes(self.cancel) else POLL_S
         try:
@@ -176,10 +180,10 @@ class Scheduler:
                  if all(d not in self.running and self.results[d].status == "done" for d in self.plan.node(i).depends_on)]
         # Group by expert: a node whose model is already resident and idle goes first.
         ready.sort(key=lambda i: (not self.pool.has_idle(self.experts[i].name), self.experts[i].name, i))
-        slots = max(0, self.options.workers - len(self.running))
-        if ready and slots and not self.cancel.is_set():
-            starting = ready[:slots]
-            share = max(1, self.options.threads // max(1, len(self.running) + len(starting) + (not self.closed)))
+        starting = [] if self.cancel.is_set() else self._to_start(ready)
+        if starting:
+            local = [i for i in [*self.running, *starting] if self.experts[i].remote is None]
+            share = max(1, self.options.threads // max(1, len(local) + (not self.closed)))
             for node_id in starting:
                 self.pending.remove(node_id)
                 self.running.add(node_id)
@@ -187,6 +191,25 @@ class Scheduler:
                 executor.submit(self._work, task)
             self.execution.max_concurrency = max(self.execution.max_concurrency, len(self.running))
         return ready
+
+    def _to_start(self, ready: list[int]) -> list[int]:
+        """Of the ready nodes, those that may start now: local ones (models here, tools) up to `workers` running at
+        once; remote ones up to their endpoint's `max_parallel`, whatever runs here (`--workers` is this machine's)."""
+        local_slots = self.options.workers - sum(self.experts[i].remote is None for i in self.running)
+        busy: dict[tuple[str, str], int] = {}
+        for i in self.running:
+            if (spec := self.experts[i].remote) is not None:
+                busy[spec.endpoint] = busy.get(spec.endpoint, 0) + 1
+        starting = []
+        for i in ready:
+            spec = self.experts[i].remote
+            if spec is None and local_slots > 0:
+                local_slots -= 1
+                starting.append(i)
+            elif spec is not None and busy.get(spec.endpoint, 0) < min(spec.max_parallel, REMOTE_THREADS):
+                busy[spec.endpoint] = busy.get(spec.endpoint, 0) + 1
+                starting.append(i)
+        return starting
 
     def _work(self, task: NodeTask) -> None:
         """A node thread: runs the task and reports; it touches nothing of the scheduler's."""
@@ -291,7 +314,7 @@ class Scheduler:
     def _record(self, node_id: int, outcome: Outcome) -> None:
         res = self.results[node_id]
         res.status, res.answer, res.reason = outcome.status, outcome.answer, outcome.reason
-        res.seconds, res.tokens, res.calculation = outcome.seconds, outcome.tokens, outcome.calculation
+        res.seconds, res.tokens, res.calculation, res.cut = outcome.seconds, outcome.tokens, outcome.calculation, outcome.cut
         if outcome.question is not None:
             res.question = outcome.question
         if outcome.started is not None and res.started is None:

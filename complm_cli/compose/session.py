@@ -21,7 +21,7 @@ from complm_cli.cache.needs import models_needed, pull_missing
 from complm_cli.cache.progress import PullReporter
 from complm_cli.cache.store import Store
 from complm_cli.compose import dag
-from complm_cli.compose.aggregate import Aggregator
+from complm_cli.compose.aggregate import Aggregator, Final
 from complm_cli.compose.cancel import Cancel, Cancelled
 from complm_cli.compose.dag import Plan
 from complm_cli.compose.direct import answer_directly
@@ -30,7 +30,7 @@ from complm_cli.compose.overlap import Overlap, overlap_seconds
 from complm_cli.compose.planner import Planner
 from complm_cli.compose.pool import ModelPool
 from complm_cli.compose.records import Execution, RunOptions
-from complm_cli.compose.result import Result
+from complm_cli.compose.result import Result, judge
 from complm_cli.compose.route import Embedder, Route, Router
 from complm_cli.compose.routing import Routing
 from complm_cli.errors import UsageError
@@ -92,8 +92,8 @@ class Session:
         self.pool = ModelPool(factory, lambda e: paths.get(e.name) or self.store.require(e), self.settings.memory_budget())
         emb = self.catalog.embedder
         self.embedder = embedder or Embedder(self.store.path(emb), emb.name, threads=1)
-        self.planning = Planner(self.planner, self.pool, self.settings)
         self.routing = Routing(self.catalog, self.settings, self.embedder, self.forced)
+        self.planning = Planner(self.planner, self.pool, self.settings, self.routing.claims)
         self.aggregation = Aggregator(self.aggregator, self.pool, self.settings)
 
     @property
@@ -159,13 +159,12 @@ class Session:
         if cancel.is_set():
             raise Cancelled()
         t = time.perf_counter()
-        answer, agg_tokens, aggregated, restored = self.aggregation.answer(plan, execution.results, on_event, cancel)
+        final = self.aggregation.answer(plan, execution.results, on_event, cancel)
         timings["aggregate_s"] = time.perf_counter() - t
         # A reused plan (eval shares one between modes) still counts in the latency.
         timings["wall_s"] = time.perf_counter() - start + (plan.seconds if reused else 0.0)
-        result = self._record(question, mode, plan, routes, experts, execution, timings, answer, agg_tokens, aggregated,
-                              restored, streamed)
-        on_event(AnswerDone(answer, result))
+        result = self._record(question, mode, plan, routes, experts, execution, timings, final, streamed)
+        on_event(AnswerDone(final.answer, result))
         return result
 
     def _run(self, question: str, mode: str, plan: Plan | None, routes: dict[int, Route] | None, options: RunOptions,
@@ -208,25 +207,28 @@ class Session:
         return plan, routes, experts, execution, timings, overlap.report() if streamed else None
 
     def _record(self, question: str, mode: str, plan: Plan, routes: dict[int, Route], experts: dict[int, Expert],
-                execution: Execution, timings: dict, answer: str, agg_tokens: int, aggregated: bool,
-                restored: list[int], streamed: dict | None) -> Result:
+                execution: Execution, timings: dict, final: Final, streamed: dict | None) -> Result:
         results = execution.results
-        done = sum(r.status == "done" for r in results.values())
-        status = "failed" if not answer else ("ok" if done == len(results) else "partial")
+        nodes = [results[n.id] for n in plan.nodes]
+        status, reason = judge(final.answer, nodes, final.cut)
         node_tokens = sum(r.tokens for r in results.values())
-        used = {self.planner.name, *(e.name for e in experts.values())} | ({self.aggregator.name} if aggregated else set())
+        used = {self.planner.name, *(e.name for e in experts.values())} | ({self.aggregator.name} if final.aggregated else set())
         return Result(
-            question=question, mode=mode, answer=answer, status=status, plan=plan, routes=routes,
-            nodes=[results[n.id] for n in plan.nodes], timings=timings,
-            tokens={"plan": plan.tokens, "nodes": node_tokens, "aggregate": agg_tokens,
-                    "total": plan.tokens + node_tokens + agg_tokens},
-            aggregated=aggregated, experts=sorted(used), memory=self.pool.peak, restored=restored, streamed=streamed,
+            question=question, mode=mode, answer=final.answer, status=status, reason=reason, plan=plan, routes=routes,
+            nodes=nodes, timings=timings,
+            tokens={"plan": plan.tokens, "nodes": node_tokens, "aggregate": final.tokens,
+                    "total": plan.tokens + node_tokens + final.tokens},
+            aggregated=final.aggregated, experts=sorted(used), memory=self.pool.peak, restored=final.restored,
+            streamed=streamed,
         )
 
-    def close(self) -> None:
-        """Unload every model, the embedder too."""
+    def close(self, wait: bool = True) -> None:
+        """Unload every model, the embedder too (`wait=False`: without waiting for its load to finish)."""
         self.pool.close()
-        self.embedder.close()
+        if wait:
+            self.embedder.close()  # an embedder a library caller gave may know no `wait`
+        else:
+            self.embedder.close(wait=False)
 
     def __enter__(self) -> "Session":
         return self

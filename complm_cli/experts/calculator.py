@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from complm_cli.errors import ComplmError, ExitCode
+from complm_cli.experts import dates, equations
 from complm_cli.numbers import extract_number, format_number
 
 MAX_FORMULA_CHARS = 300
@@ -29,15 +30,21 @@ MAX_POWER_BITS = 4096
 _REF = re.compile(r"\{(\d+)\}")
 _NUM = r"-?\d[\d,]*(?:\.\d+)?"
 _OPERAND = rf"(\{{\d+\}}|{_NUM})"
-_DAY = r"(\{\d+\}|'?\d{4}-\d{2}-\d{2}'?)"
+_DAY = rf"(\{{\d+\}}|'?{dates.DATE}'?)"
+_DATE_ONLY = rf"('?{dates.DATE}'?)"
 _GAP = r"(?:passed|elapsed|are there|were there|is it|are|were|have passed)"
 _LEAD = re.compile(
     r"^\s*(?:(?:what|how much) (?:is|are|does|do)(?: the (?:value|result) of)?|calculate|compute|evaluate|work out|find)\s*:?\s*",
     re.I,
 )
-_FUNCS = ("round", "abs", "min", "max", "sqrt", "floor", "ceil", "days")
-# Only what a formula is made of: operands, operators, brackets and the whitelisted function names.
-_FORMULA_CHARS = re.compile(rf"^(?:\s|\{{\d+\}}|\d|[.,+\-*/^×÷x%()]|{'|'.join(_FUNCS)})+$")
+FUNCTIONS = ("round", "abs", "min", "max", "sqrt", "floor", "ceil", "solve", *dates.FUNCTIONS)
+# Only what a formula is made of: operands, operators, brackets, the whitelisted function names
+# (longest first, so that `add_days` is not read as `days`) and quoted dates.
+_FORMULA_CHARS = re.compile(rf"^(?:\s|\{{\d+\}}|\d|[.,+\-*/^×÷x%()]|{'|'.join(sorted(FUNCTIONS, key=len, reverse=True))})+$")
+_QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+
+
+Value = Fraction | float | dt.date | str  # a number, a date, or a weekday's name
 
 
 class CalculationError(ComplmError):
@@ -50,15 +57,30 @@ class CalculationError(ComplmError):
 class Calculation:
     formula: str  # with {N} references, as planned
     expression: str  # with the parents' numbers in place
-    value: Fraction | float
+    value: Value
 
     @property
     def result(self) -> str:
-        return format_number(self.value)
+        """The value as an answer states it: a count of days with its unit, a date with its weekday."""
+        if isinstance(self.value, dt.date):
+            return dates.show(self.value)
+        if isinstance(self.value, str):
+            return self.value
+        unit = _unit(self.formula)
+        text = format_number(self.value)
+        if unit == "weeks" and isinstance(self.value, Fraction) and self.value.denominator != 1:
+            return f"{text} weeks ({format_number(self.value * 7)} days)"
+        return f"{text} {unit}" if unit else text
 
     @property
     def answer(self) -> str:
         return f"{self.expression} = {self.result}" if self.expression != self.result else self.result
+
+
+def _unit(formula: str) -> str:
+    """What a formula that is one call of days(), weeks(), months() or years() counts."""
+    m = re.fullmatch(r"\s*(\w+)\(.*\)\s*", formula)
+    return dates.UNITS.get(m.group(1), "") if m else ""
 
 
 def _words(text: str) -> str | None:
@@ -77,7 +99,17 @@ def _words(text: str) -> str | None:
         (rf"{o} minus {o}", "{0} - {1}"),
         (rf"subtract {o} from {o}", "{1} - {0}"),
         (rf"(?:difference|gap) between {o} and {o}", "abs({0} - {1})"),
-        (rf"(?:how many|number of) days(?: {_GAP})? (?:between|from) {_DAY} (?:and|to|until) {_DAY}", "days({0}, {1})"),
+        (rf"(?:how many|number of) days(?: {_GAP})? (?:between|from|since) {_DAY} (?:and|to|until|till) {_DAY}", "days({0}, {1})"),
+        # Weeks, months and years between two steps' answers stay a difference of numbers (years
+        # between two years); between two dates written out they are counted on the calendar.
+        (rf"(?:how many|number of) (weeks|months|years)(?: {_GAP})? (?:between|from|since) {_DATE_ONLY} (?:and|to|until|till) {_DATE_ONLY}",
+         lambda g: f"{g[0].lower()}({_quote_date(g[1])}, {_quote_date(g[2])})"),
+        (rf"(?:(?:what|which) )?(?:date|day) (?:is|was|will it be|is it|was it) {o} (days?|weeks?) (after|from|later than|before|earlier than) {_DAY}",
+         _shift),
+        (rf"{o} (days?|weeks?) (after|from|later than|before|earlier than) {_DAY}", _shift),
+        (rf"(?:on )?(?:what|which) day of the week (?:is|was|will be|does|did|falls on|fell on)? ?{_DAY}(?: (?:fall|falls|fell|land|be))?(?: on)?",
+         "weekday({0})"),
+        (rf"(?:what|which) weekday (?:is|was|will be) {_DAY}", "weekday({0})"),
         (rf"(?:how many|number of) (?:years|hours|minutes|seconds)(?: {_GAP})? (?:between|from) {o} (?:and|to|until) {o}", "abs({1} - {0})"),
         (rf"{o} divided by {o}", "{0} / {1}"),
         (rf"(?:quotient|ratio) of {o} (?:and|to) {o}", "{0} / {1}"),
@@ -97,7 +129,16 @@ def _words(text: str) -> str | None:
 
 
 def _quote_date(operand: str) -> str:
-    return "'" + operand.strip("'") + "'" if re.fullmatch(r"'?\d{4}-\d{2}-\d{2}'?", operand) else operand
+    bare = operand.strip("'")
+    return f"'{bare}'" if dates.is_date(bare) else operand
+
+
+def _shift(groups: list) -> str:
+    """`30 days after 2024-01-15` -> add_days('2024-01-15', 30)."""
+    n, unit, direction, day = groups
+    days = f"{n} * 7" if unit.lower().startswith("week") else n
+    sign = "-" if direction.lower().startswith(("before", "earlier")) else ""
+    return f"add_days({_quote_date(day)}, {sign}{days})"
 
 
 def _operands(groups: tuple | list) -> list[str]:
@@ -113,7 +154,8 @@ def to_formula(text: str) -> str | None:
     t = _LEAD.sub("", text.strip()).strip().rstrip("?.!=").strip()
     if not t:
         return None
-    if _FORMULA_CHARS.match(t) and re.search(r"[+\-*/^×÷%]|\w\(|\d\s*x\s*\d", t) and re.search(r"\d", t):
+    bare = _QUOTED.sub(lambda m: "0" if _quoted_value(m.group(0), t) else m.group(0), t)  # a date, an equation
+    if _FORMULA_CHARS.match(bare) and re.search(r"[+\-*/^×÷%]|\w\(|\d\s*x\s*\d", bare) and re.search(r"\d", bare):
         formula = t
     else:
         formula = _words(text)
@@ -126,8 +168,24 @@ def to_formula(text: str) -> str | None:
     return formula
 
 
+def _quoted_value(quoted: str, formula: str) -> bool:
+    """A quoted text a formula may hold: a date, or an equation (or a name) given to solve()."""
+    return dates.is_date(quoted) or ("solve(" in formula and equations.looks_like_equation(quoted))
+
+
 def _to_python(formula: str) -> str:
-    f = formula.replace("×", "*").replace("÷", "/").replace("^", "**")
+    """Python's spelling of a formula; quoted dates are left as they are."""
+    return outside_quotes(formula, _operators)
+
+
+def outside_quotes(text: str, change) -> str:
+    """`change` applied to the text between quoted strings (a quoted date keeps its words)."""
+    parts, quoted = _QUOTED.split(text), _QUOTED.findall(text)
+    return "".join(change(part) + (quoted[i] if i < len(quoted) else "") for i, part in enumerate(parts))
+
+
+def _operators(f: str) -> str:
+    f = f.replace("×", "*").replace("÷", "/").replace("^", "**")
     f = re.sub(r"(?<=[\d)}])\s*x\s*(?=[\d({])", " * ", f)  # 3 x 4
     f = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", f)  # thousands separators
     f = re.sub(r"(\d+(?:\.\d+)?)\s*%(?!\s*[\d({])", r"(\1 / 100)", f)  # 25% (but 7 % 4 is a remainder)
@@ -157,14 +215,16 @@ def _check(tree: ast.Expression) -> None:
             if not isinstance(node.op, (ast.UAdd, ast.USub)):
                 raise CalculationError("only + and - signs are allowed")
         elif isinstance(node, ast.Constant):
-            if isinstance(node.value, bool) or not isinstance(node.value, (int, float, str)):
-                raise CalculationError(f"'{node.value!r}' is not a number")
+            if isinstance(node.value, str) and (dates.is_date(node.value) or equations.looks_like_equation(node.value)):
+                continue  # an equation is only read by solve(): anywhere else it is "not a number"
+            if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
+                raise CalculationError(f"'{node.value}' is not a number or a date")
         elif isinstance(node, ast.Name):
-            if not re.fullmatch(r"ref_\d+", node.id) and node.id not in _FUNCS:
+            if not re.fullmatch(r"ref_\d+", node.id) and node.id not in FUNCTIONS:
                 raise CalculationError(f"'{node.id}' is not a number or an allowed function")
         elif isinstance(node, ast.Call):
-            if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCS or node.keywords:
-                raise CalculationError(f"only the functions {', '.join(_FUNCS)} are allowed")
+            if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS or node.keywords:
+                raise CalculationError(f"only the functions {', '.join(FUNCTIONS)} are allowed")
         else:
             raise CalculationError(f"'{type(node).__name__}' is not arithmetic")
 
@@ -195,23 +255,12 @@ def _power(base: Fraction | float, exponent: Fraction | float) -> Fraction | flo
     return out
 
 
-def _date(value: object) -> dt.date:
-    if isinstance(value, dt.date):
-        return value
-    text = str(value).strip()
-    for fmt in ("%Y-%m-%d", "%B %d, %Y", "%b %d, %Y", "%B %d %Y", "%b %d %Y", "%d %B %Y", "%d %b %Y", "%Y/%m/%d"):
+def _call(name: str, args: list) -> Value:
+    if name in dates.FUNCTIONS:
         try:
-            return dt.datetime.strptime(text, fmt).date()
-        except ValueError:
-            continue
-    raise CalculationError(f"'{text}' is not a date")
-
-
-def _call(name: str, args: list) -> Fraction | float:
-    if name == "days":
-        if len(args) != 2:
-            raise CalculationError("days() takes two dates")
-        return Fraction(abs((_date(args[1]) - _date(args[0])).days))
+            return dates.call(name, args)
+        except ValueError as exc:  # NotADate too
+            raise CalculationError(str(exc)) from None
     nums = [_number(a) for a in args]
     if name in ("min", "max"):
         if not nums:
@@ -240,7 +289,7 @@ def _evaluate(node: ast.AST, refs: dict[int, object]) -> object:
         return _evaluate(node.body, refs)
     if isinstance(node, ast.Constant):
         if isinstance(node.value, str):
-            return node.value
+            return dates.parse(node.value) if dates.is_date(node.value) else node.value
         return Fraction(repr(node.value)) if isinstance(node.value, float) else Fraction(node.value)
     if isinstance(node, ast.Name):
         k = int(node.id[4:])
@@ -251,8 +300,16 @@ def _evaluate(node: ast.AST, refs: dict[int, object]) -> object:
         x = _number(_evaluate(node.operand, refs))
         return -x if isinstance(node.op, ast.USub) else x
     if isinstance(node, ast.Call):
+        if node.func.id == "solve":
+            try:
+                return equations.solve([_evaluate(a, refs) for a in node.args], refs)
+            except equations.NotSolvable as exc:
+                raise CalculationError(str(exc)) from None
         return _call(node.func.id, [_evaluate(a, refs) for a in node.args])
-    a, b = _number(_evaluate(node.left, refs)), _number(_evaluate(node.right, refs))
+    left, right = _evaluate(node.left, refs), _evaluate(node.right, refs)
+    if isinstance(left, dt.date) or isinstance(right, dt.date):
+        return _date_arithmetic(node.op, left, right)
+    a, b = _number(left), _number(right)
     op = node.op
     if isinstance(op, (ast.Div, ast.FloorDiv, ast.Mod)) and b == 0:
         raise CalculationError("division by zero")
@@ -275,7 +332,19 @@ def _evaluate(node: ast.AST, refs: dict[int, object]) -> object:
     return out
 
 
-def evaluate(formula: str, refs: dict[int, object] | None = None) -> Fraction | float:
+def _date_arithmetic(op: ast.operator, left: object, right: object) -> Value:
+    """date - date is the days between them (signed); date + n and date - n move it by n days."""
+    if isinstance(op, ast.Sub) and isinstance(left, dt.date) and isinstance(right, dt.date):
+        return Fraction((left - right).days)
+    if isinstance(op, ast.Add) and isinstance(right, dt.date):
+        left, right = right, left
+    if isinstance(op, (ast.Add, ast.Sub)) and isinstance(left, dt.date) and not isinstance(right, dt.date):
+        n = _number(right)
+        return _call("add_days", [left, -n if isinstance(op, ast.Sub) else n])
+    raise CalculationError("dates can only be subtracted from each other, or moved by a number of days")
+
+
+def evaluate(formula: str, refs: dict[int, object] | None = None) -> Value:
     """The value of `formula`, with {N} taken from `refs`; raises CalculationError with a reason."""
     if len(formula) > MAX_FORMULA_CHARS:
         raise CalculationError("the formula is too long")
@@ -285,8 +354,6 @@ def evaluate(formula: str, refs: dict[int, object] | None = None) -> Fraction | 
         value = _evaluate(tree, refs or {})
     except (OverflowError, ValueError, ArithmeticError, RecursionError) as exc:
         raise CalculationError(f"the calculation failed ({exc})") from None
-    if isinstance(value, str):
-        raise CalculationError(f"'{value}' is not a number")
     return value
 
 
@@ -295,15 +362,18 @@ def calculate(step: str, parents: dict[int, tuple[str, str]]) -> Calculation:
     formula = to_formula(step)
     if formula is None:
         raise CalculationError(f"'{step}' is not a calculation")
-    dates = "days(" in formula
+    dated = _date_refs(_parse(_to_python(formula)))
     refs: dict[int, object] = {}
     shown: dict[int, str] = {}
     for k in sorted({int(m) for m in _REF.findall(formula)}):
         if k not in parents:
             raise CalculationError(f"step {k}'s answer is missing")
         question, answer = parents[k]
-        if dates:
-            refs[k] = _find_date(answer)
+        if k in dated:
+            try:
+                refs[k] = dates.find(answer)
+            except dates.NotADate as exc:
+                raise CalculationError(f"step {k}'s answer has {exc}") from None
             shown[k] = f"'{refs[k].isoformat()}'"
             continue
         value = extract_number(answer, question)
@@ -312,20 +382,18 @@ def calculate(step: str, parents: dict[int, tuple[str, str]]) -> Calculation:
         refs[k], shown[k] = value, format_number(value)
     value = evaluate(formula, refs)
     expression = _REF.sub(lambda m: shown.get(int(m.group(1)), m.group(0)), formula)
+    # Every date in one form, the form a step's date is shown in: '2024-03-01', not "March 1, 2024".
+    expression = _QUOTED.sub(lambda m: f"'{dates.parse(m.group(0)).isoformat()}'" if dates.is_date(m.group(0)) else m.group(0),
+                             expression)
     return Calculation(formula, " ".join(expression.split()), value)
 
 
-_DATE_PATTERNS = (
-    re.compile(r"\d{4}-\d{2}-\d{2}"),
-    re.compile(r"(?:January|February|March|April|May|June|July|August|September|October|November|December|"
-               r"Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\.? \d{1,2},? \d{4}"),
-    re.compile(r"\d{1,2} (?:January|February|March|April|May|June|July|August|September|October|November|December) \d{4}"),
-)
-
-
-def _find_date(answer: str) -> dt.date:
-    for pattern in _DATE_PATTERNS:
-        m = pattern.search(answer)
-        if m:
-            return _date(m.group(0).replace(".", "").replace(",", ""))
-    raise CalculationError(f"no date found in '{answer[:80]}'")
+def _date_refs(tree: ast.Expression) -> set[int]:
+    """The steps whose answers a formula uses as dates: those in a date function's date places."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in dates.FUNCTIONS:
+            for i in dates.FUNCTIONS[node.func.id][1]:
+                if i < len(node.args) and isinstance(node.args[i], ast.Name) and node.args[i].id.startswith("ref_"):
+                    found.add(int(node.args[i].id[4:]))
+    return found

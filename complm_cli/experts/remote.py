@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import os
 import random
+import socket
+import threading
 import time
 from typing import Iterator
 
 from complm_cli.cache.catalog import Expert, RemoteSpec
 from complm_cli.errors import ModelError
 from complm_cli.experts.base import Worker
+from complm_cli.experts.sequence import GenerationTimeout
 
 ATTEMPTS = 3  # one request and two retries, for connection errors, 429 and 5xx only
 BACKOFF = 0.5  # seconds before the first retry; doubled for each one after it
@@ -27,6 +30,7 @@ MAX_RETRY_AFTER = 10.0  # the most a server's Retry-After may make a node wait
 CONNECT_TIMEOUT = 10.0  # a host that does not take the connection is down; no need to wait the whole timeout
 NO_KEY = "sk-no-key-required"  # what llama.cpp's docs use; the client insists on some key
 DETAIL_CHARS = 160
+WATCH_S = 0.05  # how often a request's watchdog looks at its deadline and the cancel
 
 
 class _Retry(Exception):
@@ -89,6 +93,8 @@ def _is_transport(exc: BaseException) -> bool:
 class RemoteWorker(Worker):
     """Nothing resident here (memory 0): the pool counts the endpoint's capacity instead."""
 
+    deadlines = True  # the node's timeout and cancel bound each request, however the endpoint behaves
+
     def __init__(self, expert: Expert):
         if expert.remote is None:
             raise ValueError(f"'{expert.name}' has no remote endpoint")
@@ -114,14 +120,23 @@ class RemoteWorker(Worker):
         return f"The endpoint {self.spec.api_base} of '{self.expert.name}'"
 
     def stream(self, messages: list[dict], *, max_tokens: int, temperature: float, seed: int,
-               threads: int, prefix: int = 0) -> Iterator[str]:
-        """Yield the reply as the server streams it; `threads` and `prefix` are the server's business."""
+               threads: int, prefix: int = 0, timeout: float | None = None, cancel=None) -> _Reply:
+        """The reply as the server streams it; `threads` and `prefix` are the server's business.
+
+        `timeout` (the node's) and the endpoint's own bound the whole request, not the time between bytes: an
+        endpoint that only sends keep-alive comments is cut off at either. A cancel cuts it off at once."""
         self.load()
+        reply = _Reply()
+        deadline = time.monotonic() + timeout if timeout else None
+        reply.pieces = self._attempts(messages, max_tokens, temperature, seed, (deadline, timeout), cancel, reply)
+        return reply
+
+    def _attempts(self, messages, max_tokens, temperature, seed, deadline, cancel, reply) -> Iterator[str]:
         attempt = 0
         while True:
             pieces = 0
             try:
-                for piece in self._once(messages, max_tokens, temperature, seed):
+                for piece in self._once(messages, max_tokens, temperature, seed, deadline, cancel, reply):
                     pieces += 1
                     yield piece
                 return
@@ -131,17 +146,28 @@ class RemoteWorker(Worker):
                 if pieces or attempt >= ATTEMPTS:
                     tries = f" after {attempt} attempts" if attempt > 1 else ""
                     raise ModelError(f"{exc.message}{tries}.") from None
+                if cancel is not None and cancel.is_set():
+                    return
                 wait = BACKOFF * 2 ** (attempt - 1) * (1 + 0.2 * random.random())
                 time.sleep(max(wait, min(exc.wait or 0.0, MAX_RETRY_AFTER)))
 
-    def _once(self, messages, max_tokens, temperature, seed) -> Iterator[str]:
+    def _once(self, messages, max_tokens, temperature, seed, limit, cancel, reply: _Reply) -> Iterator[str]:
+        """One request; `limit` is the node's (deadline, timeout), (None, None) without one."""
         import openai
 
+        deadline, timeout = limit
         kwargs = dict(model=self.spec.model_name, messages=messages, max_tokens=max_tokens,
                       temperature=temperature, seed=seed, stream=True)
         start = time.monotonic()
+        end = start + self.spec.timeout if deadline is None else min(start + self.spec.timeout, deadline)
+        client = self._client
+        if end < start + self.spec.timeout:  # the node's deadline comes first: the wait for headers ends there too
+            wait = max(0.05, end - start)
+            client = client.with_options(timeout=openai.Timeout(wait, connect=min(wait, CONNECT_TIMEOUT)))
         try:
-            chunks = self._client.chat.completions.create(**kwargs)
+            chunks = _create(client, kwargs, cancel)
+            if chunks is None:
+                return  # cancelled while waiting for the endpoint's first byte: the caller sees its cancel
         except openai.APIStatusError as exc:
             status = exc.status_code
             why = f"{self._where()} answered HTTP {status} ({_detail(exc, self._key)})"
@@ -149,8 +175,11 @@ class RemoteWorker(Worker):
                 raise _Retry(why, _retry_after(exc)) from None
             raise ModelError(f"{why}.") from None
         except Exception as exc:
+            if deadline is not None and time.monotonic() >= deadline - 0.05:
+                raise self._node_timeout(timeout) from None
             raise self._failure(exc, 0) from None
         valid, pieces = False, 0
+        watch = _Watchdog(chunks, end, cancel)
         try:
             for chunk in chunks:
                 choices = getattr(chunk, "choices", None)
@@ -158,25 +187,39 @@ class RemoteWorker(Worker):
                     raise _NotCompletion("a chunk without choices")
                 valid = True
                 text = _content(choices)
+                if choices and getattr(choices[0], "finish_reason", None):
+                    reply.finish = choices[0].finish_reason
                 if text:
                     pieces += 1
                     yield text
-                if time.monotonic() - start > self.spec.timeout:
-                    raise ModelError(f"{self._where()} did not finish within {self.spec.timeout:g} s.")
+                if time.monotonic() > end:
+                    watch.fired = watch.fired or "time"
+                    break
         except (ModelError, _Retry, GeneratorExit):
             raise
         except _NotCompletion as exc:
             raise ModelError(f"{self._where()} returned something that is not a chat completion ({exc}).") from None
         except Exception as exc:
-            raise self._failure(exc, pieces) from None
+            if not watch.fired:  # else: the watchdog cut the connection, and says why below
+                raise self._failure(exc, pieces) from None
         finally:
+            watch.stop()
             try:
                 chunks.close()
             except Exception:
                 pass
+        if watch.fired == "cancel":
+            return  # the caller sees its own cancel and ends the node
+        if watch.fired == "time":
+            if deadline is not None and end == deadline:
+                raise self._node_timeout(timeout)
+            raise ModelError(f"{self._where()} did not finish within {self.spec.timeout:g} s.")
         if not valid:
             raise ModelError(f"{self._where()} returned something that is not a chat completion stream "
                              f"(no chunk came back).")
+
+    def _node_timeout(self, seconds: float) -> GenerationTimeout:
+        return GenerationTimeout(f"'{self.expert.name}' timed out after {seconds:g} s (raise --timeout to give it longer)")
 
     def _failure(self, exc: BaseException, pieces: int) -> Exception:
         import openai
@@ -192,6 +235,95 @@ class RemoteWorker(Worker):
             return ModelError(f"{self._where()} reported an error ({_detail(exc, self._key)}).")
         return ModelError(f"{self._where()} returned something that is not a chat completion "
                           f"({type(exc).__name__}: {_detail(exc, self._key)}).")
+
+
+def _create(client, kwargs: dict, cancel):
+    """`client.chat.completions.create(**kwargs)`, or None as soon as `cancel` is set while it waits for the
+    response's headers (the request is left to end by its own timeout on a thread of its own)."""
+    if cancel is None:
+        return client.chat.completions.create(**kwargs)
+    box: dict = {}
+    done, lock = threading.Event(), threading.Lock()
+
+    def call() -> None:
+        try:
+            chunks = client.chat.completions.create(**kwargs)
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+            chunks = None
+        with lock:
+            box["chunks"] = chunks
+            done.set()
+            if box.get("abandoned") and chunks is not None:
+                chunks.close()  # the caller left: nobody else will
+
+    threading.Thread(target=call, daemon=True, name="complm-remote-request").start()
+    while not done.wait(WATCH_S):
+        if cancel.is_set():
+            with lock:
+                if not done.is_set():
+                    box["abandoned"] = True
+                    return None
+            break
+    if "error" in box:
+        raise box["error"]
+    return box["chunks"]
+
+
+class _Reply:
+    """The pieces of one reply as they come; `finish` is why it ended, as the server said ('length': cut)."""
+
+    def __init__(self):
+        self.pieces: Iterator[str] = iter(())
+        self.finish: str | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        return self.pieces
+
+    def close(self) -> None:
+        close = getattr(self.pieces, "close", None)
+        if close is not None:
+            close()
+
+
+class _Watchdog:
+    """Cuts a streamed request off at its deadline or on a cancel, even while it waits for a byte.
+
+    The HTTP client's timeouts bound the time between bytes, so an endpoint that sends a keep-alive comment
+    every second would hold the request forever; and closing a response does not wake a thread blocked in
+    recv(). Shutting the socket down does, at once."""
+
+    def __init__(self, chunks, end: float, cancel):
+        self.chunks, self.end, self.cancel = chunks, end, cancel
+        self.fired: str | None = None
+        self._done = threading.Event()
+        threading.Thread(target=self._watch, daemon=True, name="complm-remote-watchdog").start()
+
+    def _watch(self) -> None:
+        while not self._done.wait(WATCH_S):
+            if self.cancel is not None and self.cancel.is_set():
+                self.fired = "cancel"
+            elif time.monotonic() >= self.end:
+                self.fired = "time"
+            else:
+                continue
+            self._cut()
+            return
+
+    def _cut(self) -> None:
+        response = getattr(self.chunks, "response", None)
+        stream = response.extensions.get("network_stream") if response is not None else None
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+            if response is not None:
+                response.close()
+        except (OSError, RuntimeError):
+            pass  # already closed: the reader has ended anyway
+
+    def stop(self) -> None:
+        self._done.set()
 
 
 class _NotCompletion(Exception):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import urllib.parse
 
 import httpx2
@@ -40,7 +41,8 @@ def base_url(url: str) -> str:
         parts.port  # noqa: B018 - raises on a port that is not a number
     except ValueError:
         parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+            or not re.fullmatch(r"[A-Za-z0-9._~%:\[\]-]+", parts.netloc.rsplit("@", 1)[-1])):
         raise UsageError(f"The server address '{given}' is not a URL such as http://127.0.0.1:8000.")
     return url[: -len("/v1")] if url.endswith("/v1") else url
 
@@ -107,7 +109,8 @@ class ServerClient:
                     done = event  # passed on with the run's record, which the next line holds
                 elif event is not None:
                     on_event(event)
-        raise ServerError(f"The complm server at {self.url} ended the run without an answer; see its log.")
+        raise ServerError(f"The connection to the complm server at {self.url} ended before the run's answer; "
+                          "is it still running?")
 
     def _lines(self, response: httpx2.Response):
         """The JSON objects the server sends; a broken connection or a line that is not one is one sentence."""

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from complm_cli.compose.session import MODES
 from complm_cli.errors import ComplmError, ExitCode, UsageError
+from complm_cli.serve.runs import Runs
 
 MODELS = {"complm": "parallel", "complm-sequential": "sequential", "complm-monolithic": "monolithic"}
 MAX_BODY = 1_000_000  # bytes; a question with its chat history fits many times over
@@ -164,6 +165,8 @@ def _rejection(exc: BaseException) -> _Reject:
         return _invalid(exc)
     if isinstance(exc, UsageError):
         return _Reject(400, exc.message)
+    if isinstance(exc, ServeError):  # the server is stopping: the client may try again once it runs
+        return _Reject(503, exc.message, "server_error", code="shutting_down")
     if isinstance(exc, ComplmError):
         return _Reject(500, exc.message, "server_error", code=exc.code.name.lower())
     return _Reject(500, f"Unexpected error: {type(exc).__name__}: {exc}", "server_error")
@@ -195,13 +198,14 @@ def _check_key(request, api_key: str | None) -> None:
         raise _Reject(401, "Missing or incorrect API key; send it as 'Authorization: Bearer KEY'.", code="invalid_api_key")
 
 
-def build_app(session, *, api_key: str | None = None, max_body: int = MAX_BODY):
-    """The ASGI app: every route behind one key check, every failure answered by one error handler."""
+def build_app(session, *, api_key: str | None = None, max_body: int = MAX_BODY, runs: Runs | None = None):
+    """The ASGI app: every route behind one key check, every failure answered by one error handler.
+    `runs`: the runs in flight, which `Runs.close` stops (serve() calls it on Ctrl-C)."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.routing import Route
 
-    api = _Api(session, max_body)
+    api = _Api(session, max_body, runs or Runs())
 
     def guarded(handler):
         async def endpoint(request):
@@ -222,8 +226,8 @@ def build_app(session, *, api_key: str | None = None, max_body: int = MAX_BODY):
 class _Api:
     """The routes, each a request in and a response out; errors are raised, for the one handler to answer."""
 
-    def __init__(self, session, max_body: int):
-        self.session, self.max_body, self.started = session, max_body, int(time.time())
+    def __init__(self, session, max_body: int, runs: Runs):
+        self.session, self.max_body, self.runs, self.started = session, max_body, runs, int(time.time())
 
     async def body(self, request, kind: type[BaseModel]):
         """The JSON body as `kind`; one larger than the limit is refused before it is all read."""
@@ -251,8 +255,8 @@ class _Api:
         question, mode = body.question(), MODELS[body.model]
         call = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": body.model}
         if body.stream:
-            return _streaming(_events(self.session, question, mode, call), "text/event-stream")
-        result = await _in_thread(lambda cancel: self.session.ask(question, mode=mode, cancel=cancel))
+            return _streaming(_events(self.session, question, mode, call, self.runs), "text/event-stream")
+        result = await _in_thread(lambda cancel: self.session.ask(question, mode=mode, cancel=cancel), self.runs, request)
         _check(result)
         return JSONResponse({**call, "object": "chat.completion", "choices": [
             {"index": 0, "message": {"role": "assistant", "content": result.answer}, "finish_reason": "stop"}],
@@ -260,7 +264,7 @@ class _Api:
 
     async def ask(self, request):
         body = await self.body(request, AskRequest)
-        return _streaming(_lines(self.session, body.question, body.mode), "application/x-ndjson")
+        return _streaming(_lines(self.session, body.question, body.mode, self.runs), "application/x-ndjson")
 
     async def graph(self, request):
         from starlette.responses import JSONResponse
@@ -272,7 +276,7 @@ class _Api:
             plan = self.session.plan(question, cancel)
             return plan, self.session.route(plan)
 
-        plan, routes = await _in_thread(plan_and_route)
+        plan, routes = await _in_thread(plan_and_route, self.runs, request)
         return JSONResponse({"plan": wire.plan_record(plan), "routes": wire.routes_record(routes)})
 
 
@@ -282,16 +286,30 @@ def _streaming(body, media_type: str):
     return StreamingResponse(body, media_type=media_type, headers={"Cache-Control": "no-cache"})
 
 
-async def _in_thread(work):
-    """`work(cancel)` in a worker thread; a client that goes away sets `cancel`, which stops the run at its next token."""
+DISCONNECT_POLL_S = 0.25  # how often a non-streamed request looks whether its client is still there
+
+
+async def _in_thread(work, runs: Runs, request):
+    """`work(cancel)` in a worker thread. A client that goes away sets `cancel`, which stops the run at its next
+    token: nothing is written to it until the end, so whether it is still there is asked while the run goes."""
     from starlette.concurrency import run_in_threadpool
 
-    cancel = threading.Event()
+    cancel = runs.start()
+    task = asyncio.ensure_future(run_in_threadpool(work, cancel))
     try:
-        return await run_in_threadpool(work, cancel)
+        while not task.done():
+            await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if not task.done() and not cancel.is_set() and await request.is_disconnected():
+                cancel.set()
+        try:
+            return task.result()
+        except Exception as exc:
+            raise runs.why(exc) from None
     except asyncio.CancelledError:
         cancel.set()
         raise
+    finally:
+        runs.end(cancel)
 
 
 def _check(result) -> None:
@@ -302,12 +320,12 @@ def _check(result) -> None:
                       code="no_answer")
 
 
-def _start(session, question: str, mode: str, translate) -> tuple[asyncio.Queue, threading.Event]:
+def _start(session, question: str, mode: str, translate, runs: Runs) -> tuple[asyncio.Queue, threading.Event]:
     """Answer the question in a thread of its own. Each event that `translate` turns into an item, then
     ("done", result) or ("error", exception), lands on the queue returned; setting the event returned stops the run."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
-    cancel = threading.Event()
+    cancel = runs.start()
 
     def put(item) -> None:
         try:
@@ -324,13 +342,15 @@ def _start(session, question: str, mode: str, translate) -> tuple[asyncio.Queue,
         try:
             put(("done", session.ask(question, mode=mode, on_event=on_event, cancel=cancel)))
         except BaseException as exc:
-            put(("error", exc))
+            put(("error", runs.why(exc)))
+        finally:
+            runs.end(cancel)
 
     threading.Thread(target=work, name="complm-serve", daemon=True).start()
     return queue, cancel
 
 
-async def _events(session, question: str, mode: str, call: dict):
+async def _events(session, question: str, mode: str, call: dict, runs: Runs):
     """Server-sent events: the answer's tokens as they come, then a last chunk with the run's record.
 
     The answer streams from the aggregator, or from the single node of a plan
@@ -358,7 +378,7 @@ async def _events(session, question: str, mode: str, call: dict):
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
         return f"data: {json.dumps(body)}\n\n"
 
-    queue, cancel = _start(session, question, mode, translate)
+    queue, cancel = _start(session, question, mode, translate, runs)
     sent: list[str] = []
     try:
         yield chunk({"role": "assistant", "content": ""})
@@ -392,7 +412,7 @@ async def _events(session, question: str, mode: str, call: dict):
 KEEP_ALIVE = 5.0  # seconds without an event before an empty line tells the client the run goes on
 
 
-async def _lines(session, question: str, mode: str):
+async def _lines(session, question: str, mode: str, runs: Runs):
     """JSON lines: each event of the run, then {"result": record}, or {"error": {...}} with the exit code it means."""
     from complm_cli.serve import wire
 
@@ -400,7 +420,7 @@ async def _lines(session, question: str, mode: str):
         record = wire.event_record(event)
         return ("event", record) if record is not None else None
 
-    queue, cancel = _start(session, question, mode, translate)
+    queue, cancel = _start(session, question, mode, translate, runs)
     try:
         while True:
             try:
@@ -441,6 +461,13 @@ def serve(session, sock: socket.socket, *, api_key: str | None = None, verbose: 
     """Answer requests on `sock` until interrupted."""
     import uvicorn
 
-    config = uvicorn.Config(build_app(session, api_key=api_key), log_level="info" if verbose else "warning",
+    runs = Runs()
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            runs.close()  # every run in flight stops at its next token, and its client is told why
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(build_app(session, api_key=api_key, runs=runs), log_level="info" if verbose else "warning",
                             access_log=verbose, lifespan="off", timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[sock])
+    Server(config).run(sockets=[sock])

@@ -98,4 +98,4 @@ def result_from_record(data: dict) -> RemoteResult:
     return RemoteResult(question=data["question"], mode=data["mode"], answer=data["answer"], status=data["status"],
                         plan=plan, routes=routes, nodes=nodes, timings=dict(data["timings"]), tokens=dict(data["tokens"]),
                         aggregated=data["aggregated"], experts=list(data["experts"]), restored=list(data["restored_parts"]),
-                        memory=data["memory_bytes"], streamed=data["plan_stream"], record=data)
+                        memory=data["memory_bytes"], streamed=data["plan_stream"], reason=data.get("reason"), record=data)

@@ -1,0 +1,120 @@
+"""Equations a plan states, solved exactly: `solve("s = 3 * c", "s + 12 = 2 * (c + 12)", "s")`.
+
+A problem defined by relations ("Sarah is 3 times as old as her son; in 12
+years she will be twice as old as him") is where a chain of arithmetic steps
+goes wrong: the planner computed 36, then went on past it to 48 - 24 = 24.
+Stated as equations, it is solved by sympy, exactly, and the value asked
+for is the one named last. Each side is read with Python's `ast` parser and
+the same whitelist as the calculator's formulas (numbers, names, + - * / **,
+brackets), and built into a sympy expression here: nothing a planner writes
+is handed to sympy's own parser, which evaluates code.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from fractions import Fraction
+
+MAX_EQUATIONS = 6
+MAX_UNKNOWNS = 6
+_NAME = re.compile(r"^[A-Za-z_]\w{0,40}$")
+_REF = re.compile(r"\{(\d+)\}")
+
+
+class NotSolvable(ValueError):
+    pass
+
+
+def looks_like_equation(text: str) -> bool:
+    """A quoted text a formula may hand to solve(): an equation over numbers and names, or a name."""
+    t = text.strip().strip("'\"")
+    return bool(_NAME.match(t)) or (t.count("=") in (1, 2) and bool(re.fullmatch(r"[\w\s.+\-*/^(){}=,]+", t)))
+
+
+def solve(args: list, refs: dict[int, Fraction | float]) -> Fraction | float:
+    """The value of the last argument (an unknown's name) that satisfies the equations before it."""
+    import sympy
+
+    if len(args) < 2 or not all(isinstance(a, str) for a in args):
+        raise NotSolvable('solve() takes equations as text, then the name asked for: solve("x + 2 = 5", "x")')
+    *texts, wanted = (a.strip() for a in args)
+    if not _NAME.match(wanted):
+        raise NotSolvable(f"solve()'s last argument must name the unknown asked for, not '{wanted}'")
+    if len(texts) > MAX_EQUATIONS:
+        raise NotSolvable(f"solve() takes at most {MAX_EQUATIONS} equations")
+    symbols: dict[str, sympy.Symbol] = {}
+    equations = [_equation(text, refs, symbols) for text in texts]
+    if wanted not in symbols:
+        raise NotSolvable(f"no equation mentions '{wanted}'")
+    if len(symbols) > MAX_UNKNOWNS:
+        raise NotSolvable(f"solve() takes at most {MAX_UNKNOWNS} unknowns")
+    try:
+        solutions = sympy.solve(equations, list(symbols.values()), dict=True)
+    except (NotImplementedError, ValueError, TypeError) as exc:
+        raise NotSolvable(f"the equations could not be solved ({exc})") from None
+    values = {s[symbols[wanted]] for s in solutions if symbols[wanted] in s}
+    values = {v for v in values if v.is_real}
+    if not values:
+        raise NotSolvable(f"the equations fix no value of '{wanted}'")
+    if len(values) > 1:
+        positive = {v for v in values if v >= 0}  # an age, a count or a price: the one that can be
+        if len(positive) != 1:
+            raise NotSolvable(f"the equations allow more than one value of '{wanted}'")
+        values = positive
+    value = values.pop()
+    if value.free_symbols:
+        raise NotSolvable(f"the equations do not fix '{wanted}' (it depends on {', '.join(map(str, value.free_symbols))})")
+    if value.is_Rational:
+        return Fraction(int(value.p), int(value.q))
+    return float(value)
+
+
+def _equation(text: str, refs: dict[int, Fraction | float], symbols: dict):
+    import sympy
+
+    body = _REF.sub(lambda m: _ref(int(m.group(1)), refs), text).replace("^", "**").replace("==", "=")
+    if body.count("=") != 1:
+        raise NotSolvable(f"'{text}' is not one equation (left = right)")
+    left, right = body.split("=")
+    return sympy.Eq(_expression(left, symbols), _expression(right, symbols))
+
+
+def _ref(k: int, refs: dict[int, Fraction | float]) -> str:
+    if k not in refs:
+        raise NotSolvable(f"step {k}'s answer is missing")
+    value = refs[k]
+    return f"({value.numerator}/{value.denominator})" if isinstance(value, Fraction) else f"({value!r})"
+
+
+def _expression(text: str, symbols: dict):
+    import sympy
+
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except (SyntaxError, ValueError, RecursionError):
+        raise NotSolvable(f"'{text.strip()}' is not an expression") from None
+
+    def build(node: ast.AST):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            return sympy.Rational(repr(node.value)) if isinstance(node.value, float) else sympy.Integer(node.value)
+        if isinstance(node, ast.Name) and _NAME.match(node.id):
+            return symbols.setdefault(node.id, sympy.Symbol(node.id))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            inner = build(node.operand)
+            return -inner if isinstance(node.op, ast.USub) else inner
+        if isinstance(node, ast.BinOp):
+            a, b = build(node.left), build(node.right)
+            if isinstance(node.op, ast.Add):
+                return a + b
+            if isinstance(node.op, ast.Sub):
+                return a - b
+            if isinstance(node.op, ast.Mult):
+                return a * b
+            if isinstance(node.op, ast.Div):
+                return a / b
+            if isinstance(node.op, ast.Pow) and b.is_Integer and abs(int(b)) <= 8:
+                return a**b
+        raise NotSolvable(f"'{ast.unparse(node)}' is not arithmetic over numbers and names")
+
+    return build(tree.body)
