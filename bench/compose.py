@@ -117,7 +117,8 @@ def report(paths: dict[str, Path], out_dir: Path, sets: list[str], modes: list[s
             continue
         rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip().endswith("}")]
         cells, accs, walls = [], {}, {}
-        ids = set.intersection(*[{r["id"] for r in rows if r["mode"] == m} for m in modes]) if modes else set()
+        present = [m for m in modes if any(r["mode"] == m for r in rows)]  # a set run in one mode only
+        ids = set.intersection(*[{r["id"] for r in rows if r["mode"] == m} for m in present]) if present else set()
         for m in modes:
             mine = [r for r in rows if r["mode"] == m and r["id"] in ids]
             if not mine:

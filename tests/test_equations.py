@@ -17,6 +17,7 @@ from complm_cli.experts.calculator import CalculationError, calculate, evaluate,
     ('solve("p + q = 10", "p - q == 4", "q")', 3),
     ('solve("x^2 = 49", "x")', 7),  # two roots: the one that can be a count, an age or a price
     ('solve("x / 4 = 3", "x") + 1', 13),
+    ('solve("i = t + 32", "t = 16", "i", "i")', 48),  # the unknown named twice, as the 1.5B planner wrote it
 ])
 def test_equations_are_solved_exactly(formula, value):
     assert to_formula(formula) == formula

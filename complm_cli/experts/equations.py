@@ -39,6 +39,7 @@ def solve(args: list, refs: dict[int, Fraction | float]) -> Fraction | float:
     if len(args) < 2 or not all(isinstance(a, str) for a in args):
         raise NotSolvable('solve() takes equations as text, then the name asked for: solve("x + 2 = 5", "x")')
     *texts, wanted = (a.strip() for a in args)
+    texts = [t for t in texts if not _NAME.match(t)]  # solve("i = t + 32", "i", "i"): a name listed twice is no equation
     if not _NAME.match(wanted):
         raise NotSolvable(f"solve()'s last argument must name the unknown asked for, not '{wanted}'")
     if len(texts) > MAX_EQUATIONS:
