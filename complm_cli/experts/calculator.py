@@ -289,7 +289,7 @@ def _evaluate(node: ast.AST, refs: dict[int, object]) -> object:
         return _evaluate(node.body, refs)
     if isinstance(node, ast.Constant):
         if isinstance(node.value, str):
-            return dates.parse(node.value) if dates.is_date(node.value) else node.value
+            return dates.parse(node.value) if dates.is_date(node.value) else _Text(node.value)
         return Fraction(repr(node.value)) if isinstance(node.value, float) else Fraction(node.value)
     if isinstance(node, ast.Name):
         k = int(node.id[4:])
@@ -354,7 +354,13 @@ def evaluate(formula: str, refs: dict[int, object] | None = None) -> Value:
         value = _evaluate(tree, refs or {})
     except (OverflowError, ValueError, ArithmeticError, RecursionError) as exc:
         raise CalculationError(f"the calculation failed ({exc})") from None
+    if isinstance(value, _Text):
+        raise CalculationError(f"'{value}' is not a number")
     return value
+
+
+class _Text(str):
+    """A quoted text that is no date: an equation or a name, which only solve() reads."""
 
 
 def calculate(step: str, parents: dict[int, tuple[str, str]]) -> Calculation:
