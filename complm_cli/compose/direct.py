@@ -34,8 +34,7 @@ def answer_directly(question: str, model: Expert, pool, settings, on_event: List
     # Empty (whitespace, or only a reasoning block) is no answer, as in the composed modes: exit 8, not 0.
     empty = not answer.strip()
     node = NodeResult(1, question, (), model.name, "failed" if empty else "done", answer,
-                      "the model returned an empty answer" if empty else
-                      (f"the answer stopped at its {out.tokens}-token limit" if out.cut else None),
+                      "the model returned an empty answer" if empty else out.why_cut,
                       began[0] - start, end - began[0], tokens, settings.threads, cut=out.cut and not empty)
     status, reason = judge(answer, [node])
     routes = {1: Route(model.name, 1.0, {}, "forced" if forced else "monolithic")}

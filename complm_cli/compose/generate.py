@@ -28,6 +28,12 @@ class Generation:
     seconds: float  # from the first request to the worker to the last piece
     first_piece_s: float | None  # from the same start to the first piece
     cut: bool = False  # it ended because its token budget ran out, not because it was finished
+    limit: int = 0  # that budget
+
+    @property
+    def why_cut(self) -> str | None:
+        """The reason a node or a run gives for an answer that stopped at its limit; None when it did not."""
+        return f"the answer stopped at its {self.limit}-token limit" if self.cut else None
 
 
 @dataclass
@@ -91,7 +97,8 @@ def generate(pool, expert: Expert, messages: list[dict], params: Params, *, canc
         # A stream that says why it ended (the engine's `finish`) is believed; otherwise a full budget means cut.
         finish = getattr(stream, "finish", None)
         cut = not stopped and (finish == "length" if isinstance(finish, str) else count >= params.max_tokens)
-        return Generation(prompts.strip_reasoning("".join(pieces)), count, time.perf_counter() - start, first, cut)
+        return Generation(prompts.strip_reasoning("".join(pieces)), count, time.perf_counter() - start, first, cut,
+                          params.max_tokens)
     finally:
         pool.release(worker)
 

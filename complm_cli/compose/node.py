@@ -107,8 +107,7 @@ def _generate(task: NodeTask, pool, on_event: Listener, on_start) -> Outcome:
                           stop=enough)
         out.answer = prompts.strip_reasoning(stated[0]) if stated else result.text
         out.status, out.tokens, out.seconds, out.cut = "done", result.tokens, result.seconds, result.cut
-        if out.cut:
-            out.reason = f"the answer stopped at its {params.max_tokens}-token limit"
+        out.reason = result.why_cut
         on_event(NodeDone(task.id, out.answer, out.seconds, out.tokens))
     except Cancelled:
         out.status, out.reason, out.tokens = "cancelled", "cancelled" if out.started else "cancelled before it started", tokens

@@ -43,6 +43,8 @@ class Worker(ABC):
                prefix: int = 0, **capabilities) -> Iterator[str]:
         """Yield the reply piece by piece (about one token each); stop early when closed.
 
+        The iterable may say why it ended in `finish` ("length": its token budget ran out, so the
+        answer is cut; "stop", "eog": it was finished); without it, a reply of `max_tokens` counts as cut.
         The iterable may count the tokens behind the pieces in `tokens` (an int),
         where a piece can hold several; without it the pieces are counted.
         `prefix` counts leading messages that are the same on every call; a

@@ -350,8 +350,13 @@ def evaluate(formula: str, refs: dict[int, object] | None = None) -> Value:
         raise CalculationError("the formula is too long")
     tree = _parse(_to_python(formula))
     _check(tree)
+    return _value(tree, refs or {})
+
+
+def _value(tree: ast.Expression, refs: dict[int, object]) -> Value:
+    """The value of a checked formula's tree."""
     try:
-        value = _evaluate(tree, refs or {})
+        value = _evaluate(tree, refs)
     except (OverflowError, ValueError, ArithmeticError, RecursionError) as exc:
         raise CalculationError(f"the calculation failed ({exc})") from None
     if isinstance(value, _Text):
@@ -368,7 +373,8 @@ def calculate(step: str, parents: dict[int, tuple[str, str]]) -> Calculation:
     formula = to_formula(step)
     if formula is None:
         raise CalculationError(f"'{step}' is not a calculation")
-    dated = _date_refs(_parse(_to_python(formula)))
+    tree = _parse(_to_python(formula))  # to_formula checked it
+    dated = _date_refs(tree)
     refs: dict[int, object] = {}
     shown: dict[int, str] = {}
     for k in sorted({int(m) for m in _REF.findall(formula)}):
@@ -386,7 +392,7 @@ def calculate(step: str, parents: dict[int, tuple[str, str]]) -> Calculation:
         if value is None:
             raise CalculationError(f"step {k}'s answer has no number in it ('{answer[:80]}')")
         refs[k], shown[k] = value, format_number(value)
-    value = evaluate(formula, refs)
+    value = _value(tree, refs)
     expression = _REF.sub(lambda m: shown.get(int(m.group(1)), m.group(0)), formula)
     # Every date in one form, the form a step's date is shown in: '2024-03-01', not "March 1, 2024".
     expression = _QUOTED.sub(lambda m: f"'{dates.parse(m.group(0)).isoformat()}'" if dates.is_date(m.group(0)) else m.group(0),
