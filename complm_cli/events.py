@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from complm_cli.corpus.search import Hit
+
 
 @dataclass
 class Event:
@@ -54,6 +56,15 @@ class NodeDone(Event):
     answer: str
     seconds: float
     tokens: int
+
+
+@dataclass
+class NodeSources(Event):
+    """A knowledge step's passages, retrieved before its reader starts (corpus.search.Hit each; none: all of
+    a direct answer's, node_id 0)."""
+
+    node_id: int
+    sources: list[Hit]
 
 
 @dataclass

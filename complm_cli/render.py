@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from complm_cli.compose.dag import Plan, readable
-from complm_cli.events import (AnswerDone, AnswerToken, Event, NodeDone, NodeFailed, NodeStarted, NodeToken, PlanReady, Stage,
+from complm_cli.events import (AnswerDone, AnswerToken, Event, NodeDone, NodeFailed, NodeSources, NodeStarted, NodeToken, PlanReady, Stage,
                                StepPlanned)
 from complm_cli.compose.route import Route
 
@@ -41,6 +41,7 @@ class LiveView:
         self.routes: dict[int, Route] = {}
         self.nodes: dict[int, dict[str, Any]] = {}
         self.answer_tokens = 0
+        self.sources: dict[int, list] = {}  # a knowledge step's passages, by node
         self.answer = ""  # the aggregator's text as it streams; printed for good as Markdown at the end
         self.live = Live(self._render(), console=console, refresh_per_second=8, transient=False, get_renderable=self._render)
 
@@ -72,6 +73,8 @@ class LiveView:
                 self.nodes[event.node_id].update(status="done", end=now, answer=event.answer)
             elif isinstance(event, NodeFailed) and event.node_id in self.nodes:
                 self.nodes[event.node_id].update(status="skipped" if event.skipped else "failed", end=now, reason=event.reason)
+            elif isinstance(event, NodeSources):
+                self.sources[event.node_id] = event.sources
             elif isinstance(event, AnswerToken):
                 self.answer_tokens += 1
                 self.answer += event.text
@@ -110,6 +113,9 @@ class LiveView:
                     table.add_row(str(node_id), _clip(n["question"], 60), ",".join(map(str, deps)) or "-", expert,
                                   Text(status, style=STATUS_STYLE.get(n["status"], "")), f"{seconds:.1f}s" if start else "", rate)
                 parts.append(table)
+            for node_id, hits in self.sources.items():
+                for h in hits:
+                    parts.append(Text(f"  {node_id} ← {h.corpus} {h.where()} {_clip(h.title, 40)} ({h.score:.2f})", style="dim"))
             if self.answer and self.stage != "done":
                 parts.append(Text(self.answer[-2000:]))
             return Group(*parts)
@@ -136,6 +142,14 @@ def print_answer(console, result) -> None:
     from rich.markdown import Markdown
 
     console.print(Markdown(result.answer or "_(no answer)_"))
+    if result.sources:
+        console.print(sources_text(result.sources), style="dim", highlight=False, markup=False)
+
+
+def sources_text(hits) -> str:
+    """The passages an answer rests on, one line each: what a piped answer ends with."""
+    lines = [f"[{i}] {h.corpus}: {h.where()}{' (' + h.title + ')' if h.title else ''}" for i, h in enumerate(hits, 1)]
+    return "Sources:\n" + "\n".join(lines)
 
 
 # --- graph formats ------------------------------------------------------------

@@ -104,7 +104,8 @@ class RemoteSpec:
 
 @dataclass(frozen=True)
 class Expert:
-    """A catalog entry: a GGUF chat model (kind 'llm'), a built-in tool (kind 'tool') or the sentence embedder."""
+    """A catalog entry: a GGUF chat model (kind 'llm'), a built-in tool (kind 'tool'), a knowledge corpus
+    (kind 'corpus', answered by its reader model) or the sentence embedder."""
 
     name: str
     description: str
@@ -126,11 +127,14 @@ class Expert:
     # a smaller model that answers its own topic worse than the fallback gets a margin (bench/competence.py).
     route_margin: float = 0.0
     remote: RemoteSpec | None = None  # served by an OpenAI-compatible endpoint instead of a local file
+    corpus: str = ""  # for kind 'corpus': the corpus its steps are looked up in
+    reader: str = ""  # for kind 'corpus': the model that answers from the passages ("": the fallback)
+    threshold: float | None = None  # for kind 'corpus': its routing threshold (None: compose/knowledge.py's)
 
     @property
     def pullable(self) -> bool:
-        """Has files to pull into the cache (a tool or a remote expert has none)."""
-        return self.kind != "tool" and self.remote is None
+        """Has files to pull into the cache (a tool, a corpus or a remote expert has none)."""
+        return self.kind not in ("tool", "corpus") and self.remote is None
 
     @property
     def profile_texts(self) -> tuple[str, ...]:
@@ -316,6 +320,8 @@ def _parse_entry(name: str, table: dict[str, Any], kind: str, origins: dict[str,
         why = " (a name that starts with '-' would read as an option)" if name.startswith("-") else ""
         raise c.fail("", f"the name must start with a letter or digit and hold only letters, digits, '.', '_' or '-' "
                          f"(no '..'){why}")
+    if kind == "llm" and table.get("kind") == "corpus":
+        return _parse_corpus(name, table, c, origins)
     if kind == "llm" and table.get("kind", "llm") != "llm":
         return _parse_tool(name, table, c, origins)
     description = c.get("description", str)
@@ -375,7 +381,7 @@ def _parse_entry(name: str, table: dict[str, Any], kind: str, origins: dict[str,
 def _parse_tool(name: str, table: dict[str, Any], c: _Checker, origins: dict[str, str]) -> Expert:
     """An expert that is not a language model: nothing to pull, answers computed exactly."""
     if c.get("kind", str) != "tool":
-        raise c.fail("kind", f"'{table['kind']}' is not one of llm, tool")
+        raise c.fail("kind", f"'{table['kind']}' is not one of llm, tool, corpus")
     from complm_cli.experts.plugins import tools  # the built-in calculator, and those of installed plugins
 
     tool = c.get("tool", str)
@@ -391,6 +397,27 @@ def _parse_tool(name: str, table: dict[str, Any], c: _Checker, origins: dict[str
     return Expert(name=name, description=c.get("description", str), file="", sources=(), kind="tool", roles=roles,
                   domains=c.strings("domains", ()), examples=c.strings("examples", ()), note=c.get("note", str, ""),
                   origin=origins.get("", ""), tool=tool)
+
+
+def _parse_corpus(name: str, table: dict[str, Any], c: _Checker, origins: dict[str, str]) -> Expert:
+    """A knowledge expert: steps routed to it are answered from a corpus's passages by its reader model."""
+    known = {"kind", "corpus", "reader", "threshold", "description", "roles", "note"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise c.fail(unknown[0], f"is not a known key of a corpus expert (known: {', '.join(sorted(known))})")
+    corpus = c.get("corpus", str, name)
+    if not _NAME_RE.match(corpus):
+        raise c.fail("corpus", f"'{corpus}' is not a corpus name")
+    threshold = c.get("threshold", (int, float), None)
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
+        raise c.fail("threshold", f"must be from -1 to 1, not {threshold}")
+    roles = c.strings("roles", ("expert",))
+    if any(r != "expert" for r in roles):
+        raise c.fail("roles", "a corpus can only have the role 'expert'")
+    return Expert(name=name, description=c.get("description", str, f"Passages of the corpus '{corpus}'."), file="",
+                  sources=(), kind="corpus", roles=roles, note=c.get("note", str, ""), origin=origins.get("", ""),
+                  corpus=corpus, reader=c.get("reader", str, ""),
+                  threshold=float(threshold) if threshold is not None else None)
 
 
 def _parse_generation(table: dict[str, Any], where: str, origins: dict[str, str]) -> Generation:
@@ -521,6 +548,9 @@ def load_catalog(extra: list[Path] | None = None, include_shipped: bool = True) 
         if name in experts:
             raise CatalogError(f"Catalog {merged.origins[(kind, name)]['']}: '{name}' names both an expert and an embedder.")
         experts[name] = _parse_entry(name, table, kind, merged.origins[(kind, name)])
+    for e in experts.values():
+        if e.kind == "corpus" and e.reader and (e.reader not in experts or experts[e.reader].kind != "llm"):
+            raise CatalogError(f"Catalog {e.origin}, [experts.\"{e.name}\"], key 'reader': no model named '{e.reader}'.")
     where = merged.defaults_origin
     embedder_name = merged.setting("embedder", str, "")
     if embedder_name not in experts or experts[embedder_name].kind != "embedder":

@@ -108,6 +108,7 @@ class Settings:
     hub_timeout: float = 5.0  # seconds to reach the Hub before falling over to a mirror
     stream_plan: bool = True  # run each plan step as soon as the planner has written it
     draft: bool = True  # guess the question's words the planner copies, for the model to check (drafts.py)
+    corpora: tuple[str, ...] = ()  # corpora that are knowledge experts for every run (--corpus, COMPLM_CORPUS)
 
     @property
     def config_file(self) -> Path:
@@ -149,6 +150,7 @@ _ENV = {
     "hub_timeout": "COMPLM_HUB_TIMEOUT",
     "stream_plan": "COMPLM_STREAM_PLAN",
     "draft": "COMPLM_DRAFT",
+    "corpora": "COMPLM_CORPUS",
 }
 
 
@@ -156,6 +158,7 @@ _ENV = {
 FLAGS = {
     "catalog": "--catalog", "offline": "--offline", "workers": "--workers", "threads": "--threads",
     "gpu_layers": "--gpu-layers", "max_memory": "--max-memory", "node_timeout": "--timeout", "seed": "--seed",
+    "corpora": "--corpus",
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -186,6 +189,15 @@ def _checked(name: str, value: Any) -> tuple[Any, str | None]:
         if word in _TRUE or word in _FALSE:
             return word in _TRUE, None
         return None, "must be true or false (1/0, yes/no, on/off)"
+    if name == "corpora":
+        from complm_cli.corpus.index import _NAME
+
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            return None, "must be corpus names (a list, or names separated by commas)"
+        names = tuple(dict.fromkeys(i.strip() for i in items if i.strip()))
+        bad = [n for n in names if not _NAME.match(n)]
+        return (None, f"names '{bad[0]}', which is not a corpus name") if bad else (names, None)
     if name == "max_memory":
         try:
             size = parse_size(value) if not isinstance(value, bool) else None

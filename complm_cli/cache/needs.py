@@ -10,12 +10,15 @@ from complm_cli.cache.store import Installed, Store
 def models_needed(catalog: Catalog, expert: str | None = None, mode: str = "parallel",
                   monolithic: str | None = None) -> list[Expert]:
     """Every model a run may use, the embedder included (what `ask` pulls on first use)."""
-    if mode == "monolithic":
-        return [catalog.get(expert or monolithic) if (expert or monolithic) else catalog.for_role("fallback")]
+    corpora = [e for e in catalog.experts.values() if e.kind == "corpus"]
+    if mode == "monolithic":  # with corpora, the question's passages are found by the embedder
+        model = catalog.get(expert or monolithic) if (expert or monolithic) else catalog.for_role("fallback")
+        return [model, catalog.embedder] if corpora else [model]
     if mode == "plan":  # `complm graph`: plan and route, run nothing
         return [catalog.for_role("planner"), catalog.embedder]
     models = [catalog.for_role(r) for r in ("planner", "aggregator", "fallback")]
     models += catalog.routable() if not expert else [catalog.get(expert)]
+    models += [catalog.get(e.reader) if e.reader else catalog.for_role("fallback") for e in corpora]
     models.append(catalog.embedder)
     return list({m.name: m for m in models}.values())
 

@@ -13,7 +13,7 @@ import sys
 import typer
 
 from complm_cli import __version__
-from complm_cli.cli import ask, doctor, evaluate, graph, models, pull, serve
+from complm_cli.cli import ask, corpus, doctor, evaluate, graph, models, pull, serve
 from complm_cli.cli.common import debug_flag, fail, print_error_document
 from complm_cli.errors import ExitCode
 
@@ -54,6 +54,7 @@ app.command("verify")(models.verify)
 app.command("doctor")(doctor.doctor)
 app.command("eval")(evaluate.evaluate)
 app.command("serve")(serve.serve)
+app.add_typer(corpus.app, name="corpus")
 
 
 def _terminate(signum, frame) -> None:

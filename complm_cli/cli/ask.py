@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from complm_cli.cli.common import (ApiKeyOpt, CatalogOpt, ExpertOpt, GpuLayersOpt, JsonOpt, OfflineOpt, QuestionArg, SeedOpt,
+from complm_cli.cli.common import (ApiKeyOpt, CatalogOpt, CorpusOpt, ExpertOpt, GpuLayersOpt, JsonOpt, OfflineOpt, QuestionArg, SeedOpt,
                                    ServerOpt, ThreadsOpt, TimeoutOpt, WorkersOpt, env, handles_errors, refuse_local_flags)
 from complm_cli.errors import ExitCode
 
@@ -30,6 +30,8 @@ def ask(
     catalog: Path = CatalogOpt,
     server: str = ServerOpt,
     api_key: str = ApiKeyOpt,
+    corpus: list[str] = CorpusOpt,
+    no_sources: bool = typer.Option(False, "--no-sources", help="Leave the list of sources out of a piped answer."),
 ) -> None:
     """Answer a question by composing experts: plan, route, run in parallel, aggregate."""
     from complm_cli import render
@@ -46,10 +48,10 @@ def ask(
         refuse_local_flags({"--expert": expert, "--workers": workers, "--threads": threads, "--gpu-layers": gpu_layers,
                             "--max-memory": max_memory, "--seed": seed, "--timeout": timeout, "--catalog": catalog,
                             "--offline": offline or None})
-        session = ServerClient(server, api_key)
+        session = ServerClient(server, api_key, corpora=corpus or None)
     else:
         overrides = dict(workers=workers, threads=threads, gpu_layers=gpu_layers, seed=seed, node_timeout=timeout,
-                         max_memory=max_memory)
+                         max_memory=max_memory, corpora=corpus or None)
         session = prepare(catalog, offline, expert, (mode,), e, verbose, **overrides)
     # A live view only for a person at a terminal: a pipe gets the answer alone.
     live = e.stderr_isatty and e.stdout_isatty and not as_json
@@ -70,6 +72,8 @@ def ask(
         # A pipe gets the answer once it is whole: a run that fails midway leaves nothing on stdout that reads
         # as an answer (streamed, a remote model that broke off left "Par" there, then exit 8).
         print(result.answer, file=e.stdout, flush=True)
+        if result.sources and not no_sources:
+            print(render.sources_text(result.sources), file=e.stdout, flush=True)
     if live or verbose:
         e.err_console().print(f"[dim]{render.summary_line(result)}[/]")
     if result.status == "partial":
@@ -85,7 +89,7 @@ def ask(
 def _plain_progress(e):
     """--verbose when piped: one line per event on stderr."""
     from complm_cli.compose.dag import readable
-    from complm_cli.events import NodeDone, NodeFailed, NodeStarted, PlanReady, Stage, StepPlanned
+    from complm_cli.events import NodeDone, NodeFailed, NodeSources, NodeStarted, PlanReady, Stage, StepPlanned
 
     shown: set[tuple] = set()  # steps printed while the planner wrote them are not printed again
 
@@ -106,6 +110,9 @@ def _plain_progress(e):
                     node_line(n, event.routes[n.id])
         elif isinstance(event, NodeStarted):
             print(f"  node {event.node_id} started on {event.expert}", file=e.stderr)
+        elif isinstance(event, NodeSources):
+            for h in event.sources:
+                print(f"    source: {h.corpus} {h.where()} {h.title!r} ({h.score:.2f})", file=e.stderr)
         elif isinstance(event, NodeDone):
             print(f"  node {event.node_id} done in {event.seconds:.1f} s: {event.answer[:80]!r}", file=e.stderr)
         elif isinstance(event, NodeFailed):

@@ -166,6 +166,8 @@ WorkersOpt = typer.Option(None, "--workers", "-w", min=1, help="Nodes that may r
 ThreadsOpt = typer.Option(None, "--threads", min=1, help="CPU threads in all, divided among running nodes.")
 GpuLayersOpt = typer.Option(None, "--gpu-layers", help="Layers to offload to a GPU (-1: all) where llama.cpp supports it.")
 TimeoutOpt = typer.Option(None, "--timeout", help="Seconds one node may take before it fails.")
+CorpusOpt = typer.Option(None, "--corpus", help="A corpus (`complm corpus add`) that steps look facts up in; "
+                         "repeat for more (or COMPLM_CORPUS=a,b).")
 SeedOpt = typer.Option(None, "--seed", help="Sampling seed, for repeatable runs.")
 ServerOpt = typer.Option(None, "--server", envvar="COMPLM_SERVER", show_envvar=True,
                          help="Use a running `complm serve` at this URL (e.g. http://127.0.0.1:8000), whose models are loaded already.")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from complm_cli.cli.common import CatalogOpt, ExpertOpt, JsonOpt, OfflineOpt, env, handles_errors
+from complm_cli.cli.common import CatalogOpt, CorpusOpt, ExpertOpt, JsonOpt, OfflineOpt, env, handles_errors
 from complm_cli.errors import UsageError
 
 
@@ -42,6 +42,7 @@ def evaluate(
     as_json: bool = JsonOpt,
     offline: bool = OfflineOpt,
     catalog: Path = CatalogOpt,
+    corpus: list[str] = CorpusOpt,
 ) -> None:
     """Measure exact match, F1 and latency of parallel, sequential and monolithic runs."""
     from complm_cli.evaluate import run as ev
@@ -57,7 +58,8 @@ def evaluate(
     if out is not None:
         _check_writable(out)
     e = env()
-    session = prepare(catalog, offline, expert, modes, e, monolithic=monolithic_expert, workers=workers, seed=seed)
+    session = prepare(catalog, offline, expert, modes, e, monolithic=monolithic_expert, workers=workers, seed=seed,
+                      corpora=corpus or None)
     total = len(examples) * len(modes)
     try:
         # The session already holds --monolithic-expert; eval.run falls back to it.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from complm_cli.cli.common import (ApiKeyOpt, CatalogOpt, ExpertOpt, OfflineOpt, QuestionArg, ServerOpt, env, handles_errors,
+from complm_cli.cli.common import (ApiKeyOpt, CatalogOpt, CorpusOpt, ExpertOpt, OfflineOpt, QuestionArg, ServerOpt, env, handles_errors,
                                    refuse_local_flags)
 from complm_cli.errors import UsageError
 
@@ -23,6 +23,7 @@ def graph(
     catalog: Path = CatalogOpt,
     server: str = ServerOpt,
     api_key: str = ApiKeyOpt,
+    corpus: list[str] = CorpusOpt,
 ) -> None:
     """Show how a question would be split and routed, without running the experts."""
     from complm_cli import render
@@ -39,9 +40,9 @@ def graph(
         refuse_local_flags({"--expert": expert, "--offline": offline or None, "--catalog": catalog})
         waiting = e.err_console().status(f"planning on {server}…") if e.stderr_isatty else contextlib.nullcontext()
         with waiting:
-            plan, routes = ServerClient(server, api_key).graph(text)
+            plan, routes = ServerClient(server, api_key, corpora=corpus or None).graph(text)
     else:
-        session = prepare(catalog, offline, expert, ("plan",), e)
+        session = prepare(catalog, offline, expert, ("plan",), e, corpora=corpus or None)
         with session:
             waiting = e.err_console().status(f"planning with {session.planner.name}…") if e.stderr_isatty else contextlib.nullcontext()
             with waiting:

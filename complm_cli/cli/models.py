@@ -107,7 +107,7 @@ def verify(
     as_json: bool = JsonOpt,
     catalog: Path = CatalogOpt,
 ) -> None:
-    """Re-hash pulled files and report any that changed since they were pulled (exit 7 if any did)."""
+    """Re-hash pulled files and check the corpora; report any that changed or broke (exit 7 if any did)."""
     from complm_cli.cache.store import Store
 
     settings, cat = load(catalog)
@@ -121,6 +121,13 @@ def verify(
     if missing:
         raise fail(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not pulled; run `complm pull {' '.join(missing)}` first.", ExitCode.NOT_FOUND)
     results = [store.verify(x) for x in experts]
+    if not names:  # everything complm keeps: the corpora too
+        from complm_cli.cache.store import VerifyResult
+        from complm_cli.corpus.index import info, names as corpus_names, verify as verify_corpus
+
+        for name in corpus_names(settings.cache_dir):
+            if info(settings.cache_dir, name) is not None:
+                results.append(VerifyResult(f"corpus {name}", *verify_corpus(settings.cache_dir, name)))
     if as_json:
         print(json.dumps([r.__dict__ for r in results], indent=2), file=e.stdout)
     else:
@@ -130,4 +137,4 @@ def verify(
             print("nothing is pulled", file=e.stdout)
     bad = [r for r in results if not r.ok]
     if bad:
-        raise fail(f"{len(bad)} model(s) failed verification: {', '.join(r.name for r in bad)}.", ExitCode.INTEGRITY)
+        raise fail(f"{len(bad)} model(s) or corpora failed verification: {', '.join(r.name for r in bad)}.", ExitCode.INTEGRITY)

@@ -1,5 +1,9 @@
 """The direct answer (monolithic mode): one model answers the whole question, no plan.
 
+With corpora, it is single-step retrieval-augmented answering: one retrieval
+for the whole question, and the model answers from those passages only (the
+baseline a composed run's retrieval per step is measured against).
+
 It is the baseline every comparison needs, so its record has the same shape
 as a composed run's: one node, the same timings and token keys.
 """
@@ -16,16 +20,22 @@ from complm_cli.compose.plan import single_node
 from complm_cli.compose.records import NodeResult
 from complm_cli.compose.result import Result, judge
 from complm_cli.compose.route import Route
-from complm_cli.events import AnswerDone, AnswerToken, Listener, Stage
+from complm_cli.events import AnswerDone, AnswerToken, Listener, NodeSources, Stage
 
 
 def answer_directly(question: str, model: Expert, pool, settings, on_event: Listener, cancel, start: float, *,
-                    forced: bool = False) -> Result:
+                    forced: bool = False, knowledge=None) -> Result:
     on_event(Stage("execute", "monolithic"))
     gen = model.generation
     t = time.perf_counter()
+    hits = knowledge.retrieve_all(question) if knowledge else []
+    if knowledge:
+        on_event(NodeSources(1, hits))
+        messages = prompts.reader_messages(question, [(h.title, h.text) for h in hits], step=False)
+    else:
+        messages = prompts.monolithic_messages(question)
     began: list[float] = []  # once the model is loaded: a node's seconds and tokens/s leave its load out
-    out = generate_text(pool, settings, model, prompts.monolithic_messages(question), max_tokens=room(question, gen.max_tokens),
+    out = generate_text(pool, settings, model, messages, max_tokens=room(question, gen.max_tokens),
                         temperature=gen.temperature, on_token=lambda p: on_event(AnswerToken(p)), cancel=cancel,
                         prefix=1, on_start=lambda: began.append(time.perf_counter()))
     answer, tokens = out.text, out.tokens
@@ -36,6 +46,11 @@ def answer_directly(question: str, model: Expert, pool, settings, on_event: List
     node = NodeResult(1, question, (), model.name, "failed" if empty else "done", answer,
                       "the model returned an empty answer" if empty else out.why_cut,
                       began[0] - start, end - began[0], tokens, settings.threads, cut=out.cut and not empty)
+    if knowledge and not empty:
+        node.not_found = not hits or prompts.says_not_found(answer)
+        node.sources = [] if node.not_found else hits
+        if node.not_found:
+            answer = node.answer = prompts.NOT_IN_CORPUS
     status, reason = judge(answer, [node])
     routes = {1: Route(model.name, 1.0, {}, "forced" if forced else "monolithic")}
     wall = time.perf_counter() - start

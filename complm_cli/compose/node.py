@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from complm_cli.cache.catalog import Expert
 from complm_cli.compose import prompts
@@ -19,7 +19,7 @@ from complm_cli.compose.cancel import AnyOf, Cancelled
 from complm_cli.compose.facts import FactWatch
 from complm_cli.compose.generate import Params, generate
 from complm_cli.compose.lists import room
-from complm_cli.events import Listener, NodeDone, NodeFailed, NodeStarted, NodeToken
+from complm_cli.events import Listener, NodeDone, NodeFailed, NodeSources, NodeStarted, NodeToken
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class NodeTask:
     temperature: float | None = None
     seed: int = 0
     timeout: float | None = None
+    knowledge: object = None  # compose.knowledge.Knowledge, for a knowledge step
 
 
 @dataclass
@@ -54,6 +55,8 @@ class Outcome:
     tokens: int = 0
     calculation: dict | None = None
     cut: bool = False  # the answer stopped at its token limit
+    sources: list = field(default_factory=list)  # a knowledge step's passages
+    not_found: bool = False
 
 
 def reason_of(exc: BaseException) -> str:
@@ -65,13 +68,34 @@ def run_task(task: NodeTask, pool, on_event: Listener, on_start) -> Outcome:
     try:
         if task.expert.kind == "tool":
             return _calculate(task, on_event)
+        if task.expert.kind == "corpus":
+            return _look_up(task, pool, on_event, on_start)
         return _generate(task, pool, on_event, on_start)
     except BaseException as exc:  # never leave the scheduler waiting for a node that died
         return Outcome("failed", reason=f"{type(exc).__name__}: {exc}")
 
 
-def _generate(task: NodeTask, pool, on_event: Listener, on_start) -> Outcome:
-    gen = task.expert.generation
+def _look_up(task: NodeTask, pool, on_event: Listener, on_start) -> Outcome:
+    """A knowledge step: its passages, then the reader's answer from them (compose/knowledge.py)."""
+    knowledge = task.knowledge
+    if knowledge is None:
+        return Outcome("failed", reason=f"the corpus '{task.expert.corpus}' was not opened for this run")
+    hits = knowledge.retrieve(task.expert, task.question)
+    on_event(NodeSources(task.id, hits))
+    messages = prompts.reader_messages(task.question, [(h.title, h.text) for h in hits], list(task.context))
+    out = _generate(task, pool, on_event, on_start, messages=messages, model=knowledge.reader(task.expert))
+    if out.status == "done":
+        out.not_found = not hits or prompts.says_not_found(out.answer or "")
+        out.sources = [] if out.not_found else hits
+        if out.not_found:
+            out.answer = prompts.NOT_IN_CORPUS
+    return out
+
+
+def _generate(task: NodeTask, pool, on_event: Listener, on_start, messages: list[dict] | None = None,
+              model=None) -> Outcome:
+    model = model or task.expert
+    gen = model.generation
     params = Params(max_tokens=task.max_tokens or room(task.question, gen.max_tokens),
                     temperature=gen.temperature if task.temperature is None else task.temperature,
                     seed=task.seed, threads=task.threads, timeout=task.timeout,
@@ -102,8 +126,8 @@ def _generate(task: NodeTask, pool, on_event: Listener, on_start) -> Outcome:
         return end is not None
 
     try:
-        messages = prompts.expert_messages(task.question, list(task.context), numeric=task.numeric)
-        result = generate(pool, task.expert, messages, params, cancel=task.stop, on_piece=on_piece, on_start=started,
+        messages = messages or prompts.expert_messages(task.question, list(task.context), numeric=task.numeric)
+        result = generate(pool, model, messages, params, cancel=task.stop, on_piece=on_piece, on_start=started,
                           stop=enough)
         out.answer = prompts.strip_reasoning(stated[0]) if stated else result.text
         out.status, out.tokens, out.seconds, out.cut = "done", result.tokens, result.seconds, result.cut

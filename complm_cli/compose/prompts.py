@@ -53,6 +53,8 @@ PLANNER_EXAMPLES: list[tuple[str, str]] = [
      'code = ask("Write a Python function that checks whether a number is prime.")'),
     ("A shop sells 14 boxes of tea a day for 6 days, then gives away a quarter of them. How many boxes does it keep?",
      "sold = 14 * 6\nkept = sold - sold / 4"),
+    ("In what year was the band that recorded the album Definitely Maybe formed?",
+     'band = ask("Which band recorded the album Definitely Maybe?")\nyear = ask("In what year was {band} formed?")'),
     ("What is the longest river in the country whose capital is Nairobi?",
      'country = ask("Which country has Nairobi as its capital?")\nriver = ask("What is the longest river in {country}?")'),
     ("Anna is 4 times as old as her daughter. In 20 years she will be twice as old as her daughter. How old is Anna now?",
@@ -172,3 +174,34 @@ MONOLITHIC_SYSTEM = EXPERT_SYSTEM
 
 def monolithic_messages(question: str) -> list[dict]:
     return [{"role": "system", "content": MONOLITHIC_SYSTEM}, {"role": "user", "content": question}]
+
+
+# A knowledge expert's reader (compose/knowledge.py) answers from passages only; what it says when they
+# do not hold the answer is fixed, so complm can tell that apart from an answer.
+NOT_IN_CORPUS = "Not in the corpus."
+READER_SYSTEM = (
+    "Read the numbered passages, then answer the question from the facts they give, connecting them where the "
+    "question needs two. If the passages say nothing about the question's subject, reply exactly: "
+    f"{NOT_IN_CORPUS} "
+)
+# A step's answer is put into later steps' questions in place of {N}: the answer alone reads right there.
+READER_STEP = "Reply with the answer alone: a name, a place, a date or a number, in a few words."
+READER_WHOLE = "Reply in one short sentence that names the answer."
+_NOT_FOUND = re.compile(r"not in the corpus|passages? (do|does) not (say|mention|contain|state|answer|provide)|"
+                        r"no (information|mention)", re.I)
+
+
+def reader_messages(question: str, passages: list[tuple[str, str]], context: list[tuple[str, str]] = (),
+                    step: bool = True) -> list[dict]:
+    """`passages`: (title, text) in the order retrieved; `context`: earlier steps' (question, answer); `step`:
+    a plan's step (else the whole question, answered directly)."""
+    numbered = "\n".join(f"[{i}] {title + ': ' if title else ''}{text}" for i, (title, text) in enumerate(passages, 1))
+    facts = "\n".join(f"- {q} {a}" for q, a in context)
+    known = f"Facts from earlier steps:\n{facts}\n\n" if facts else ""
+    return [{"role": "system", "content": READER_SYSTEM + (READER_STEP if step else READER_WHOLE)},
+            {"role": "user", "content": f"Passages:\n{numbered}\n\n{known}Question: {question}"}]
+
+
+def says_not_found(answer: str) -> bool:
+    """Whether a reader said its passages do not answer the question."""
+    return bool(_NOT_FOUND.search(answer[:200]))

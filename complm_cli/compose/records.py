@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from complm_cli.corpus.search import Hit
+
 CONTEXT_CHARS = 600  # of each parent's answer shown to a child, so one long answer cannot crowd the prompt
 
 
@@ -22,6 +24,8 @@ class NodeResult:
     threads: int = 0
     calculation: dict | None = None  # for a calculator node: formula, expression and result
     cut: bool = False  # done, but the answer stopped at its token limit (`reason` says so)
+    sources: list[Hit] = field(default_factory=list)  # a knowledge step's passages, if it found its answer
+    not_found: bool = False  # a knowledge step whose passages did not hold its answer
 
     @property
     def shown(self) -> str | None:
@@ -44,6 +48,7 @@ class RunOptions:
     max_tokens: int | None = None  # None: each expert's own cap
     temperature: float | None = None
     context_chars: int = CONTEXT_CHARS
+    knowledge: object = None  # compose.knowledge.Knowledge: the corpora knowledge steps look facts up in
 
 
 @dataclass

@@ -28,6 +28,15 @@ class Result:
     streamed: dict | None = None  # steps run while the planner wrote: released, kept, discarded (None: not streamed)
     reason: str | None = None  # why the status is not ok, in words (the CLI's stderr line, --json's "reason")
 
+    @property
+    def sources(self) -> list:
+        """Every passage the answer rests on (corpus.search.Hit), once each, in the order of the steps."""
+        seen: dict[tuple[str, int], Any] = {}
+        for n in self.nodes:
+            for h in n.sources:
+                seen.setdefault((h.corpus, h.id), h)
+        return list(seen.values())
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "question": self.question,
@@ -44,6 +53,7 @@ class Result:
             "tokens": self.tokens,
             "experts": self.experts,
             "memory_bytes": self.memory,
+            "sources": [h.to_source() for h in self.sources],
             "nodes": [
                 {
                     "id": n.id,
@@ -53,6 +63,8 @@ class Result:
                     "score": round(self.routes[n.id].score, 4) if n.id in self.routes else None,
                     "route": self.routes[n.id].reason if n.id in self.routes else None,
                     "calculation": n.calculation,
+                    "sources": [h.to_source() for h in n.sources],
+                    "not_found": n.not_found,
                     "answer": n.answer,
                     "status": n.status,
                     "cut": n.cut,
@@ -73,6 +85,8 @@ def judge(answer: str, nodes: list[NodeResult], cut: bool = False) -> tuple[str,
     `cut`: the final answer itself (the aggregator's, or the direct one) stopped at its limit."""
     problems = [f"step {n.id} did not finish ({n.reason})" for n in nodes if n.status != "done"]
     problems += [f"step {n.id}'s answer stopped at its token limit" for n in nodes if n.status == "done" and n.cut]
+    problems += [f"{'the corpus' if len(nodes) == 1 else f'step {n.id}: the corpus'} does not say ({n.question})"
+                 for n in nodes if n.not_found]
     if cut:
         problems.append("the answer stopped at its token limit")
     if not answer:

@@ -2,8 +2,9 @@
 
 In this order: a step a tool claims (a formula, a date difference) goes to
 that tool, whatever the embeddings say; with --expert, every other step goes
-to it; the rest go by embedding similarity to each expert's profile, with
-the fallback expert below the threshold (route.py).
+to it; a step close enough to a corpus's passages goes to that knowledge
+expert (knowledge.py); the rest go by embedding similarity to each expert's
+profile, with the fallback expert below the threshold (route.py).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from complm_cli.compose.route import Embedder, Route, Router, VectorCache
 
 
 class Routing:
-    def __init__(self, catalog: Catalog, settings: Settings, embedder: Embedder, forced: Expert | None):
+    def __init__(self, catalog: Catalog, settings: Settings, embedder: Embedder, forced: Expert | None, knowledge=None):
         from complm_cli.experts.plugins import tools
 
         self.catalog, self.settings, self.embedder, self.forced = catalog, settings, embedder, forced
+        self.knowledge = knowledge
         self.fallback = catalog.for_role("fallback")
         self.routable = catalog.routable()
         registered = tools()
@@ -54,8 +56,22 @@ class Routing:
             elif self.forced:
                 routes[n.id] = Route(self.forced.name, 1.0, {}, "forced")
         rest = [n for n in plan.nodes if n.id not in routes]
+        if rest and self.knowledge:
+            routes.update(self._looked_up(rest))
+            rest = [n for n in rest if n.id not in routes]
         if rest:
             routes.update(zip((n.id for n in rest), self.router().route([dag.readable(n.question) for n in rest])))
+        return routes
+
+    def _looked_up(self, nodes: list[Node]) -> dict[int, Route]:
+        """The steps a corpus takes: its closest passage at or above its threshold (the best such corpus)."""
+        vectors = self.embedder.encode([dag.readable(n.question) for n in nodes])
+        routes = {}
+        for n, scores in zip(nodes, self.knowledge.scores(vectors)):
+            taken = [e for e in self.knowledge.experts if scores[e.name] >= self.knowledge.threshold(e)]
+            if taken:
+                best = max(taken, key=lambda e: scores[e.name])
+                routes[n.id] = Route(best.name, scores[best.name], scores, "passages")
         return routes
 
     def route_step(self, node: Node) -> tuple[Route, Expert]:

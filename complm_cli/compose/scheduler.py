@@ -234,7 +234,8 @@ class Scheduler:
                         self.experts[node_id], context,
                         tuple((d, self.results[d].question, self.results[d].answer or "") for d in node.depends_on),
                         node_id in self.numeric, threads, flag, AnyOf(self.cancel, self.stop_node[node_id]), self.t0,
-                        max_tokens=opts.max_tokens, temperature=opts.temperature, seed=opts.seed, timeout=opts.node_timeout)
+                        max_tokens=opts.max_tokens, temperature=opts.temperature, seed=opts.seed, timeout=opts.node_timeout,
+                        knowledge=opts.knowledge)
 
     # --- messages ------------------------------------------------------------------------
 
@@ -315,6 +316,7 @@ class Scheduler:
         res = self.results[node_id]
         res.status, res.answer, res.reason = outcome.status, outcome.answer, outcome.reason
         res.seconds, res.tokens, res.calculation, res.cut = outcome.seconds, outcome.tokens, outcome.calculation, outcome.cut
+        res.sources, res.not_found = outcome.sources, outcome.not_found
         if outcome.question is not None:
             res.question = outcome.question
         if outcome.started is not None and res.started is None:

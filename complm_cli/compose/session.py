@@ -12,8 +12,9 @@ Aggregator (aggregate.py); a direct answer (monolithic mode) is direct.py.
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from complm_cli.cache.catalog import Catalog, Expert, catalog_for
 from complm_cli.cache.config import Settings, load_settings
@@ -26,6 +27,7 @@ from complm_cli.compose.cancel import Cancel, Cancelled
 from complm_cli.compose.dag import Plan
 from complm_cli.compose.direct import answer_directly
 from complm_cli.compose.execute import run_plan
+from complm_cli.compose.knowledge import Knowledge, with_corpora
 from complm_cli.compose.overlap import Overlap, overlap_seconds
 from complm_cli.compose.planner import Planner
 from complm_cli.compose.pool import ModelPool
@@ -56,6 +58,8 @@ def check_question(question: str | None) -> str:
 def _check_roles(catalog: Catalog, forced: Expert | None, expert: str | None, monolithic: str | None) -> None:
     if forced and forced.kind == "tool":
         raise UsageError(f"'{expert}' is a built-in tool, not a model; calculations go to it without --expert.")
+    if forced and forced.kind == "corpus":
+        raise UsageError(f"'{expert}' is a corpus, not a model; steps about its passages go to it without --expert.")
     if forced and forced.kind != "llm":
         raise UsageError(f"'{expert}' is an embedder, not an expert that can answer.")
     if monolithic and catalog.get(monolithic).kind != "llm":
@@ -70,9 +74,14 @@ class Session:
 
     def __init__(self, settings: Settings | None = None, catalog: Catalog | None = None, *,
                  expert: str | None = None, pull: bool = True, pull_reporter: PullReporter | None = None, factory=None,
-                 embedder: Embedder | None = None, modes: tuple[str, ...] = MODES, monolithic: str | None = None):
+                 embedder: Embedder | None = None, modes: tuple[str, ...] = MODES, monolithic: str | None = None,
+                 corpora: Sequence[str] = ()):
         self.settings = settings or load_settings()
-        self.catalog = catalog or catalog_for(self.settings)
+        catalog = catalog or catalog_for(self.settings)
+        corpora = [*self.settings.corpora, *corpora]
+        self.catalog = with_corpora(catalog, corpora) if corpora else catalog
+        # Corpora are opened first: an unknown name is said before any model is pulled or loaded.
+        self.knowledge = Knowledge(self.settings.cache_dir, self.catalog, embedder)
         self.store = Store(self.settings)
         self.forced = self.catalog.get(expert) if expert else None
         _check_roles(self.catalog, self.forced, expert, monolithic)
@@ -92,7 +101,11 @@ class Session:
         self.pool = ModelPool(factory, lambda e: paths.get(e.name) or self.store.require(e), self.settings.memory_budget())
         emb = self.catalog.embedder
         self.embedder = embedder or Embedder(self.store.path(emb), emb.name, threads=1)
-        self.routing = Routing(self.catalog, self.settings, self.embedder, self.forced)
+        if self.knowledge is not None:
+            self.knowledge.embedder = self.embedder
+        self.routing = Routing(self.catalog, self.settings, self.embedder, self.forced, self.knowledge or None)
+        self._knowing: dict[tuple[str, ...], tuple[Knowledge, Routing]] = {}
+        self._knowing_lock = threading.Lock()
         self.planning = Planner(self.planner, self.pool, self.settings, self.routing.claims)
         self.aggregation = Aggregator(self.aggregator, self.pool, self.settings)
 
@@ -140,22 +153,39 @@ class Session:
 
     # --- a run ----------------------------------------------------------------------------
 
+    def knowing(self, corpora: Sequence[str] | None = None) -> tuple[Knowledge, Routing]:
+        """The corpora and routing of a run: the session's own, or (a server's request names its corpora)
+        the session's with `corpora` added, opened once and kept."""
+        extra = tuple(dict.fromkeys(c for c in corpora or () if c not in self.settings.corpora))
+        if not extra:
+            return self.knowledge, self.routing
+        with self._knowing_lock:
+            if extra not in self._knowing:
+                catalog = with_corpora(self.catalog, list(extra))
+                knowledge = Knowledge(self.settings.cache_dir, catalog, self.embedder)
+                self._knowing[extra] = (knowledge, Routing(catalog, self.settings, self.embedder, self.forced, knowledge))
+            return self._knowing[extra]
+
     def ask(self, question: str, *, mode: str = "parallel", on_event: Listener = ignore,
             cancel=None, plan: Plan | None = None,
-            routes: dict[int, Route] | None = None, workers: int | None = None) -> Result:
+            routes: dict[int, Route] | None = None, workers: int | None = None,
+            corpora: Sequence[str] | None = None) -> Result:
         question = check_question(question)
         check_mode(mode)
         cancel = cancel or Cancel()
         start = time.perf_counter()
+        knowledge, routing = self.knowing(corpora)
         if mode == "monolithic":
             model = self.forced or self.monolithic or self.fallback
             return answer_directly(question, model, self.pool, self.settings, on_event, cancel, start,
-                                   forced=self.forced is not None)
+                                   forced=self.forced is not None, knowledge=knowledge or None)
         self.warm_up()
         reused = plan is not None
         options = RunOptions(workers=1 if mode == "sequential" else (workers or self.settings.worker_count()),
-                             threads=self.settings.threads, node_timeout=self.settings.node_timeout, seed=self.settings.seed)
-        plan, routes, experts, execution, timings, streamed = self._run(question, mode, plan, routes, options, on_event, cancel)
+                             threads=self.settings.threads, node_timeout=self.settings.node_timeout, seed=self.settings.seed,
+                             knowledge=knowledge or None)
+        plan, routes, experts, execution, timings, streamed = self._run(question, mode, plan, routes, options, on_event, cancel,
+                                                                        routing)
         if cancel.is_set():
             raise Cancelled()
         t = time.perf_counter()
@@ -168,7 +198,7 @@ class Session:
         return result
 
     def _run(self, question: str, mode: str, plan: Plan | None, routes: dict[int, Route] | None, options: RunOptions,
-             on_event: Listener, cancel) -> tuple[Plan, dict[int, Route], dict[int, Expert], Execution, dict, dict | None]:
+             on_event: Listener, cancel, routing: Routing) -> tuple[Plan, dict[int, Route], dict[int, Expert], Execution, dict, dict | None]:
         """Plan (unless given), route and execute; steps run as the planner writes them (overlap.py), unless
         turned off or the plan is given. Sequential mode never overlaps: it is the baseline, one model call at a time."""
         timings: dict[str, float] = {}
@@ -177,17 +207,17 @@ class Session:
             if plan is None:
                 on_event(Stage("plan", self.planner.name))
                 if self.settings.stream_plan and routes is None and mode == "parallel":
-                    overlap = Overlap(dag.escape_user(question), self.routing.route_step, self.pool, options, on_event, cancel)
+                    overlap = Overlap(dag.escape_user(question), routing.route_step, self.pool, options, on_event, cancel)
                 plan = self.plan(question, cancel, on_text=overlap.on_text if overlap else None)
             timings["plan_s"] = plan.seconds
             planned = t = time.perf_counter()
             kept = overlap.settle(plan) if overlap is not None else {}
             if routes is None:
                 on_event(Stage("route", self.catalog.embedder.name))
-                routes = {**kept, **self.route(Plan(plan.question, [n for n in plan.nodes if n.id not in kept]))}
+                routes = {**kept, **routing.route(Plan(plan.question, [n for n in plan.nodes if n.id not in kept]))}
             timings["route_s"] = time.perf_counter() - t + (overlap.route_s if overlap is not None else 0.0)
             on_event(PlanReady(plan, routes))
-            experts = {n.id: self.catalog.get(routes[n.id].expert) for n in plan.nodes}
+            experts = {n.id: routing.catalog.get(routes[n.id].expert) for n in plan.nodes}
             on_event(Stage("execute", mode))
             if overlap is not None and overlap.started:
                 execution = overlap.finish([(n, experts[n.id]) for n in plan.nodes if n.id not in kept])
@@ -225,6 +255,8 @@ class Session:
     def close(self, wait: bool = True) -> None:
         """Unload every model, the embedder too (`wait=False`: without waiting for its load to finish)."""
         self.pool.close()
+        for knowledge in [self.knowledge, *(k for k, _ in self._knowing.values())]:
+            knowledge.close()
         if wait:
             self.embedder.close()  # an embedder a library caller gave may know no `wait`
         else:

@@ -50,8 +50,9 @@ def base_url(url: str) -> str:
 class ServerClient:
     """Answers as a Session does (`ask`, `close`), by asking a complm server."""
 
-    def __init__(self, url: str, api_key: str | None = None, timeout: float = READ_TIMEOUT):
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = READ_TIMEOUT, corpora: list[str] | None = None):
         self.url, self.api_key, self.timeout = base_url(url), api_key, timeout
+        self.corpora = list(corpora or [])  # corpora the server's runs look facts up in, beside its own
         # A server on this machine is never reached through HTTP_PROXY (Go's clients, Ollama's among them, agree);
         # trust_env=False is how httpx leaves the proxy variables alone.
         self._trust_env = not is_loopback(urllib.parse.urlsplit(self.url).hostname or "")
@@ -84,7 +85,7 @@ class ServerClient:
         """The plan and its routes, as `complm graph` shows them; nothing runs."""
         from complm_cli.serve import wire
 
-        with self._post("/api/graph", {"question": question}) as response:
+        with self._post("/api/graph", {"question": question, "corpus": self.corpora}) as response:
             try:
                 data = json.loads(response.read())
             except (httpx2.HTTPError, ValueError) as exc:
@@ -95,7 +96,7 @@ class ServerClient:
         from complm_cli.serve import wire
 
         done: AnswerDone | None = None
-        with self._post("/api/ask", {"question": question, "mode": mode}) as response:
+        with self._post("/api/ask", {"question": question, "mode": mode, "corpus": self.corpora}) as response:
             for line in self._lines(response):
                 if "result" in line:
                     result = self._read(wire.result_from_record, line["result"])
@@ -155,7 +156,7 @@ class ServerClient:
         if status == 404:
             return ServerError(f"{self.url} has no {path}: it is not a complm server, or one older than this client.")
         if status == 400 and message:
-            return UsageError(message)
+            return UsageError(message) if code is None else self._failed(error)
         if status == 413:
             return UsageError(f"The question is longer than the server at {self.url} takes; ask it without --server.")
         if code is not None and message:

@@ -17,6 +17,7 @@ only here, inside the functions that need them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import ipaddress
 import json
@@ -29,7 +30,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from complm_cli.compose.session import MODES
-from complm_cli.errors import ComplmError, ExitCode, UsageError
+from complm_cli.errors import ComplmError, ExitCode, NotFoundError, UsageError
 from complm_cli.serve.runs import Runs
 
 MODELS = {"complm": "parallel", "complm-sequential": "sequential", "complm-monolithic": "monolithic"}
@@ -99,6 +100,7 @@ class ChatRequest(_Body):
     model: Literal[tuple(MODELS)]  # type: ignore[valid-type]
     messages: list[_Message] = Field(min_length=1)
     stream: bool = False
+    corpus: list[str] = []  # complm's own (an OpenAI client's extra_body): corpora this run looks facts up in
 
     def question(self) -> str:
         """The last user message's text (a string, or the text parts of a list)."""
@@ -117,6 +119,7 @@ class GraphRequest(_Body):
     """POST /api/graph, complm's own: plan and route a question."""
 
     question: str = Field(pattern=r"\S")  # not only blanks
+    corpus: list[str] = []  # corpora this run looks facts up in, beside the server's own
 
 
 class AskRequest(GraphRequest):
@@ -165,6 +168,8 @@ def _rejection(exc: BaseException) -> _Reject:
         return _invalid(exc)
     if isinstance(exc, UsageError):
         return _Reject(400, exc.message)
+    if isinstance(exc, NotFoundError):  # a corpus the request names that is not here
+        return _Reject(400, exc.message, param="corpus", code="corpus_not_found")
     if isinstance(exc, ServeError):  # the server is stopping: the client may try again once it runs
         return _Reject(503, exc.message, "server_error", code="shutting_down")
     if isinstance(exc, ComplmError):
@@ -255,8 +260,9 @@ class _Api:
         question, mode = body.question(), MODELS[body.model]
         call = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": body.model}
         if body.stream:
-            return _streaming(_events(self.session, question, mode, call, self.runs), "text/event-stream")
-        result = await _in_thread(lambda cancel: self.session.ask(question, mode=mode, cancel=cancel), self.runs, request)
+            return _streaming(_events(self._asker(body.corpus), question, mode, call, self.runs), "text/event-stream")
+        result = await _in_thread(lambda cancel: self.session.ask(question, mode=mode, cancel=cancel, corpora=body.corpus),
+                                  self.runs, request)
         _check(result)
         return JSONResponse({**call, "object": "chat.completion", "choices": [
             {"index": 0, "message": {"role": "assistant", "content": result.answer}, "finish_reason": "stop"}],
@@ -264,17 +270,24 @@ class _Api:
 
     async def ask(self, request):
         body = await self.body(request, AskRequest)
-        return _streaming(_lines(self.session, body.question, body.mode, self.runs), "application/x-ndjson")
+        return _streaming(_lines(self._asker(body.corpus), body.question, body.mode, self.runs), "application/x-ndjson")
+
+    def _asker(self, corpora: list[str]):
+        """The session's `ask` for a request that names corpora; an unknown one is refused before the stream starts."""
+        self.session.knowing(corpora)
+        return functools.partial(self.session.ask, corpora=corpora)
 
     async def graph(self, request):
         from starlette.responses import JSONResponse
         from complm_cli.serve import wire
 
-        question = (await self.body(request, GraphRequest)).question.strip()
+        body = await self.body(request, GraphRequest)
+        question = body.question.strip()
+        routing = self.session.knowing(body.corpus)[1]
 
         def plan_and_route(cancel):
             plan = self.session.plan(question, cancel)
-            return plan, self.session.route(plan)
+            return plan, routing.route(plan)
 
         plan, routes = await _in_thread(plan_and_route, self.runs, request)
         return JSONResponse({"plan": wire.plan_record(plan), "routes": wire.routes_record(routes)})
@@ -320,7 +333,7 @@ def _check(result) -> None:
                       code="no_answer")
 
 
-def _start(session, question: str, mode: str, translate, runs: Runs) -> tuple[asyncio.Queue, threading.Event]:
+def _start(ask, question: str, mode: str, translate, runs: Runs) -> tuple[asyncio.Queue, threading.Event]:
     """Answer the question in a thread of its own. Each event that `translate` turns into an item, then
     ("done", result) or ("error", exception), lands on the queue returned; setting the event returned stops the run."""
     loop = asyncio.get_running_loop()
@@ -340,7 +353,7 @@ def _start(session, question: str, mode: str, translate, runs: Runs) -> tuple[as
 
     def work() -> None:
         try:
-            put(("done", session.ask(question, mode=mode, on_event=on_event, cancel=cancel)))
+            put(("done", ask(question, mode=mode, on_event=on_event, cancel=cancel)))
         except BaseException as exc:
             put(("error", runs.why(exc)))
         finally:
@@ -350,7 +363,7 @@ def _start(session, question: str, mode: str, translate, runs: Runs) -> tuple[as
     return queue, cancel
 
 
-async def _events(session, question: str, mode: str, call: dict, runs: Runs):
+async def _events(ask, question: str, mode: str, call: dict, runs: Runs):
     """Server-sent events: the answer's tokens as they come, then a last chunk with the run's record.
 
     The answer streams from the aggregator, or from the single node of a plan
@@ -378,7 +391,7 @@ async def _events(session, question: str, mode: str, call: dict, runs: Runs):
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
         return f"data: {json.dumps(body)}\n\n"
 
-    queue, cancel = _start(session, question, mode, translate, runs)
+    queue, cancel = _start(ask, question, mode, translate, runs)
     sent: list[str] = []
     try:
         yield chunk({"role": "assistant", "content": ""})
@@ -412,7 +425,7 @@ async def _events(session, question: str, mode: str, call: dict, runs: Runs):
 KEEP_ALIVE = 5.0  # seconds without an event before an empty line tells the client the run goes on
 
 
-async def _lines(session, question: str, mode: str, runs: Runs):
+async def _lines(ask, question: str, mode: str, runs: Runs):
     """JSON lines: each event of the run, then {"result": record}, or {"error": {...}} with the exit code it means."""
     from complm_cli.serve import wire
 
@@ -420,7 +433,7 @@ async def _lines(session, question: str, mode: str, runs: Runs):
         record = wire.event_record(event)
         return ("event", record) if record is not None else None
 
-    queue, cancel = _start(session, question, mode, translate, runs)
+    queue, cancel = _start(ask, question, mode, translate, runs)
     try:
         while True:
             try:

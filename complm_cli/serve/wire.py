@@ -20,9 +20,10 @@ from complm_cli.compose.dag import Node, Plan
 from complm_cli.compose.records import NodeResult
 from complm_cli.compose.session import Result
 from complm_cli.compose.route import Route
+from complm_cli.corpus.search import Hit
 
 _KINDS = {"stage": ev.Stage, "step_planned": ev.StepPlanned, "plan_ready": ev.PlanReady, "node_started": ev.NodeStarted,
-          "node_token": ev.NodeToken, "node_done": ev.NodeDone, "node_failed": ev.NodeFailed,
+          "node_token": ev.NodeToken, "node_done": ev.NodeDone, "node_failed": ev.NodeFailed, "node_sources": ev.NodeSources,
           "answer_token": ev.AnswerToken, "answer_done": ev.AnswerDone}
 _NAMES = {cls: name for name, cls in _KINDS.items()}
 
@@ -90,7 +91,9 @@ class RemoteResult(Result):
 
 def result_from_record(data: dict) -> RemoteResult:
     # A node's record holds its NodeResult's fields (and its Node's), but for `started_s`; the rest is ignored.
-    nodes = [_adapter(NodeResult).validate_python({**n, "started": n["started_s"]}) for n in data["nodes"]]
+    nodes = [_adapter(NodeResult).validate_python({**n, "started": n["started_s"],
+                                                   "sources": [Hit.from_source(s) for s in n.get("sources") or []]})
+             for n in data["nodes"]]
     routes = {n["id"]: Route(n["expert"], n["score"], {}, n["route"], (n["calculation"] or {}).get("formula", ""))
               for n in data["nodes"] if n["score"] is not None}
     plan = _adapter(Plan).validate_python({"question": data["question"], "nodes": data["nodes"],
