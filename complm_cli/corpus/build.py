@@ -18,7 +18,7 @@ from pathlib import Path
 
 from complm_cli.corpus import index as store
 from complm_cli.corpus.read import Found, Passage, SourceFile, decode, digest, find_files, passages, read_bytes
-from complm_cli.errors import DatasetError, IntegrityError, storage_error
+from complm_cli.errors import DatasetError, storage_error
 
 BATCH = 32  # passages embedded at once
 
@@ -59,9 +59,8 @@ def add(cache_dir: Path, name: str, paths: list[Path], embedder, embedder_id: st
         try:
             meta = store.read_meta(con)
             new = "generation" not in meta
-            if not new and meta.get("embedder_id") != embedder_id:
-                raise IntegrityError(f"The corpus '{name}' was built with the embedder {meta.get('embedder')}, not the one "
-                                     f"configured now; rebuild it: `complm corpus rm {name}`, then add its files again.")
+            if not new:
+                store.check_embedder(name, meta, embedder_id)
             report = _update(con, root, name, found, paths, embedder, embedder_id, meta, on_start, on_file)
         except BaseException:
             con.close()

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from complm_cli.errors import NotFoundError, StorageError, UsageError, storage_error
+from complm_cli.errors import IntegrityError, NotFoundError, StorageError, UsageError, storage_error
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DB = "corpus.sqlite"
@@ -92,6 +92,13 @@ class Info:
 
 def read_meta(con: sqlite3.Connection) -> dict[str, str]:
     return dict(con.execute("SELECT key, value FROM meta"))
+
+
+def check_embedder(name: str, meta: dict[str, str], embedder_id: str) -> None:
+    """A corpus's vectors mean something only to the embedder that made them: the writer and the reader both ask."""
+    if meta.get("embedder_id") != embedder_id:
+        raise IntegrityError(f"The corpus '{name}' was built with the embedder {meta.get('embedder')}, not the one "
+                             f"configured now; rebuild it: `complm corpus rm {name}`, then add its files again.")
 
 
 def info(cache_dir: Path, name: str) -> Info | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from complm_cli.corpus import index as store
-from complm_cli.errors import DatasetError, IntegrityError
+from complm_cli.errors import DatasetError
 
 CANDIDATES = 20  # from each list, before fusion
 RRF_K = 60
@@ -80,9 +80,7 @@ class Searcher:
         except Exception as exc:  # sqlite3.DatabaseError: a damaged file
             raise DatasetError(f"The corpus '{name}' cannot be read ({exc}); rebuild it: `complm corpus rm {name}`, "
                                f"then add its files again.") from None
-        if meta.get("embedder_id") != embedder_id:
-            raise IntegrityError(f"The corpus '{name}' was built with the embedder {meta.get('embedder')}, not the one "
-                                 f"configured now; rebuild it: `complm corpus rm {name}`, then add its files again.")
+        store.check_embedder(name, meta, embedder_id)
         self.index = open_for_search(self.con, db.parent, int(meta["generation"]))
         self._lock = threading.Lock()
 
