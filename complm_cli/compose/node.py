@@ -80,12 +80,18 @@ def _look_up(task: NodeTask, pool, on_event: Listener, on_start) -> Outcome:
     knowledge = task.knowledge
     if knowledge is None:
         return Outcome("failed", reason=f"the corpus '{task.expert.corpus}' was not opened for this run")
+    start = time.perf_counter()
     hits = knowledge.retrieve(task.expert, task.question)
     on_event(NodeSources(task.id, hits))
+    if not hits:  # nothing to read: a reader given no passages could only invent an answer
+        on_event(NodeStarted(task.id, task.expert.name, task.question))
+        end = time.perf_counter()
+        on_event(NodeDone(task.id, prompts.NOT_IN_CORPUS, end - start, 0))
+        return Outcome("done", answer=prompts.NOT_IN_CORPUS, started=start, seconds=end - start, not_found=True)
     messages = prompts.reader_messages(task.question, [(h.title, h.text) for h in hits], list(task.context))
     out = _generate(task, pool, on_event, on_start, messages=messages, model=knowledge.reader(task.expert))
     if out.status == "done":
-        out.not_found = not hits or prompts.says_not_found(out.answer or "")
+        out.not_found = prompts.says_not_found(out.answer or "")
         out.sources = [] if out.not_found else hits
         if out.not_found:
             out.answer = prompts.NOT_IN_CORPUS

@@ -2,7 +2,7 @@
 
 `complm corpus add NAME PATH...` reads files into passages (read.py), embeds
 them with the router's embedder and writes them to a SQLite database with an
-FTS5 table for BM25 and a usearch file for dense vectors (index.py). A step
+FTS5 table for BM25 and a faiss file for dense vectors (index.py). A step
 routed to the corpus retrieves passages by both, fused (search.py), and a
 reader model answers from them only (compose/knowledge.py).
 """

@@ -93,7 +93,7 @@ def _update(con, root: Path, name: str, found: Found, given: list[Path], embedde
         if report.passages == 0:
             raise DatasetError(f"No passages found in {', '.join(str(p) for p in given)}: complm reads .txt, .md and "
                                f".jsonl files with text in them.")
-        if meta and not (report.indexed or report.removed or writer.dropped):
+        if meta and not (report.indexed or report.removed or writer.dropped or writer.rebuilt):
             con.execute("COMMIT")  # nothing new: the same generation (a changed time may have been recorded)
             return report
         writer.save(next_file)
@@ -107,7 +107,7 @@ def _update(con, root: Path, name: str, found: Found, given: list[Path], embedde
         with contextlib.suppress(OSError):
             next_file.unlink()
         raise
-    for old in root.glob("vectors-*.usearch"):  # keep the one a reader may have just opened
+    for old in root.glob("vectors-*"):  # keep the one a reader may have just opened
         if old.name not in (next_file.name, store.vectors_path(root, generation).name):
             with contextlib.suppress(OSError):
                 old.unlink()
@@ -158,8 +158,8 @@ class _Writer:
 
         self.con, self.embedder = con, embedder
         self.dropped = 0  # files whose passages were taken out (changed to binary, or gone)
-        self.index = load_for_update(con, root, generation)
-        self.dims = self.index.ndim if self.index is not None else 0
+        self.index, self.rebuilt = load_for_update(con, root, generation)
+        self.dims = self.index.dims if self.index is not None else 0
 
     def add(self, file_id: int, items) -> int:
         count = 0
@@ -176,11 +176,11 @@ class _Writer:
     def _write(self, file_id: int, batch: list[Passage]) -> int:
         import numpy as np
 
-        from complm_cli.corpus.vectors import new_index
+        from complm_cli.corpus.vectors import Vectors
 
         vectors = self.embedder.encode([embedded_text(p.title, p.text) for p in batch]).astype(np.float16)
         if self.index is None:
-            self.index = new_index(vectors.shape[1])
+            self.index = Vectors.new(vectors.shape[1])
             self.dims = vectors.shape[1]
         ids = []
         for p, v in zip(batch, vectors):
@@ -189,11 +189,10 @@ class _Writer:
                 (file_id, p.title, p.text, p.start_line, p.end_line, p.record_id, v.tobytes()))
             self.con.execute("INSERT INTO passages_fts(rowid, title, text) VALUES (?, ?, ?)", (cur.lastrowid, p.title, p.text))
             ids.append(cur.lastrowid)
-        self.index.add(np.asarray(ids, dtype=np.uint64), vectors)
+        self.index.add(ids, vectors)
         return len(batch)
 
     def drop_file(self, file_id: int) -> None:
-        import numpy as np
 
         rows = self.con.execute("SELECT id, title, text FROM passages WHERE file_id = ?", (file_id,)).fetchall()
         self.con.executemany("INSERT INTO passages_fts(passages_fts, rowid, title, text) VALUES ('delete', ?, ?, ?)", rows)
@@ -201,12 +200,12 @@ class _Writer:
         self.con.execute("DELETE FROM files WHERE id = ?", (file_id,))
         self.dropped += 1
         if rows and self.index is not None:
-            self.index.remove(np.asarray([r[0] for r in rows], dtype=np.uint64))
+            self.index.remove([r[0] for r in rows])
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(f".{path.name}.tmp")
         try:
-            self.index.save(str(tmp))
+            self.index.save(tmp)
             os.replace(tmp, path)
         except OSError as exc:
             with contextlib.suppress(OSError):

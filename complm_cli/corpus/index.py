@@ -1,7 +1,7 @@
-"""A corpus on disk: one SQLite database (passages, their files, an FTS5 table) and a usearch file.
+"""A corpus on disk: one SQLite database (passages, their files, an FTS5 table) and a faiss file.
 
     corpora/NAME/corpus.sqlite          passages with their origin and vector; FTS5 over title and text
-    corpora/NAME/vectors-G.usearch      the dense index of generation G (the database names its generation)
+    corpora/NAME/vectors-G.faiss        the dense index of generation G (the database names its generation)
     locks/corpus-NAME.lock              one writer at a time, across processes
 
 Why it survives a kill: an update is one SQLite transaction (WAL), and the
@@ -152,7 +152,7 @@ def require(cache_dir: Path, name: str) -> Path:
 
 
 def vectors_path(root: Path, generation: int) -> Path:
-    return root / f"vectors-{generation}.usearch"
+    return root / f"vectors-{generation}.faiss"
 
 
 def check_writable(root: Path) -> None:
@@ -185,10 +185,10 @@ def verify(cache_dir: Path, name: str) -> tuple[bool, str]:
             return False, f"the database cannot be read ({exc}); rebuild it: `complm corpus rm`, then add its files again"
         if "generation" not in meta:
             return False, "no add of it finished; add its files again"
-        from usearch.index import Index
+        from complm_cli.corpus.vectors import Vectors
 
         vectors = vectors_path(root, int(meta["generation"]))
-        index = Index.restore(str(vectors), view=True) if vectors.is_file() else None
+        index = Vectors.load(vectors)
         if index is None or len(index) != passages:
             return False, (f"its vector file {vectors.name} is missing or out of step ({passages} passages); "
                            f"add any file to it again to rebuild it, or searches rebuild it in memory each time")

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,9 @@ def _take(path: Path, found: Found, seen: set[Path]) -> None:
         st = path.stat()
     except OSError as exc:
         raise DatasetError(f"The file {path} cannot be read ({exc.strerror}).") from None
+    if not stat.S_ISREG(st.st_mode):  # a pipe or a device would block the read, or never end
+        found.skip("not a regular file")
+        return
     found.files.append(SourceFile(path, st.st_size, st.st_mtime_ns))
 
 

@@ -1,4 +1,4 @@
-"""Hybrid retrieval over one corpus: BM25 (SQLite FTS5) and dense vectors (usearch), fused by rank.
+"""Hybrid retrieval over one corpus: BM25 (SQLite FTS5) and dense vectors (faiss), fused by rank.
 
 Reciprocal rank fusion (Cormack et al. 2009) adds 1/(60 + rank) from each
 list: no score of one kind has to be scaled to the other, and a passage both
@@ -90,18 +90,17 @@ class Searcher:
 
     def best(self, vector) -> float:
         """The query's similarity to its closest passage: the corpus's routing score."""
-        if self.index is None or len(self.index) == 0:
+        if self.index is None:
             return 0.0
         with self._lock:
             matches = self.index.search(vector, 1)
-        return 1.0 - float(matches.distances[0]) if len(matches.keys) else 0.0
+        return matches[0][1] if matches else 0.0
 
     def search(self, text: str, vector, k: int) -> list[Hit]:
         import numpy as np
 
         with self._lock:
-            dense = self.index.search(vector, CANDIDATES) if self.index is not None else None
-            dense_ids = [int(i) for i in dense.keys] if dense is not None else []
+            dense_ids = [pid for pid, _ in self.index.search(vector, CANDIDATES)] if self.index is not None else []
             query = fts_query(text)
             sparse_ids = [r[0] for r in self.con.execute(
                 "SELECT rowid FROM passages_fts WHERE passages_fts MATCH ? ORDER BY bm25(passages_fts, 2.0, 1.0) LIMIT ?",
