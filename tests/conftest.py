@@ -130,3 +130,35 @@ def served(pulled_models, tmp_path_factory):
     server.should_exit = True
     thread.join(30)
     session.close()
+
+
+NOTES = FIXTURES / "notes"  # a few made-up facts no model knows: a Markdown file, a text file, a JSONL file
+
+
+@pytest.fixture
+def notes(tmp_path) -> Path:
+    """A private copy of the notes folder, for tests that change its files."""
+    target = tmp_path / "notes"
+    shutil.copytree(NOTES, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def embedder(pulled_models):
+    """The real embedder, loaded once for the tests that index corpora in-process."""
+    from complm_cli.cache.catalog import load_catalog
+    from complm_cli.compose.route import Embedder
+
+    emb = load_catalog([TINY_CATALOG]).embedder
+    e = Embedder(_model_dir(pulled_models, emb.name), emb.name)
+    yield e
+    e.close()
+
+
+def _model_dir(cache: Path, name: str) -> Path:
+    from complm_cli.cache.catalog import load_catalog
+    from complm_cli.cache.config import Settings
+    from complm_cli.cache.store import Store
+
+    settings = Settings(cache_dir=cache, config_dir=cache / "config", hub_timeout=3)
+    return Store(settings).require(load_catalog([TINY_CATALOG]).get(name))

@@ -97,8 +97,9 @@ def read_meta(con: sqlite3.Connection) -> dict[str, str]:
 def check_embedder(name: str, meta: dict[str, str], embedder_id: str) -> None:
     """A corpus's vectors mean something only to the embedder that made them: the writer and the reader both ask."""
     if meta.get("embedder_id") != embedder_id:
-        raise IntegrityError(f"The corpus '{name}' was built with the embedder {meta.get('embedder')}, not the one "
-                             f"configured now; rebuild it: `complm corpus rm {name}`, then add its files again.")
+        raise IntegrityError(f"The corpus '{name}' was built with another embedder ({meta.get('embedder_id')}) than the "
+                             f"one configured now ({embedder_id}); rebuild it: `complm corpus rm {name}`, then add its "
+                             f"files again.")
 
 
 def info(cache_dir: Path, name: str) -> Info | None:
