@@ -36,6 +36,7 @@ def list_models(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
             "source": found.source if found else None,
             "catalog": expert.origin,
             "remote": _remote_row(expert),
+            **(_corpus_row(expert, settings, cat) if expert.kind == "corpus" else {}),
         })
     e = env()
     if as_json:
@@ -52,6 +53,10 @@ def list_models(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
         if r["remote"]:
             where = f"{r['remote']['api_base']} ({r['remote']['model_name']})"
             table.add_row(name, roles, ", ".join(r["domains"][:3]), "-", "remote", where)
+            continue
+        if r["kind"] == "corpus":
+            table.add_row(name, f"corpus (reader {r['reader']})", "", "-", "indexed" if r["indexed"] else "not indexed",
+                          f"corpus {r['corpus']}")
             continue
         pulled = "built-in" if r["pulled"] is None else ("[green]yes[/]" if r["pulled"] else "no")
         table.add_row(name, roles, ", ".join(r["domains"][:3]), format_size(r["size"]) if r["size"] else "-" if r["pulled"] is None else "?",
@@ -138,3 +143,9 @@ def verify(
     bad = [r for r in results if not r.ok]
     if bad:
         raise fail(f"{len(bad)} model(s) or corpora failed verification: {', '.join(r.name for r in bad)}.", ExitCode.INTEGRITY)
+
+
+def _corpus_row(expert, settings, cat) -> dict:
+    from complm_cli.corpus.index import info
+
+    return {"corpus": expert.corpus, "reader": expert.reader or cat.for_role("fallback").name, "indexed": info(settings.cache_dir, expert.corpus) is not None}
