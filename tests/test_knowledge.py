@@ -67,6 +67,20 @@ def test_hybrid_search_finds_the_passage_by_meaning_and_by_rare_words(corpus, em
         k.close()
 
 
+def test_bm25_leaves_out_words_in_a_great_many_passages(corpus):
+    from complm_cli.corpus.search import Searcher
+
+    s = Searcher(corpus, "notes", embedder_id(load_catalog([TINY_CATALOG])))
+    try:
+        assert s.common == 500  # a small corpus: every word is looked for
+        assert s._rare(["zorblat", "quillfeather", "kessan"]) == ["zorblat", "quillfeather", "kessan"]
+        s.common = 1  # as if 'quillfeather' (in 2 passages) were common
+        assert s._rare(["zorblat", "quillfeather", "nowhere"]) == ["zorblat", "nowhere"]
+        assert s._rare(["quillfeather", "released"]) == ["quillfeather", "released"]  # all common: the rarest stay
+    finally:
+        s.close()
+
+
 def test_a_step_close_to_the_passages_goes_to_the_corpus_and_others_do_not(corpus, embedder):
     k = knowledge(corpus, embedder)
     cat = k.catalog

@@ -19,6 +19,9 @@ from complm_cli.errors import DatasetError
 
 CANDIDATES = 20  # from each list, before fusion
 RRF_K = 60
+# BM25 scores every passage that holds any query word: a word in thousands of passages costs the most and, by
+# its low IDF, moves the ranking least. Such words are left out (bench/corpus_search.py: 100k passages).
+COMMON_SHARE, COMMON_MIN = 0.02, 500
 _STOP = frozenset(
     "a an and are as at be by did do does for from had has have he her his how in is it its of on or she that the "
     "their them they this to was were what when where which who whom whose why will with".split())
@@ -60,10 +63,14 @@ class Hit:
         return out
 
 
-def fts_query(text: str) -> str:
-    """The words of a question as an FTS5 query any of them matches (quoted: no word is read as syntax)."""
-    words = [w for w in re.findall(r"\w+", text.lower()) if len(w) > 1 and w not in _STOP]
-    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+def query_words(text: str) -> list[str]:
+    """The words of a question BM25 looks for: no stop words, no single letters, each once."""
+    return list(dict.fromkeys(w for w in re.findall(r"\w+", text.lower()) if len(w) > 1 and w not in _STOP))
+
+
+def fts_query(words: list[str]) -> str:
+    """Words as an FTS5 query any of them matches (quoted: no word is read as syntax)."""
+    return " OR ".join(f'"{w}"' for w in words)
 
 
 class Searcher:
@@ -82,6 +89,9 @@ class Searcher:
                                f"then add its files again.") from None
         store.check_embedder(name, meta, embedder_id)
         self.index = open_for_search(self.con, db.parent, int(meta["generation"]))
+        self.con.execute("CREATE VIRTUAL TABLE temp.vocab USING fts5vocab(main, 'passages_fts', 'row')")
+        passages = self.con.execute("SELECT count(*) FROM passages").fetchone()[0]
+        self.common = max(COMMON_MIN, int(COMMON_SHARE * passages))
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -96,12 +106,20 @@ class Searcher:
             matches = self.index.search(vector, 1)
         return matches[0][1] if matches else 0.0
 
+    def _rare(self, words: list[str]) -> list[str]:
+        """The query words BM25 should look for: those not in a great many passages (the three rarest, if all are)."""
+        if not words:
+            return words
+        found = dict(self.con.execute(f"SELECT term, doc FROM temp.vocab WHERE term IN ({','.join('?' * len(words))})", words))
+        kept = [w for w in words if found.get(w, 0) <= self.common]
+        return kept or sorted(words, key=lambda w: found.get(w, 0))[:3]
+
     def search(self, text: str, vector, k: int) -> list[Hit]:
         import numpy as np
 
         with self._lock:
             dense_ids = [pid for pid, _ in self.index.search(vector, CANDIDATES)] if self.index is not None else []
-            query = fts_query(text)
+            query = fts_query(self._rare(query_words(text)))
             sparse_ids = [r[0] for r in self.con.execute(
                 "SELECT rowid FROM passages_fts WHERE passages_fts MATCH ? ORDER BY bm25(passages_fts, 2.0, 1.0) LIMIT ?",
                 (query, CANDIDATES))] if query else []
