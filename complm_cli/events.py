@@ -60,8 +60,8 @@ class NodeDone(Event):
 
 @dataclass
 class NodeSources(Event):
-    """A knowledge step's passages, retrieved before its reader starts (corpus.search.Hit each; none: all of
-    a direct answer's, node_id 0)."""
+    """A knowledge step's passages, retrieved before its reader starts (corpus.search.Hit each); a direct
+    answer's one retrieval is node 1's, its only node."""
 
     node_id: int
     sources: list[Hit]
@@ -90,3 +90,15 @@ Listener = Callable[[Event], None]
 
 def ignore(_: Event) -> None:
     pass
+
+
+def both(first: Listener, second: Listener) -> Listener:
+    """One listener that tells two, in order."""
+    if second is ignore:
+        return first
+
+    def listen(event: Event) -> None:
+        first(event)
+        second(event)
+
+    return listen

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from complm_cli.cli.common import (ApiKeyOpt, CatalogOpt, CorpusOpt, ExpertOpt, GpuLayersOpt, JsonOpt, OfflineOpt, QuestionArg, SeedOpt,
+from complm_cli.cli.common import (ApiKeyOpt, CatalogOpt, CorpusOpt, ExpertOpt, GpuLayersOpt, JsonlOpt, JsonOpt, OfflineOpt, QuestionArg, SeedOpt,
                                    ServerOpt, ThreadsOpt, TimeoutOpt, WorkersOpt, env, handles_errors, refuse_local_flags)
-from complm_cli.errors import ExitCode
+from complm_cli.errors import ExitCode, UsageError
 
 MODE_HELP = "parallel (default): independent nodes at once; sequential: one node at a time; monolithic: one model, no plan."
 
@@ -19,6 +19,7 @@ def ask(
     mode: str = typer.Option("parallel", "--mode", "-m", help=MODE_HELP),
     expert: str = ExpertOpt,
     as_json: bool = JsonOpt,
+    as_jsonl: bool = JsonlOpt,
     workers: int = WorkersOpt,
     threads: int = ThreadsOpt,
     gpu_layers: int = GpuLayersOpt,
@@ -35,11 +36,14 @@ def ask(
 ) -> None:
     """Answer a question by composing experts: plan, route, run in parallel, aggregate."""
     from complm_cli import render
+    from complm_cli.cli.jsonl import JsonLines
     from complm_cli.cli.question import prepare, read_question
-    from complm_cli.events import ignore
+    from complm_cli.events import both, ignore
     from complm_cli.compose.session import check_mode
 
     e = env()
+    if as_json and as_jsonl:
+        raise UsageError("--json prints one record at the end and --jsonl a line per event; choose one.")
     text = read_question(question, e)
     check_mode(mode)
     if server:
@@ -54,17 +58,20 @@ def ask(
                          max_memory=max_memory, corpora=corpus or None)
         session = prepare(catalog, offline, expert, (mode,), e, verbose, **overrides)
     # A live view only for a person at a terminal: a pipe gets the answer alone.
-    live = e.stderr_isatty and e.stdout_isatty and not as_json
+    live = e.stderr_isatty and e.stdout_isatty and not as_json and not as_jsonl
+    lines = JsonLines(e.stdout) if as_jsonl else None
     try:
         if live:
             with render.LiveView(e.err_console()) as view:
                 result = session.ask(text, mode=mode, on_event=view)
         else:
             progress = _plain_progress(e) if verbose else ignore
-            result = session.ask(text, mode=mode, on_event=progress)
+            result = session.ask(text, mode=mode, on_event=progress if lines is None else both(lines, progress))
     finally:
         session.close()
-    if as_json:
+    if lines is not None:
+        lines.write({"result": result.to_dict()})
+    elif as_json:
         print(render.to_json(result.to_dict()), file=e.stdout)
     elif e.stdout_isatty:
         render.print_answer(e.out_console(), result)

@@ -97,12 +97,12 @@ def handles_errors(func: Callable) -> Callable:
             return result
         except ComplmError as exc:
             _traceback_if_debug()
-            if kwargs.get("as_json"):
+            if kwargs.get("as_json") or kwargs.get("as_jsonl"):
                 # A script reading --json gets a document either way, not an empty stdout.
                 print_error_document(exc.message, int(exc.code))
             raise fail(exc.message, exc.code) from None
         except KeyboardInterrupt:
-            if kwargs.get("as_json"):
+            if kwargs.get("as_json") or kwargs.get("as_jsonl"):
                 print_error_document("interrupted.", int(ExitCode.INTERRUPTED))
             raise fail("interrupted.", ExitCode.INTERRUPTED) from None
         except BrokenPipeError:
@@ -160,6 +160,7 @@ def load(catalog: Path | None = None, offline: bool | None = None, **overrides: 
 CatalogOpt = typer.Option(None, "--catalog", help="Another catalog file layered over the shipped and user catalogs (or COMPLM_CATALOG).", dir_okay=False)
 OfflineOpt = typer.Option(False, "--offline", help="Never touch the network (or COMPLM_OFFLINE=1).")
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts.")
+JsonlOpt = typer.Option(False, "--jsonl", help="Print each event as a JSON line as it happens, then the record (for scripts).")
 QuestionArg = typer.Argument(None, help="The question; '-' or a pipe reads it from stdin.")
 ExpertOpt = typer.Option(None, "--expert", "-e", help="Send every node to this expert (with --mode monolithic: the model that answers).")
 WorkersOpt = typer.Option(None, "--workers", "-w", min=1, help="Nodes that may run at once (default: 4).")
