@@ -77,6 +77,27 @@ def run(name: str, split: str, limit: int, tag: str = "") -> None:
         knowing.close()
 
 
+def recall_now(name: str, split: str, limit: int) -> None:
+    """One-retrieval recall with the code as it is now, beside the recall the result file recorded: retrieval
+    changes (the vector index, the BM25 words) checked without running a model."""
+    from complm_cli.cache.catalog import load_catalog
+    from complm_cli.cache.config import load_settings
+    from complm_cli.cache.store import Store
+    from complm_cli.compose.knowledge import Knowledge, with_corpora
+    from complm_cli.compose.route import Embedder
+
+    settings, catalog = load_settings(), load_catalog()
+    embedder = Embedder(Store(settings).require(catalog.embedder), catalog.embedder.name)
+    knowledge = Knowledge(settings.cache_dir, with_corpora(catalog, [f"bench-{name}"]), embedder)
+    recorded = {r["id"]: r["recall"] for r in _jsonl(OUT / f"{name}-{split}.jsonl") if r["mode"] == "retrieval"}
+    now = {q["id"]: _recall({h.record_id for h in knowledge.retrieve_all(q["question"])}, q["gold_passages"])
+           for q in _jsonl(DATA / f"{name}_{split}.jsonl")[:limit]}
+    same = sum(abs(now[i] - recorded[i]) < 1e-9 for i in now if i in recorded)
+    print(f"{name} {split}: one-retrieval recall now {statistics.mean(now.values()):.1%}, recorded "
+          f"{statistics.mean(recorded[i] for i in now if i in recorded):.1%}; the same on {same} of {len(now)} questions")
+    knowledge.close()
+
+
 def report() -> None:
     print("set       split          n  mode        accuracy  recall  median s  mean s")
     for path in sorted(OUT.glob("*.jsonl")):
@@ -106,8 +127,11 @@ if __name__ == "__main__":
     parser.add_argument("--limit", type=int, default=30)
     parser.add_argument("--tag", default="", help="a name for this variant's result file (tuning runs)")
     parser.add_argument("--report", action="store_true")
+    parser.add_argument("--recall-now", action="store_true", help="one-retrieval recall with the current code, no model")
     args = parser.parse_args()
-    if args.report or not args.set:
+    if args.recall_now:
+        recall_now(args.set, args.split, args.limit)
+    elif args.report or not args.set:
         report()
     else:
         run(args.set, args.split, args.limit, args.tag)
