@@ -40,6 +40,7 @@ def isolated(tmp_path, monkeypatch):
     cache, config = tmp_path / "cache", tmp_path / "config"
     monkeypatch.setenv("COMPLM_CACHE_DIR", str(cache))
     monkeypatch.setenv("COMPLM_CONFIG_DIR", str(config))
+    monkeypatch.setenv("COMPLM_DATA_DIR", str(tmp_path / "data"))  # the run log
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     # A short Hub timeout keeps fall-over tests quick; the Hub is never reachable here.
     monkeypatch.setenv("COMPLM_HUB_TIMEOUT", "3")

@@ -33,6 +33,12 @@ def _default_config_dir() -> Path:
     return Path(platformdirs.user_config_dir(APP, appauthor=False))
 
 
+def _default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP, appauthor=False))
+
+
 def total_ram_bytes() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -96,6 +102,7 @@ def format_size(n: int | float) -> str:
 class Settings:
     cache_dir: Path = field(default_factory=_default_cache_dir)
     config_dir: Path = field(default_factory=_default_config_dir)
+    data_dir: Path = field(default_factory=_default_data_dir)  # the run log (runlog.py)
     catalog: Path | None = None  # one more catalog file, layered over the shipped and user ones
     offline: bool = False
     workers: int = 0  # 0: the default (4)
@@ -138,6 +145,7 @@ class Settings:
 
 _ENV = {
     "cache_dir": "COMPLM_CACHE_DIR",
+    "data_dir": "COMPLM_DATA_DIR",
     "catalog": "COMPLM_CATALOG",
     "offline": "COMPLM_OFFLINE",
     "workers": "COMPLM_WORKERS",
@@ -177,7 +185,7 @@ def _number(value: Any, kind: type) -> int | float:
 
 def _checked(name: str, value: Any) -> tuple[Any, str | None]:
     """(the value coerced to the setting's type, or a phrase saying why it is not valid)."""
-    if name in ("cache_dir", "config_dir", "catalog"):
+    if name in ("cache_dir", "config_dir", "data_dir", "catalog"):
         path = Path(os.path.expanduser(str(value)))
         if name != "catalog" and path.exists() and not path.is_dir():
             return None, "is not a folder (it names a file)"
@@ -265,7 +273,7 @@ def load_settings(env: dict[str, str] | None = None, flags: dict[str, Any] | Non
         for key, value in data.items():
             if key not in known:
                 raise CatalogError(f"The config file {path} has an unknown key '{key}'; known keys: {', '.join(sorted(known))}.")
-            if key in ("cache_dir", "catalog"):
+            if key in ("cache_dir", "data_dir", "catalog"):
                 if not isinstance(value, str):
                     raise CatalogError(f"The config file {path}, key '{key}': '{value}' is not valid; {key} must be a path, in quotes.")
                 # A relative path in the file is relative to the file, not to wherever complm runs.

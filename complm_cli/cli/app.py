@@ -13,7 +13,7 @@ import sys
 import typer
 
 from complm_cli import __version__
-from complm_cli.cli import ask, corpus, doctor, evaluate, graph, models, pull, serve
+from complm_cli.cli import ask, corpus, doctor, evaluate, graph, logs, models, pull, serve
 from complm_cli.cli.common import debug_flag, fail, print_error_document
 from complm_cli.errors import ExitCode
 
@@ -55,6 +55,7 @@ app.command("doctor")(doctor.doctor)
 app.command("eval")(evaluate.evaluate)
 app.command("serve")(serve.serve)
 app.add_typer(corpus.app, name="corpus")
+app.add_typer(logs.app, name="logs")
 
 
 def _terminate(signum, frame) -> None:

@@ -33,6 +33,7 @@ def ask(
     api_key: str = ApiKeyOpt,
     corpus: list[str] = CorpusOpt,
     no_sources: bool = typer.Option(False, "--no-sources", help="Leave the list of sources out of a piped answer."),
+    no_log: bool = typer.Option(False, "--no-log", help="Do not keep this run in the run log (`complm logs`)."),
 ) -> None:
     """Answer a question by composing experts: plan, route, run in parallel, aggregate."""
     from complm_cli import render
@@ -81,6 +82,8 @@ def ask(
         print(result.answer, file=e.stdout, flush=True)
         if result.sources and not no_sources:
             print(render.sources_text(result.sources), file=e.stdout, flush=True)
+    if not no_log:
+        _log(result, None if server else session, server, catalog, e)
     if live or verbose:
         e.err_console().print(f"[dim]{render.summary_line(result)}[/]")
     if result.status == "partial":
@@ -91,6 +94,20 @@ def ask(
         why = f"steps failed ({reasons})" if reasons else "the model returned an empty answer"
         print(f"complm: no answer: {why}.", file=e.stderr)
         raise typer.Exit(int(ExitCode.MODEL))
+
+
+def _log(result, session, server: str | None, catalog: Path | None, e) -> None:
+    """Keep the run in the run log, unless logging is off; a log that cannot be written is a warning."""
+    from complm_cli import runlog
+    from complm_cli.cli.common import load
+    from complm_cli.errors import ComplmError
+
+    try:
+        settings = session.settings if session is not None else load(catalog)[0]
+        if runlog.is_on(settings):
+            runlog.record(settings, result, session.catalog if session is not None else None, server)
+    except ComplmError as exc:
+        print(f"complm: {exc.message}", file=e.stderr)
 
 
 def _plain_progress(e):
