@@ -59,6 +59,7 @@ def test_doctor_json(isolated):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["cache_dir"] == str(isolated["cache"])
+    assert report["run_log"] == {"path": str(isolated["cache"].parent / "data" / "logs.db"), "on": True}
     assert report["llama_cpp"]["importable"] is True
     assert isinstance(report["llama_cpp"]["gpu_offload"], bool)
     assert report["cpu_threads"] >= 1

@@ -67,6 +67,8 @@ def doctor(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
     from complm_cli.cache.config import format_size, total_ram_bytes
     from complm_cli.cache.store import Store
 
+    from complm_cli import runlog
+
     settings, cat = load(catalog)
     store = Store(settings)
     report = {
@@ -75,6 +77,7 @@ def doctor(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
         "platform": platform.platform(),
         "packages": {d: _version(d) for d in ("llama-cpp-python", "sentence-transformers", "torch", "huggingface-hub", "typer", "rich", "networkx", "openai", "starlette", "uvicorn")},
         "cache_dir": str(settings.cache_dir),
+        "run_log": {"path": str(runlog.path(settings)), "on": runlog.is_on(settings)},
         "config_file": str(settings.config_file),
         "config_file_exists": settings.config_file.is_file(),
         "user_catalog": str(settings.user_catalog),
@@ -102,6 +105,7 @@ def doctor(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
         ("complm", f"{report['complm']} on Python {report['python']} ({report['platform']})"),
         *((name, ver or "[red]not installed[/]") for name, ver in report["packages"].items()),
         ("cache", report["cache_dir"]),
+        ("run log", report["run_log"]["path"] + ("" if report["run_log"]["on"] else " (off)")),
         ("config file", report["config_file"] + ("" if report["config_file_exists"] else " (none)")),
         ("user catalog", report["user_catalog"]),
         ("catalogs in use", ", ".join(report["catalog_files"])),
