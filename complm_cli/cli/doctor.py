@@ -68,7 +68,9 @@ def doctor(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
     from complm_cli.cache.store import Store
 
     from complm_cli import runlog
+    from complm_cli.experts.waiting import settle
 
+    waiting = settle()  # before _llama_build loads llama.cpp, as a run would
     settings, cat = load(catalog)
     store = Store(settings)
     report = {
@@ -83,6 +85,7 @@ def doctor(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
         "user_catalog": str(settings.user_catalog),
         "catalog_files": [str(f) for f in cat.files],
         "cpu_threads": settings.threads,
+        "thread_waiting": waiting,
         "workers": settings.worker_count(),
         "ram": total_ram_bytes(),
         "memory_budget": settings.memory_budget(),
@@ -109,7 +112,7 @@ def doctor(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
         ("config file", report["config_file"] + ("" if report["config_file_exists"] else " (none)")),
         ("user catalog", report["user_catalog"]),
         ("catalogs in use", ", ".join(report["catalog_files"])),
-        ("CPU threads", f"{report['cpu_threads']} (workers {report['workers']})"),
+        ("CPU threads", f"{report['cpu_threads']} (workers {report['workers']}); at a barrier they {report['thread_waiting']}"),
         ("memory", f"{format_size(report['ram'])} RAM, model budget {format_size(report['memory_budget'])}"),
         ("llama.cpp", ("GPU offload: " + ("yes" if llama.get("gpu_offload") else "no (CPU build)")) if llama["importable"] else f"[red]cannot import: {llama['error']}[/]"),
         ("embedder", f"{report['embedder']['name']} ({'pulled' if report['embedder']['pulled'] else 'not pulled'})"),

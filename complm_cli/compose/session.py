@@ -76,6 +76,9 @@ class Session:
                  expert: str | None = None, pull: bool = True, pull_reporter: PullReporter | None = None, factory=None,
                  embedder: Embedder | None = None, modes: tuple[str, ...] = MODES, monolithic: str | None = None,
                  corpora: Sequence[str] = ()):
+        from complm_cli.experts.waiting import settle
+
+        settle()  # before any model loads: llama.cpp's threads wait for each other as the CPU's load allows
         self.settings = settings or load_settings()
         catalog = catalog or catalog_for(self.settings)
         corpora = [*self.settings.corpora, *corpora]
