@@ -142,7 +142,8 @@ def _one_file(writer: "_Writer", source: SourceFile, known: tuple | None, report
 def _drop_missing(writer: "_Writer", known: dict, found: Found, given: list[Path]) -> int:
     """Files indexed before from a folder given again, which that folder no longer holds."""
     present = {str(f.path) for f in found.files}
-    folders = [str(Path(os.path.expanduser(str(p))).resolve()) for p in given if Path(os.path.expanduser(str(p))).is_dir()]
+    paths = [Path(os.path.expanduser(str(p))).resolve() for p in given]
+    folders = [str(p) for p in paths if p.is_dir()]
     gone = [row for path, row in known.items() if path not in present
             and any(path.startswith(f.rstrip(os.sep) + os.sep) for f in folders)]
     for row in gone:
