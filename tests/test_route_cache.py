@@ -59,3 +59,24 @@ def test_loading_the_embedder_leaves_the_process_as_it_was(pulled_models, hub):
     assert torch.get_num_threads() == threads
     assert transformers_logging.is_progress_bar_enabled() == bars
     assert hub.traffic() == 0
+
+
+@pytest.mark.model
+def test_a_text_embedded_again_is_not_encoded_again(models, embedder):
+    embedder._recent.clear()  # the embedder is shared by the session's tests
+    calls = []
+    model = embedder.model()
+    real = model.encode
+
+    def counting(texts, **kw):
+        calls.append(list(texts))
+        return real(texts, **kw)
+
+    model.encode = counting
+    try:
+        first = embedder.encode(["What is the capital of France?", "Who wrote Hamlet?"])
+        again = embedder.encode(["Who wrote Hamlet?", "What is 2 plus 2?", "Who wrote Hamlet?"])
+    finally:
+        del model.encode
+    assert calls == [["What is the capital of France?", "Who wrote Hamlet?"], ["What is 2 plus 2?"]]
+    assert np.array_equal(again[0], first[1]) and np.array_equal(again[2], first[1]) and again.shape == (3, 384)

@@ -10,6 +10,7 @@ fallback expert. Profile vectors are cached on disk, keyed by embedder and text.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -38,6 +39,7 @@ class Embedder:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._recent: collections.OrderedDict = collections.OrderedDict()  # text -> vector, least recent first
 
     def start(self) -> "Embedder":
         with self._lock:
@@ -100,15 +102,30 @@ class Embedder:
             thread.join()
         self._model = None
 
+    RECENT = 256  # texts whose vectors are kept: a step is embedded to route it, to score it against a corpus,
+    # and to retrieve its passages; the second and third time cost nothing
+
     def encode(self, texts: Sequence[str]):
         import numpy as np
 
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        model = self.model()
-        with self._torch_threads():
-            vectors = model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-        return np.asarray(vectors, dtype=np.float32)
+        with self._lock:
+            recent = self._recent
+            known = {t: recent[t] for t in texts if t in recent}
+            for t in known:
+                recent.move_to_end(t)
+        missing = list(dict.fromkeys(t for t in texts if t not in known))
+        if missing:
+            model = self.model()
+            with self._torch_threads():
+                vectors = model.encode(missing, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+            with self._lock:
+                for t, v in zip(missing, np.asarray(vectors, dtype=np.float32)):
+                    known[t] = recent[t] = v
+                while len(recent) > self.RECENT:
+                    recent.popitem(last=False)
+        return np.stack([known[t] for t in texts])
 
 
 class VectorCache:
