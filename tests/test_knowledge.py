@@ -184,6 +184,33 @@ def test_a_question_the_corpus_does_not_hold_is_not_answered_as_sourced(corpus):
     doc = json.loads(result.stdout)
     assert doc["answer"] == prompts.NOT_IN_CORPUS and doc["status"] == "partial" and doc["sources"] == []
     assert doc["nodes"][0]["not_found"] and "the corpus does not say" in result.stderr
+    assert doc["tokens"]["total"] == 0  # no passage: no model was asked
+
+
+def test_a_knowledge_step_with_no_passage_asks_no_reader():
+    import threading
+    import time
+
+    from complm_cli.compose.cancel import AnyOf
+    from complm_cli.compose.knowledge import corpus_expert
+    from complm_cli.compose.node import NodeTask, run_task
+    from complm_cli.events import NodeDone, NodeStarted
+
+    class NothingClose:  # a corpus none of whose passages is close to the step
+        def retrieve(self, expert, question):
+            return []
+
+    class NoPool:
+        def acquire(self, *a, **kw):
+            raise AssertionError("a reader was asked")
+
+    expert = corpus_expert("notes", load_catalog([TINY_CATALOG]))
+    task = NodeTask(1, ABSENT, expert, (), (), False, 1, threading.Event(), AnyOf(threading.Event()), time.perf_counter(),
+                    knowledge=NothingClose())
+    events = []
+    out = run_task(task, NoPool(), events.append, lambda t: None)
+    assert (out.status, out.answer, out.not_found, out.sources) == ("done", prompts.NOT_IN_CORPUS, True, [])
+    assert [type(e) for e in events] == [NodeSources, NodeStarted, NodeDone]
 
 
 def test_a_reader_that_says_the_passages_do_not_hold_it_leaves_no_sources():

@@ -14,7 +14,7 @@ import time
 
 from complm_cli.cache.catalog import Expert
 from complm_cli.compose import prompts
-from complm_cli.compose.generate import generate_text
+from complm_cli.compose.generate import Generation, generate_text
 from complm_cli.compose.lists import room
 from complm_cli.compose.plan import single_node
 from complm_cli.compose.records import NodeResult
@@ -35,9 +35,13 @@ def answer_directly(question: str, model: Expert, pool, settings, on_event: List
     else:
         messages = prompts.monolithic_messages(question)
     began: list[float] = []  # once the model is loaded: a node's seconds and tokens/s leave its load out
-    out = generate_text(pool, settings, model, messages, max_tokens=room(question, gen.max_tokens),
-                        temperature=gen.temperature, on_token=lambda p: on_event(AnswerToken(p)), cancel=cancel,
-                        prefix=1, on_start=lambda: began.append(time.perf_counter()))
+    if knowledge and not hits:  # nothing to read: the model could only invent an answer
+        began.append(time.perf_counter())
+        out = Generation(prompts.NOT_IN_CORPUS, 0, 0.0, None)
+    else:
+        out = generate_text(pool, settings, model, messages, max_tokens=room(question, gen.max_tokens),
+                            temperature=gen.temperature, on_token=lambda p: on_event(AnswerToken(p)), cancel=cancel,
+                            prefix=1, on_start=lambda: began.append(time.perf_counter()))
     answer, tokens = out.text, out.tokens
     end = time.perf_counter()
     seconds = end - t  # the phase, its load included, as a composed run's execute_s includes its nodes' loads
