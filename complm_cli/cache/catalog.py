@@ -405,8 +405,10 @@ def _parse_corpus(name: str, table: dict[str, Any], c: _Checker, origins: dict[s
     unknown = sorted(set(table) - known)
     if unknown:
         raise c.fail(unknown[0], f"is not a known key of a corpus expert (known: {', '.join(sorted(known))})")
+    from complm_cli.corpus.index import is_name
+
     corpus = c.get("corpus", str, name)
-    if not _NAME_RE.match(corpus):
+    if not is_name(corpus):
         raise c.fail("corpus", f"'{corpus}' is not a corpus name")
     threshold = c.get("threshold", (int, float), None)
     if threshold is not None and not -1.0 <= threshold <= 1.0:

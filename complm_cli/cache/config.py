@@ -198,13 +198,13 @@ def _checked(name: str, value: Any) -> tuple[Any, str | None]:
             return word in _TRUE, None
         return None, "must be true or false (1/0, yes/no, on/off)"
     if name == "corpora":
-        from complm_cli.corpus.index import _NAME
+        from complm_cli.corpus.index import is_name
 
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
             return None, "must be corpus names (a list, or names separated by commas)"
         names = tuple(dict.fromkeys(i.strip() for i in items if i.strip()))
-        bad = [n for n in names if not _NAME.match(n)]
+        bad = [n for n in names if not is_name(n)]
         return (None, f"names '{bad[0]}', which is not a corpus name") if bad else (names, None)
     if name == "max_memory":
         try:

@@ -83,7 +83,7 @@ def ask(
         if result.sources and not no_sources:
             print(render.sources_text(result.sources), file=e.stdout, flush=True)
     if not no_log:
-        _log(result, None if server else session, server, catalog, e)
+        _log(result, None if server else session, server, e)
     if live or verbose:
         e.err_console().print(f"[dim]{render.summary_line(result)}[/]")
     if result.status == "partial":
@@ -96,14 +96,14 @@ def ask(
         raise typer.Exit(int(ExitCode.MODEL))
 
 
-def _log(result, session, server: str | None, catalog: Path | None, e) -> None:
+def _log(result, session, server: str | None, e) -> None:
     """Keep the run in the run log, unless logging is off; a log that cannot be written is a warning."""
     from complm_cli import runlog
-    from complm_cli.cli.common import load
+    from complm_cli.cache.config import load_settings
     from complm_cli.errors import ComplmError
 
     try:
-        settings = session.settings if session is not None else load(catalog)[0]
+        settings = session.settings if session is not None else load_settings()
         if runlog.is_on(settings):
             runlog.record(settings, result, session.catalog if session is not None else None, server)
     except ComplmError as exc:

@@ -99,22 +99,22 @@ def _show(e, run) -> None:
 @handles_errors
 def off() -> None:
     """Stop logging runs (what is logged stays)."""
-    from complm_cli import runlog
-
-    settings, _ = load()
-    runlog.set_on(settings, False)
-    print("Logging is off; `complm logs on` turns it back on.", file=env().stdout)
+    _switch(False)
 
 
 @app.command("on")
 @handles_errors
 def on() -> None:
     """Log every run again (the default)."""
+    _switch(True)
+
+
+def _switch(on: bool) -> None:
     from complm_cli import runlog
 
     settings, _ = load()
-    runlog.set_on(settings, True)
-    print("Logging is on.", file=env().stdout)
+    runlog.set_on(settings, on)
+    print("Logging is on." if on else "Logging is off; `complm logs on` turns it back on.", file=env().stdout)
 
 
 @app.command("path")

@@ -15,6 +15,7 @@ import time
 from complm_cli.cache.catalog import Expert
 from complm_cli.compose import prompts
 from complm_cli.compose.generate import Generation, generate_text
+from complm_cli.compose.knowledge import read_answer
 from complm_cli.compose.lists import room
 from complm_cli.compose.plan import single_node
 from complm_cli.compose.records import NodeResult
@@ -51,10 +52,8 @@ def answer_directly(question: str, model: Expert, pool, settings, on_event: List
                       "the model returned an empty answer" if empty else out.why_cut,
                       began[0] - start, end - began[0], tokens, settings.threads, cut=out.cut and not empty)
     if knowledge and not empty:
-        node.not_found = not hits or prompts.says_not_found(answer)
-        node.sources = [] if node.not_found else hits
-        if node.not_found:
-            answer = node.answer = prompts.NOT_IN_CORPUS
+        answer, node.sources, node.not_found = read_answer(answer, hits)
+        node.answer = answer
     status, reason = judge(answer, [node])
     routes = {1: Route(model.name, 1.0, {}, "forced" if forced else "monolithic")}
     wall = time.perf_counter() - start

@@ -16,12 +16,21 @@ from dataclasses import replace
 from pathlib import Path
 
 from complm_cli.cache.catalog import Catalog, Expert
+from complm_cli.compose import prompts
 from complm_cli.corpus.search import Hit, Searcher
 
 STEP_K = 2  # passages a step's reader gets: one hop needs one, the other catches a near miss (prompt tokens are the cost)
 WHOLE_K = 4  # passages for a whole question (monolithic mode): its 2 to 4 hops need several
 THRESHOLD = 0.40  # measured by bench/corpus_routing.py: 96% of steps a corpus answers taken, 95% of others left out
 FLOOR = 0.1  # a passage less similar than this to its query is not given to the reader, nor shown as a source
+
+
+def read_answer(answer: str, hits: list[Hit]) -> tuple[str, list[Hit], bool]:
+    """(answer, sources, not found) of a reader's answer from `hits`: one that says the passages do not hold
+    it (or had none to read) becomes "Not in the corpus." and keeps no sources."""
+    if not hits or prompts.says_not_found(answer):
+        return prompts.NOT_IN_CORPUS, [], True
+    return answer, hits, False
 
 
 def embedder_id(catalog: Catalog) -> str:

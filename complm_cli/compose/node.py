@@ -17,6 +17,7 @@ from complm_cli.cache.catalog import Expert
 from complm_cli.compose import prompts
 from complm_cli.compose.cancel import AnyOf, Cancelled
 from complm_cli.compose.facts import FactWatch
+from complm_cli.compose.knowledge import read_answer
 from complm_cli.compose.generate import Params, generate
 from complm_cli.compose.lists import room
 from complm_cli.events import Listener, NodeDone, NodeFailed, NodeSources, NodeStarted, NodeToken
@@ -91,10 +92,7 @@ def _look_up(task: NodeTask, pool, on_event: Listener, on_start) -> Outcome:
     messages = prompts.reader_messages(task.question, [(h.title, h.text) for h in hits], list(task.context))
     out = _generate(task, pool, on_event, on_start, messages=messages, model=knowledge.reader(task.expert))
     if out.status == "done":
-        out.not_found = prompts.says_not_found(out.answer or "")
-        out.sources = [] if out.not_found else hits
-        if out.not_found:
-            out.answer = prompts.NOT_IN_CORPUS
+        out.answer, out.sources, out.not_found = read_answer(out.answer or "", hits)
     return out
 
 

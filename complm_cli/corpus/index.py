@@ -41,8 +41,13 @@ CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts USING fts5(title, text, content=
 """
 
 
+def is_name(name: str) -> bool:
+    """Whether `name` can name a corpus (its folder in the cache, its lock file)."""
+    return bool(_NAME.match(name or ""))
+
+
 def check_name(name: str) -> str:
-    if not _NAME.match(name or ""):
+    if not is_name(name):
         raise UsageError(f"'{name}' is not a corpus name; use letters, digits, '-', '_' and '.' (64 at most), "
                          f"starting with a letter or digit.")
     return name
