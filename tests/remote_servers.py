@@ -46,7 +46,7 @@ class LlamaServer:
         # A file, not a pipe: llama.cpp logs enough while loading to fill a pipe and block.
         self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+            [sys.executable, str(Path(__file__).with_name("llama_server.py")), "--model", str(model), "--host", "127.0.0.1",
              "--port", str(self.port), "--model_alias", ALIAS, "--n_threads", "1", "--n_ctx", "2048"],
             stdout=self.log, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 120

@@ -51,6 +51,28 @@ def _unknown(version: str, what: str) -> ModelError:
                       f"{TESTED}: install it with `pip install llama-cpp-python=={TESTED}`.")
 
 
+def model_params(ll, gpu_layers: int):
+    """llama.cpp's model parameters, with the weights left as the file has them on a CPU with AMX.
+
+    A source build of llama-cpp-python (pip builds one where it has no wheel) compiles llama.cpp for the CPU it
+    builds on, AMX kernels included; on the reference machine, a Sapphire Rapids in a sandbox, the first
+    matrix product through them crashes the process (SIGSEGV in ggml_backend_amx_mul_mat), whatever the model.
+    Those kernels only speed up repacked weights: without the extra buffer types the AVX-512 kernels run."""
+    mparams = ll.llama_model_default_params()
+    mparams.n_gpu_layers = gpu_layers
+    if has_amx() and hasattr(mparams, "use_extra_bufts"):
+        mparams.use_extra_bufts = False
+    return mparams
+
+
+def has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            return any(line.startswith("flags") and " amx_tile" in line for line in f)
+    except OSError:
+        return False
+
+
 def version() -> str:
     import llama_cpp
 
@@ -172,9 +194,7 @@ class Context:
 
         set_verbose(False)  # llama.cpp's load and context logs would land on the user's terminal
         self._ll = ll
-        mparams = ll.llama_model_default_params()
-        mparams.n_gpu_layers = gpu_layers
-        self.model = _internals.LlamaModel(path_model=str(path), params=mparams, verbose=False)
+        self.model = _internals.LlamaModel(path_model=str(path), params=model_params(ll, gpu_layers), verbose=False)
         try:
             cparams = ll.llama_context_default_params()
             # One sequence id per stream, each with its own stream of n_ctx cells. Measured on the 135M
