@@ -41,6 +41,8 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("COMPLM_CACHE_DIR", str(cache))
     monkeypatch.setenv("COMPLM_CONFIG_DIR", str(config))
     monkeypatch.setenv("COMPLM_DATA_DIR", str(tmp_path / "data"))  # the run log
+    # Runs happen in the test's process (or its own `complm`): the background server's tests turn it on themselves.
+    monkeypatch.setenv("COMPLM_DAEMON", "0")
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     # A short Hub timeout keeps fall-over tests quick; the Hub is never reachable here.
     monkeypatch.setenv("COMPLM_HUB_TIMEOUT", "3")

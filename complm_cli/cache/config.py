@@ -71,6 +71,32 @@ def parse_size(text: str | int | float) -> int:
     return int(number * scale)
 
 
+_DURATION_RE = re.compile(r"^\s*(-?)((?:[0-9]*\.?[0-9]+\s*(?:ms|h|m|s)?\s*)+)$", re.I)
+_DURATION_PART = re.compile(r"([0-9]*\.?[0-9]+)\s*(ms|h|m|s)?", re.I)
+_SECONDS = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, None: 1}
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from 300, '300', '5m', '1h30m', '90s' or '-1' (Ollama's keep_alive forms); None if it is none."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    m = _DURATION_RE.match(str(value))
+    if not m:
+        return None
+    total = sum(float(n) * _SECONDS[(unit or "").lower() or None] for n, unit in _DURATION_PART.findall(m.group(2)))
+    return -total if m.group(1) else total
+
+
+def format_duration(seconds: float) -> str:
+    """'5m', '90s', '1h30m': a duration as parse_duration reads it."""
+    seconds = round(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return "".join(f"{n}{u}" for n, u in ((h, "h"), (m, "m"), (s, "s")) if n) or "0s"
+
+
 def atomic_write(path: Path, data: bytes | str) -> None:
     """Write a file so that readers see the old or the new content, never a part."""
     import tempfile
@@ -116,6 +142,9 @@ class Settings:
     stream_plan: bool = True  # run each plan step as soon as the planner has written it
     draft: bool = True  # guess the question's words the planner copies, for the model to check (drafts.py)
     corpora: tuple[str, ...] = ()  # corpora that are knowledge experts for every run (--corpus, COMPLM_CORPUS)
+    daemon: bool = True  # ask and graph go through a background server that keeps the models loaded (daemon/)
+    keep_alive: float = 300.0  # seconds that server keeps an unused model loaded; below 0: for as long as it runs
+    idle_exit: float = 1800.0  # seconds without a request after which that server exits
 
     @property
     def config_file(self) -> Path:
@@ -159,6 +188,9 @@ _ENV = {
     "stream_plan": "COMPLM_STREAM_PLAN",
     "draft": "COMPLM_DRAFT",
     "corpora": "COMPLM_CORPUS",
+    "daemon": "COMPLM_DAEMON",
+    "keep_alive": "COMPLM_KEEP_ALIVE",
+    "idle_exit": "COMPLM_IDLE_EXIT",
 }
 
 
@@ -166,7 +198,7 @@ _ENV = {
 FLAGS = {
     "catalog": "--catalog", "offline": "--offline", "workers": "--workers", "threads": "--threads",
     "gpu_layers": "--gpu-layers", "max_memory": "--max-memory", "node_timeout": "--timeout", "seed": "--seed",
-    "corpora": "--corpus",
+    "corpora": "--corpus", "daemon": "--no-daemon", "keep_alive": "--keep-alive",
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -190,7 +222,13 @@ def _checked(name: str, value: Any) -> tuple[Any, str | None]:
         if name != "catalog" and path.exists() and not path.is_dir():
             return None, "is not a folder (it names a file)"
         return path, None
-    if name in ("offline", "stream_plan", "draft"):
+    if name in ("keep_alive", "idle_exit"):
+        seconds = parse_duration(value)
+        if seconds is None or (name == "idle_exit" and seconds <= 0):
+            return None, ("must be a time like 5m, 90s or 1h (0: unload at once; -1: keep while the server runs)"
+                          if name == "keep_alive" else "must be a time above 0, like 30m or 1h")
+        return seconds, None
+    if name in ("offline", "stream_plan", "draft", "daemon"):
         if isinstance(value, bool):
             return value, None
         word = str(value).strip().lower()

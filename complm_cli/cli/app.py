@@ -13,7 +13,7 @@ import sys
 import typer
 
 from complm_cli import __version__
-from complm_cli.cli import ask, corpus, doctor, evaluate, graph, logs, models, pull, serve
+from complm_cli.cli import ask, corpus, daemon, doctor, evaluate, graph, logs, models, pull, serve
 from complm_cli.cli.common import debug_flag, fail, print_error_document
 from complm_cli.errors import ExitCode
 
@@ -54,6 +54,9 @@ app.command("verify")(models.verify)
 app.command("doctor")(doctor.doctor)
 app.command("eval")(evaluate.evaluate)
 app.command("serve")(serve.serve)
+app.command("ps")(daemon.ps)
+app.command("stop")(daemon.stop)
+app.command("_daemon", hidden=True)(daemon.run_daemon)
 app.add_typer(corpus.app, name="corpus")
 app.add_typer(logs.app, name="logs")
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from complm_cli.cli.common import (ApiKeyOpt, CatalogOpt, CorpusOpt, ExpertOpt, GpuLayersOpt, JsonlOpt, JsonOpt, OfflineOpt, QuestionArg, SeedOpt,
-                                   ServerOpt, ThreadsOpt, TimeoutOpt, WorkersOpt, env, handles_errors, refuse_local_flags)
+from complm_cli.cli.common import (ApiKeyOpt, CatalogOpt, CorpusOpt, ExpertOpt, GpuLayersOpt, JsonlOpt, JsonOpt, KeepAliveOpt, NoDaemonOpt,
+                                   OfflineOpt, QuestionArg, SeedOpt, ServerOpt, ThreadsOpt, TimeoutOpt, WorkersOpt, env, handles_errors, refuse_local_flags)
 from complm_cli.errors import ExitCode, UsageError
 
 MODE_HELP = "parallel (default): independent nodes at once; sequential: one node at a time; monolithic: one model, no plan."
@@ -34,11 +34,13 @@ def ask(
     corpus: list[str] = CorpusOpt,
     no_sources: bool = typer.Option(False, "--no-sources", help="Leave the list of sources out of a piped answer."),
     no_log: bool = typer.Option(False, "--no-log", help="Do not keep this run in the run log (`complm logs`)."),
+    no_daemon: bool = NoDaemonOpt,
+    keep_alive: str = KeepAliveOpt,
 ) -> None:
     """Answer a question by composing experts: plan, route, run in parallel, aggregate."""
     from complm_cli import render
     from complm_cli.cli.jsonl import JsonLines
-    from complm_cli.cli.question import prepare, read_question
+    from complm_cli.cli.question import read_question, session_for
     from complm_cli.events import both, ignore
     from complm_cli.compose.session import check_mode
 
@@ -47,17 +49,19 @@ def ask(
         raise UsageError("--json prints one record at the end and --jsonl a line per event; choose one.")
     text = read_question(question, e)
     check_mode(mode)
+    settings = cat = None
     if server:
         from complm_cli.serve.client import ServerClient
 
         refuse_local_flags({"--expert": expert, "--workers": workers, "--threads": threads, "--gpu-layers": gpu_layers,
                             "--max-memory": max_memory, "--seed": seed, "--timeout": timeout, "--catalog": catalog,
-                            "--offline": offline or None})
+                            "--offline": offline or None, "--keep-alive": keep_alive})
         session = ServerClient(server, api_key, corpora=corpus or None)
     else:
         overrides = dict(workers=workers, threads=threads, gpu_layers=gpu_layers, seed=seed, node_timeout=timeout,
                          max_memory=max_memory, corpora=corpus or None)
-        session = prepare(catalog, offline, expert, (mode,), e, verbose, **overrides)
+        session, settings, cat = session_for(catalog, offline, expert, (mode,), e, verbose, no_daemon=no_daemon,
+                                             keep_alive=keep_alive, **overrides)
     # A live view only for a person at a terminal: a pipe gets the answer alone.
     live = e.stderr_isatty and e.stdout_isatty and not as_json and not as_jsonl
     lines = JsonLines(e.stdout) if as_jsonl else None
@@ -83,7 +87,7 @@ def ask(
         if result.sources and not no_sources:
             print(render.sources_text(result.sources), file=e.stdout, flush=True)
     if not no_log:
-        _log(result, None if server else session, server, e)
+        _log(result, settings, cat, server, e)
     if live or verbose:
         e.err_console().print(f"[dim]{render.summary_line(result)}[/]")
     if result.status == "partial":
@@ -96,16 +100,17 @@ def ask(
         raise typer.Exit(int(ExitCode.MODEL))
 
 
-def _log(result, session, server: str | None, e) -> None:
-    """Keep the run in the run log, unless logging is off; a log that cannot be written is a warning."""
+def _log(result, settings, catalog, server: str | None, e) -> None:
+    """Keep the run in the run log, unless logging is off; a log that cannot be written is a warning.
+    A run through --server is logged with the settings alone, without loading the catalog."""
     from complm_cli import runlog
     from complm_cli.cache.config import load_settings
     from complm_cli.errors import ComplmError
 
     try:
-        settings = session.settings if session is not None else load_settings()
+        settings = settings or load_settings()
         if runlog.is_on(settings):
-            runlog.record(settings, result, session.catalog if session is not None else None, server)
+            runlog.record(settings, result, catalog, server)
     except ComplmError as exc:
         print(f"complm: {exc.message}", file=e.stderr)
 

@@ -170,6 +170,10 @@ TimeoutOpt = typer.Option(None, "--timeout", help="Seconds one node may take bef
 CorpusOpt = typer.Option(None, "--corpus", help="A corpus (`complm corpus add`) that steps look facts up in; "
                          "repeat for more (or COMPLM_CORPUS=a,b).")
 SeedOpt = typer.Option(None, "--seed", help="Sampling seed, for repeatable runs.")
+NoDaemonOpt = typer.Option(False, "--no-daemon", help="Load the models in this process, not in the background server "
+                           "that keeps them loaded (or COMPLM_DAEMON=0).")
+KeepAliveOpt = typer.Option(None, "--keep-alive", help="How long the background server keeps an unused model loaded "
+                            "from now on, e.g. 10m or 1h (default 5m; 0: unload at once; -1: while it runs).")
 ServerOpt = typer.Option(None, "--server", envvar="COMPLM_SERVER", show_envvar=True,
                          help="Use a running `complm serve` at this URL (e.g. http://127.0.0.1:8000), whose models are loaded already.")
 ApiKeyOpt = typer.Option(None, "--api-key", envvar="COMPLM_SERVE_API_KEY", show_envvar=True,

@@ -43,6 +43,25 @@ def _probe_all(experts: list) -> list[dict]:
         return list(pool.map(probe, experts))
 
 
+def _background(settings) -> dict:
+    """The user's background server (daemon/): off, not running, or what it is and holds."""
+    from complm_cli.daemon.connect import status
+    from complm_cli.daemon.place import Place, Unavailable
+
+    if not settings.daemon:
+        return {"on": False, "running": False, "message": "off (daemon = false or COMPLM_DAEMON=0): models load in each command"}
+    try:
+        place = Place.of(settings)
+        state = status(place)
+    except Unavailable as exc:
+        return {"on": True, "running": False, "message": exc.message}
+    if state is None:
+        return {"on": True, "running": False, "socket": str(place.socket), "message": "not running; the next `complm ask` starts one"}
+    models = ", ".join(m["name"] for m in state.get("models") or []) or "no model loaded"
+    return {"on": True, "running": True, "socket": str(place.socket), "pid": state.get("pid"), "version": state.get("version"),
+            "message": f"pid {state.get('pid')}, complm {state.get('version')}, {models} (`complm ps`)"}
+
+
 def _server() -> dict | None:
     """The server `ask --server` would use by default (COMPLM_SERVER), and whether it answers."""
     import os
@@ -97,6 +116,7 @@ def doctor(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
         "missing_defaults": [e.name for e in [*cat.defaults(), cat.embedder] if e.remote is None and not store.is_pulled(e)],
         "remote": _probe_all([x for x in cat.experts.values() if x.remote is not None]),
         "server": _server(),
+        "background_server": _background(settings),
     }
     e = env()
     if as_json:
@@ -117,6 +137,7 @@ def doctor(as_json: bool = JsonOpt, catalog: Path = CatalogOpt) -> None:
         ("llama.cpp", ("GPU offload: " + ("yes" if llama.get("gpu_offload") else "no (CPU build)")) if llama["importable"] else f"[red]cannot import: {llama['error']}[/]"),
         ("embedder", f"{report['embedder']['name']} ({'pulled' if report['embedder']['pulled'] else 'not pulled'})"),
         ("pulled", ", ".join(report["pulled"]) or "nothing"),
+        ("server", escape(report["background_server"]["message"])),
     ]
     for r in report["remote"]:
         color = "green" if r["served"] else ("yellow" if r["reachable"] else "red")

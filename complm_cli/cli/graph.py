@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from complm_cli.cli.common import (ApiKeyOpt, CatalogOpt, CorpusOpt, ExpertOpt, JsonlOpt, OfflineOpt, QuestionArg, ServerOpt, env, handles_errors,
-                                   refuse_local_flags)
+from complm_cli.cli.common import (ApiKeyOpt, CatalogOpt, CorpusOpt, ExpertOpt, JsonlOpt, KeepAliveOpt, NoDaemonOpt, OfflineOpt, QuestionArg,
+                                   ServerOpt, env, handles_errors, refuse_local_flags)
 from complm_cli.errors import UsageError
 
 FORMATS = ("tree", "json", "mermaid", "dot")
@@ -25,10 +25,12 @@ def graph(
     api_key: str = ApiKeyOpt,
     corpus: list[str] = CorpusOpt,
     as_jsonl: bool = JsonlOpt,
+    no_daemon: bool = NoDaemonOpt,
+    keep_alive: str = KeepAliveOpt,
 ) -> None:
     """Show how a question would be split and routed, without running the experts."""
     from complm_cli import render
-    from complm_cli.cli.question import prepare, read_question
+    from complm_cli.cli.question import read_question, session_for
 
     e = env()
     text = read_question(question, e)
@@ -44,18 +46,21 @@ def graph(
     if server:
         from complm_cli.serve.client import ServerClient
 
-        refuse_local_flags({"--expert": expert, "--offline": offline or None, "--catalog": catalog})
-        _stage(lines, server)
-        waiting = e.err_console().status(f"planning on {server}…") if e.stderr_isatty else contextlib.nullcontext()
-        with waiting:
-            plan, routes = ServerClient(server, api_key, corpora=corpus or None).graph(text)
+        refuse_local_flags({"--expert": expert, "--offline": offline or None, "--catalog": catalog, "--keep-alive": keep_alive})
+        plan, routes = _on_server(ServerClient(server, api_key, corpora=corpus or None), server, text, lines, e)
     else:
-        session = prepare(catalog, offline, expert, ("plan",), e, corpora=corpus or None)
-        with session:
-            _stage(lines, session.planner.name)
-            waiting = e.err_console().status(f"planning with {session.planner.name}…") if e.stderr_isatty else contextlib.nullcontext()
-            with waiting:
-                plan, routes = session.plan_and_route(text)
+        from complm_cli.serve.client import ServerClient
+
+        session, _, _ = session_for(catalog, offline, expert, ("plan",), e, corpora=corpus or None,
+                                    no_daemon=no_daemon, keep_alive=keep_alive)
+        if isinstance(session, ServerClient):
+            plan, routes = _on_server(session, "the background server", text, lines, e)
+        else:
+            with session:
+                _stage(lines, session.planner.name)
+                waiting = e.err_console().status(f"planning with {session.planner.name}…") if e.stderr_isatty else contextlib.nullcontext()
+                with waiting:
+                    plan, routes = session.plan_and_route(text)
     fmt = fmt or ("tree" if e.stdout_isatty else "json")
     if lines is not None:
         from complm_cli.events import PlanReady
@@ -70,6 +75,14 @@ def graph(
         print(render.dot(plan, routes), file=e.stdout)
     else:
         e.out_console().print(render.tree(plan, routes))
+
+
+def _on_server(client, where: str, text: str, lines, e):
+    """The plan and routes from a server: one given with --server, or the background one."""
+    _stage(lines, where)
+    waiting = e.err_console().status(f"planning on {where}…") if e.stderr_isatty else contextlib.nullcontext()
+    with waiting:
+        return client.graph(text)
 
 
 def _stage(lines, detail: str) -> None:

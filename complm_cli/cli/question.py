@@ -54,3 +54,26 @@ def prepare(catalog: Path | None, offline: bool, expert: str | None, modes: tupl
     # Quiet when piped: then only errors go to stderr.
     reporter = RichPullReporter(e.err_console(), e.stderr_isatty, verbose=verbose, quiet=not (e.stderr_isatty or verbose))
     return Session(settings, cat, expert=expert, pull_reporter=reporter, modes=modes, monolithic=monolithic)
+
+
+def session_for(catalog: Path | None, offline: bool, expert: str | None, modes: tuple[str, ...], e: Environment,
+                verbose: bool = False, *, no_daemon: bool = False, keep_alive: str | None = None, **overrides):
+    """(what answers, its settings, its catalog): a client of the user's background server (daemon/), which
+    keeps the models loaded between commands, or a Session in this process where that is off or cannot be had.
+
+    --expert runs here: the server answers with the experts its catalog routes to."""
+    from complm_cli.cli.common import load
+    from complm_cli.cli.pull_progress import RichPullReporter
+    from complm_cli.compose.session import Session
+
+    settings, cat = load(catalog, offline, daemon=False if no_daemon else None, keep_alive=keep_alive, **overrides)
+    if expert:
+        cat.get(expert)
+    elif settings.daemon:
+        from complm_cli.daemon.connect import reach
+
+        client = reach(settings, cat, e, verbose)
+        if client is not None:
+            return client, settings, cat
+    reporter = RichPullReporter(e.err_console(), e.stderr_isatty, verbose=verbose, quiet=not (e.stderr_isatty or verbose))
+    return Session(settings, cat, expert=expert, pull_reporter=reporter, modes=modes), settings, cat

@@ -10,6 +10,7 @@ once, whichever experts of the catalog send them.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
@@ -29,6 +30,7 @@ class ModelPool:
         self._paths: dict[str, Path] = {}
         self._idle: "OrderedDict[int, Worker]" = OrderedDict()  # oldest first
         self._busy: dict[int, Worker] = {}
+        self._since: dict[int, float] = {}  # when each idle worker was released (time.monotonic)
         self._cond = threading.Condition()
         self._closed = False
         self.loads = 0
@@ -100,6 +102,7 @@ class ModelPool:
                 for key, w in self._idle.items():
                     if w.expert.name == expert.name:
                         del self._idle[key]
+                        self._since.pop(key, None)
                         self._busy[key] = w
                         return w, False
                 if fresh is None:
@@ -128,6 +131,7 @@ class ModelPool:
             if old.shared and old.shared[0] in kept:
                 continue
             del self._idle[key]
+            self._since.pop(key, None)
             old.unload()
             self.evictions += 1
         return True
@@ -144,7 +148,47 @@ class ModelPool:
                 worker.unload()
             else:
                 self._idle[key] = worker
+                self._since[key] = time.monotonic()
             self._cond.notify_all()
+
+    def expire(self, idle_for: float) -> list[str]:
+        """Unload the models no run has used for `idle_for` seconds (a server's keep_alive); their names.
+
+        A handle whose engine a busy worker still holds is left: unloading it frees nothing."""
+        now = time.monotonic()
+        with self._cond:
+            kept = {w.shared[0] for w in self._busy.values() if w.shared}
+            gone = []
+            for key, w in list(self._idle.items()):
+                if now - self._since.get(key, now) >= idle_for and not (w.shared and w.shared[0] in kept):
+                    del self._idle[key]
+                    self._since.pop(key, None)
+                    w.unload()
+                    gone.append(w.expert.name)
+            return list(dict.fromkeys(gone))
+
+    def models(self) -> list[dict]:
+        """The models resident now, one entry per expert: its memory, GPU layers, whether a run uses it, and since
+        when it has been idle (time.monotonic; None while in use)."""
+        with self._cond:
+            entries: dict[str, dict] = {}
+            for busy, workers in ((True, self._busy), (False, self._idle)):
+                for key, w in workers.items():
+                    if w.expert.remote is not None:  # nothing of it is loaded here
+                        continue
+                    e = entries.setdefault(w.expert.name, {"name": w.expert.name, "workers": [], "busy": False,
+                                                           "idle_since": None, "gpu_layers": w.gpu_layers})
+                    e["workers"].append(w)
+                    if busy:
+                        e["busy"] = True
+                    else:
+                        since = self._since.get(key)
+                        e["idle_since"] = since if e["idle_since"] is None else max(e["idle_since"], since or 0)
+            for e in entries.values():
+                e["memory"] = self._memory(e.pop("workers"))
+                if e["busy"]:
+                    e["idle_since"] = None
+            return list(entries.values())
 
     def resident(self) -> list[str]:
         with self._cond:
@@ -157,3 +201,4 @@ class ModelPool:
             for w in self._idle.values():
                 w.unload()
             self._idle.clear()
+            self._since.clear()

@@ -31,6 +31,7 @@ class Worker(ABC):
     drafts: ClassVar[bool] = False
     memory: int = 0
     shared: tuple[str, int] | None = None
+    gpu_layers: int | None = None  # layers offloaded to a GPU, where the worker runs a model here (`complm ps`)
 
     def __init__(self, expert: Expert):
         self.expert = expert

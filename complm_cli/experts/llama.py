@@ -160,6 +160,10 @@ class LlamaWorker(Worker):
         self.memory = 0  # a worker is a handle; the engine's memory is charged once, under `shared`
         self.shared = (repr(engines.key(expert, path)), estimate_memory(expert, path, engines.n_ctx_for(expert), engines.slots + PREFIXES))
 
+    @property
+    def gpu_layers(self) -> int:
+        return self.engines.gpu_layers_for(self.expert)
+
     def load(self) -> None:
         if self.engine is None:
             self.engine = self.engines.acquire(self.expert, self.path)

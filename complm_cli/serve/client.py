@@ -50,17 +50,29 @@ def base_url(url: str) -> str:
 class ServerClient:
     """Answers as a Session does (`ask`, `close`), by asking a complm server."""
 
-    def __init__(self, url: str, api_key: str | None = None, timeout: float = READ_TIMEOUT, corpora: list[str] | None = None):
-        self.url, self.api_key, self.timeout = base_url(url), api_key, timeout
+    def __init__(self, url: str | None, api_key: str | None = None, timeout: float = READ_TIMEOUT,
+                 corpora: list[str] | None = None, *, uds: str | None = None, keep_alive: float | None = None):
+        """`uds`: the Unix socket of the user's background server (daemon/), instead of a URL."""
+        self.uds = uds
+        self.url = uds if uds else base_url(url)
+        self.api_key, self.timeout, self.keep_alive = api_key, timeout, keep_alive
         self.corpora = list(corpora or [])  # corpora the server's runs look facts up in, beside its own
         # A server on this machine is never reached through HTTP_PROXY (Go's clients, Ollama's among them, agree);
         # trust_env=False is how httpx leaves the proxy variables alone.
-        self._trust_env = not is_loopback(urllib.parse.urlsplit(self.url).hostname or "")
+        self._trust_env = not uds and not is_loopback(urllib.parse.urlsplit(self.url).hostname or "")
 
     def _http(self, timeout: float | None = None) -> httpx2.Client:
         """A client for one exchange: this process asks one question, so there is no connection to keep."""
         auth = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        return httpx2.Client(base_url=self.url, headers=auth, timeout=timeout or self.timeout, trust_env=self._trust_env)
+        transport = httpx2.HTTPTransport(uds=self.uds) if self.uds else None
+        return httpx2.Client(base_url="http://complm" if self.uds else self.url, headers=auth, transport=transport,
+                             timeout=timeout or self.timeout, trust_env=self._trust_env)
+
+    def _body(self, **fields) -> dict:
+        body = {**fields, "corpus": self.corpora}
+        if self.keep_alive is not None:
+            body["keep_alive"] = self.keep_alive
+        return body
 
     def _broke_off(self, exc: BaseException, when: str = "") -> ServerError:
         return ServerError(f"The connection to the complm server at {self.url} broke off{when} "
@@ -85,7 +97,7 @@ class ServerClient:
         """The plan and its routes, as `complm graph` shows them; nothing runs."""
         from complm_cli.serve import wire
 
-        with self._post("/api/graph", {"question": question, "corpus": self.corpora}) as response:
+        with self._post("/api/graph", self._body(question=question)) as response:
             try:
                 data = json.loads(response.read())
             except (httpx2.HTTPError, ValueError) as exc:
@@ -96,7 +108,7 @@ class ServerClient:
         from complm_cli.serve import wire
 
         done: AnswerDone | None = None
-        with self._post("/api/ask", {"question": question, "mode": mode, "corpus": self.corpora}) as response:
+        with self._post("/api/ask", self._body(question=question, mode=mode)) as response:
             for line in self._lines(response):
                 if "result" in line:
                     result = self._read(wire.result_from_record, line["result"])
@@ -141,7 +153,9 @@ class ServerClient:
         """A run that failed on the server, with the exit code it would have had here."""
         if not isinstance(error, dict) or not isinstance(error.get("message"), str):
             return ServerError(f"The complm server at {self.url} failed the run and did not say why; see its log.")
-        return ComplmError(f"on the server at {self.url}: {error['message']}", _exit_code(error.get("exit_code")))
+        # The background server is this machine's complm: its errors read as this process's own would.
+        where = "" if self.uds else f"on the server at {self.url}: "
+        return ComplmError(where + error["message"], _exit_code(error.get("exit_code")))
 
     def _refused(self, response: httpx2.Response, path: str) -> ComplmError:
         status = response.status_code

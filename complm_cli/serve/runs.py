@@ -10,6 +10,7 @@ saying the server stopped, instead of a plain-text 500 and a traceback.
 from __future__ import annotations
 
 import threading
+import time
 
 from complm_cli.compose.cancel import Cancelled
 
@@ -21,12 +22,14 @@ class Runs:
         self._lock = threading.Lock()
         self._active: set[threading.Event] = set()
         self.closing = threading.Event()
+        self.last = time.monotonic()  # when a run last started or ended: how long the server has been idle
 
     def start(self) -> threading.Event:
         """A new run's cancel: already set when the server is shutting down."""
         cancel = threading.Event()
         with self._lock:
             self._active.add(cancel)
+            self.last = time.monotonic()
             if self.closing.is_set():
                 cancel.set()
         return cancel
@@ -34,6 +37,12 @@ class Runs:
     def end(self, cancel: threading.Event) -> None:
         with self._lock:
             self._active.discard(cancel)
+            self.last = time.monotonic()
+
+    def idle_for(self) -> float | None:
+        """Seconds since the last run ended; None while one runs."""
+        with self._lock:
+            return None if self._active else time.monotonic() - self.last
 
     def close(self) -> None:
         """Stop every run: called from the signal handler, so it only sets events."""

@@ -21,6 +21,7 @@ import functools
 import hmac
 import ipaddress
 import json
+import os
 import socket
 import threading
 import time
@@ -120,6 +121,7 @@ class GraphRequest(_Body):
 
     question: str = Field(pattern=r"\S")  # not only blanks
     corpus: list[str] = []  # corpora this run looks facts up in, beside the server's own
+    keep_alive: float | None = None  # a background server's: seconds an unused model stays loaded from now on
 
 
 class AskRequest(GraphRequest):
@@ -135,6 +137,7 @@ _INVALID = {
     "stream": "'stream' must be true or false.",
     "question": "'question' must be a question as a non-empty string.",
     "mode": "Unknown mode '{input}'; use one of " + ", ".join(MODES) + ".",
+    "keep_alive": "'keep_alive' must be a number of seconds.",
 }
 
 
@@ -203,14 +206,15 @@ def _check_key(request, api_key: str | None) -> None:
         raise _Reject(401, "Missing or incorrect API key; send it as 'Authorization: Bearer KEY'.", code="invalid_api_key")
 
 
-def build_app(session, *, api_key: str | None = None, max_body: int = MAX_BODY, runs: Runs | None = None):
+def build_app(session, *, api_key: str | None = None, max_body: int = MAX_BODY, runs: Runs | None = None, keeper=None):
     """The ASGI app: every route behind one key check, every failure answered by one error handler.
-    `runs`: the runs in flight, which `Runs.close` stops (serve() calls it on Ctrl-C)."""
+    `runs`: the runs in flight, which `Runs.close` stops (serve() calls it on Ctrl-C). With a `keeper`
+    (daemon/keeper.py) it is a background server: /api/status tells what it holds, /api/stop stops it."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.routing import Route
 
-    api = _Api(session, max_body, runs or Runs())
+    api = _Api(session, max_body, runs or Runs(), keeper)
 
     def guarded(handler):
         async def endpoint(request):
@@ -225,14 +229,34 @@ def build_app(session, *, api_key: str | None = None, max_body: int = MAX_BODY, 
     routes = [Route("/v1/models", guarded(api.models), methods=["GET"]),
               Route("/v1/chat/completions", guarded(api.chat), methods=["POST"]),
               Route("/api/ask", guarded(api.ask), methods=["POST"]), Route("/api/graph", guarded(api.graph), methods=["POST"])]
+    if keeper is not None:
+        routes += [Route("/api/status", guarded(api.status), methods=["GET"]),
+                   Route("/api/stop", guarded(api.stop), methods=["POST"])]
     return Starlette(routes=routes, exception_handlers={HTTPException: _error_response})
 
 
 class _Api:
     """The routes, each a request in and a response out; errors are raised, for the one handler to answer."""
 
-    def __init__(self, session, max_body: int, runs: Runs):
+    def __init__(self, session, max_body: int, runs: Runs, keeper=None):
         self.session, self.max_body, self.runs, self.started = session, max_body, runs, int(time.time())
+        self.keeper = keeper
+
+    def _keep(self, body: GraphRequest) -> None:
+        if self.keeper is not None and body.keep_alive is not None:
+            self.keeper.keep_alive = body.keep_alive
+
+    async def status(self, request):
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(self.keeper.status())
+
+    async def stop(self, request):
+        from starlette.background import BackgroundTask
+        from starlette.responses import JSONResponse
+
+        # After the answer is sent: the client reads that the server is stopping, then waits for it to be gone.
+        return JSONResponse({"stopping": True, "pid": os.getpid()}, background=BackgroundTask(self.keeper.stop))
 
     async def body(self, request, kind: type[BaseModel]):
         """The JSON body as `kind`; one larger than the limit is refused before it is all read."""
@@ -270,6 +294,7 @@ class _Api:
 
     async def ask(self, request):
         body = await self.body(request, AskRequest)
+        self._keep(body)
         return _streaming(_lines(self._asker(body.corpus), body.question, body.mode, self.runs), "application/x-ndjson")
 
     def _asker(self, corpora: list[str]):
@@ -282,6 +307,7 @@ class _Api:
         from complm_cli.serve import wire
 
         body = await self.body(request, GraphRequest)
+        self._keep(body)
         question = body.question.strip()
         routing = self.session.knowing(body.corpus)[1]
 
@@ -470,8 +496,8 @@ def bind(host: str, port: int) -> socket.socket:
         raise ServeError(f"Cannot listen on {host}:{port} ({exc.strerror or exc}); pass another --host or --port.") from None
 
 
-def serve(session, sock: socket.socket, *, api_key: str | None = None, verbose: bool = False) -> None:
-    """Answer requests on `sock` until interrupted."""
+def serve(session, sock: socket.socket, *, api_key: str | None = None, verbose: bool = False, keeper=None) -> None:
+    """Answer requests on `sock` until interrupted (or, for a background server, until its keeper stops it)."""
     import uvicorn
 
     runs = Runs()
@@ -481,6 +507,14 @@ def serve(session, sock: socket.socket, *, api_key: str | None = None, verbose: 
             runs.close()  # every run in flight stops at its next token, and its client is told why
             super().handle_exit(sig, frame)
 
-    config = uvicorn.Config(build_app(session, api_key=api_key, runs=runs), log_level="info" if verbose else "warning",
-                            access_log=verbose, lifespan="off", timeout_graceful_shutdown=5)
-    Server(config).run(sockets=[sock])
+    config = uvicorn.Config(build_app(session, api_key=api_key, runs=runs, keeper=keeper),
+                            log_level="info" if verbose else "warning", access_log=verbose, lifespan="off",
+                            timeout_graceful_shutdown=5)
+    server = Server(config)
+    if keeper is not None:
+        def shutdown() -> None:
+            runs.close()
+            server.should_exit = True  # uvicorn's main loop looks at it ten times a second
+
+        keeper.attach(runs, shutdown)
+    server.run(sockets=[sock])
