@@ -8,7 +8,7 @@ both again with `--server` against a `complm serve` this script starts
 (default catalog and settings, models loaded once). Wall seconds, median of
 --runs; a warm-up asks the server once in each mode first, so both models
 are resident, as they are for a user whose server has answered before.
-Needs the serve extra (`pip install "complm[serve]"`) and the default
+Needs the default
 models in the cache.
 """
 
@@ -35,7 +35,8 @@ ENV = {k: v for k, v in os.environ.items() if k not in ("COMPLM_SERVER", "COMPLM
 
 
 def ask(question: str, mode: str, server: str | None) -> float:
-    argv = [sys.executable, "-m", "complm_cli", "ask", "--mode", mode, question] + (["--server", server] if server else [])
+    # Without --server the models load in the process: the background server (bench/warm.py) is left out.
+    argv = [sys.executable, "-m", "complm_cli", "ask", "--mode", mode, question] + (["--server", server] if server else ["--no-daemon"])
     t = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     return time.perf_counter() - t

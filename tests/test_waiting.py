@@ -57,3 +57,42 @@ def test_too_late_once_llama_cpp_is_loaded(monkeypatch):
     monkeypatch.setattr(waiting, "_chosen", None)
     assert waiting.settle().startswith("spin (llama.cpp was loaded before")
     assert "OMP_WAIT_POLICY" not in os.environ
+
+
+def _until(check, seconds: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="the CPU's load is read from Linux's /proc/stat")
+def test_the_cores_left_follow_a_load_that_comes_and_goes():
+    """A process that lives on (the background server) uses one core fewer while another process keeps one busy,
+    and all of them again once it stops; its own work never counts against it."""
+    cores = os.cpu_count() or 1
+    watch = waiting.CpuWatch(cores)
+    assert _until(lambda: watch.free() == cores)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert _until(lambda: watch.free() == max(1, cores - 1))
+        sum(i * i for i in range(3_000_000))  # this process's own work is not another's load
+        assert watch.free() == max(1, cores - 1)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert _until(lambda: watch.free() == cores)
+
+
+def test_the_engines_decode_on_the_cores_left():
+    from complm_cli.experts.llama import Engines
+
+    engines = Engines(threads=4, slots=1)
+    engines.cpu = type("Watch", (), {"free": lambda self: 1})()
+    assert engines.threads_for(None) == 1
+    engines.cpu = type("Watch", (), {"free": lambda self: 8})()
+    assert engines.threads_for(None) == 4  # never more than --threads

@@ -10,8 +10,10 @@ import threading
 from pathlib import Path
 
 from complm_cli.cache.catalog import Expert
+from complm_cli.cache.config import cpu_count
 from complm_cli.errors import ModelError
 from complm_cli.experts import llama_adapter
+from complm_cli.experts.waiting import CpuWatch
 from complm_cli.experts.base import Worker
 from complm_cli.experts.engine import PREFIXES, Engine, Request, Sequence
 
@@ -80,6 +82,7 @@ class Engines:
         self._loading = threading.Lock()
         self._lock = threading.Lock()
         self._engines: dict[tuple, tuple[Engine, int]] = {}  # key -> (engine, workers holding it)
+        self.cpu = CpuWatch(cpu_count())  # cores other processes leave free: no more threads than those
 
     def key(self, expert: Expert, path: Path) -> tuple:
         return (str(path), self.gpu_layers_for(expert), self.n_ctx_for(expert))
@@ -134,7 +137,7 @@ class Engines:
         with self._lock:
             engines = [e for e, _ in self._engines.values()]
         busy = sum(1 for e in engines if e.busy) or 1  # each takes its own engine's lock: not under ours
-        return max(1, self.threads // busy)
+        return max(1, min(self.threads, self.cpu.free()) // busy)
 
     def loaded(self) -> list[Engine]:
         with self._lock:

@@ -1,4 +1,4 @@
-"""How llama.cpp's threads wait at a barrier: chosen once a process, before its OpenMP runtime starts.
+"""How llama.cpp's threads share a CPU that other processes use: how they wait, and how many there are.
 
 llama.cpp (built with OpenMP here) has its threads spin at each barrier of a
 decode step. On a quiet machine that is fastest. When another process holds
@@ -11,12 +11,20 @@ other processes keep the CPU and has the threads sleep only then. The
 OpenMP runtime reads the setting once, when it loads: a process decides
 once (a server at its start). OMP_WAIT_POLICY set by the user (even empty:
 OpenMP's own default) is left alone.
+
+A process that lives on (the background server) sees load come and go after
+it chose. So the number of threads a decode step uses follows the CPU too:
+`CpuWatch` samples, every half second while models run, how many cores
+other processes keep busy, and the engines use only the cores left
+(experts/llama.py). With one of two cores taken, one thread has nobody to
+wait for at a barrier (bench/load.py --late).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 
 SAMPLE_S = 0.1  # how long the CPU is watched: a tenth of a second of start-up
@@ -25,24 +33,64 @@ BUSY_CORES = 0.5  # other processes keeping at least half a core busy: threads s
 _chosen: str | None = None
 
 
+WATCH_S = 0.5  # how often a running process looks again
+
+
+def _busy_seconds() -> tuple[float, float]:
+    """(CPU seconds all processes have been busy, this process's own), since boot and since it started."""
+    with open("/proc/stat", encoding="ascii") as f:
+        values = [int(v) for v in f.readline().split()[1:9]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle and iowait
+    mine = os.times()
+    return (sum(values) - idle) / os.sysconf("SC_CLK_TCK"), mine.user + mine.system
+
+
 def others_busy(sample_s: float = SAMPLE_S) -> float | None:
     """Cores that other processes kept busy over a short sample (from /proc/stat, less this process's own
     CPU time); None where the kernel does not say (not Linux)."""
-
-    def busy_seconds() -> float:
-        with open("/proc/stat", encoding="ascii") as f:
-            values = [int(v) for v in f.readline().split()[1:9]]
-        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle and iowait
-        return (sum(values) - idle) / os.sysconf("SC_CLK_TCK")
-
     try:
-        start, mine = busy_seconds(), os.times()
+        start, mine = _busy_seconds()
         time.sleep(sample_s)
-        end, mine_end = busy_seconds(), os.times()
+        end, mine_end = _busy_seconds()
     except (OSError, ValueError, IndexError):
         return None
-    own = (mine_end.user + mine_end.system) - (mine.user + mine.system)
-    return max(0.0, end - start - own) / sample_s
+    return max(0.0, end - start - (mine_end - mine)) / sample_s
+
+
+class CpuWatch:
+    """Cores left to this process, looked at every WATCH_S in a thread of its own while anyone asks."""
+
+    def __init__(self, cores: int):
+        self.cores = cores
+        self._others = 0.0
+        self._asked = time.monotonic()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def free(self) -> int:
+        """Cores other processes do not keep busy (at least one); all of them where the kernel does not say."""
+        self._asked = time.monotonic()
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._watch, name="complm-cpu-watch", daemon=True)
+                    self._thread.start()
+        return max(1, self.cores - int(self._others + 0.5))
+
+    def _watch(self) -> None:
+        try:
+            last = _busy_seconds()
+        except (OSError, ValueError, IndexError):
+            return
+        then = time.monotonic()
+        # Asleep while nobody asks (an idle server): the next ask starts it again.
+        while time.monotonic() - self._asked < 10 * WATCH_S:
+            time.sleep(WATCH_S)
+            now, sample = time.monotonic(), _busy_seconds()
+            self._others = max(0.0, (sample[0] - last[0]) - (sample[1] - last[1])) / (now - then)
+            last, then = sample, now
+        with self._lock:
+            self._thread = None
 
 
 def settle() -> str:

@@ -10,7 +10,7 @@ shares one Session, so models load once, and the sequences of concurrent
 requests decode together in each model's batched engine.
 Request bodies are pydantic models; every route sits behind one API-key
 check, and every failure is turned into an OpenAI-style error body by one
-handler. Starlette and uvicorn come with the `serve` extra and are imported
+handler. Starlette and uvicorn are imported
 only here, inside the functions that need them.
 """
 
