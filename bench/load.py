@@ -55,7 +55,7 @@ def child(variant: str, loaded: bool, late: bool = False) -> None:
         session.ask("What is 2 plus 2, and what is the capital of France?")  # load and warm every model
         if late and loaded:
             spinner = subprocess.Popen([sys.executable, "-c", SPIN])
-            time.sleep(1.5)  # as a server that has been up a while would see it
+            time.sleep(1.5)  # as a server that has been up a while would see it (two samples of CpuWatch)
         rows = []
         for q in QUESTIONS:
             for mode in ("monolithic", "parallel"):

@@ -43,17 +43,22 @@ def _read_utf8(stream) -> str:
 
 def prepare(catalog: Path | None, offline: bool, expert: str | None, modes: tuple[str, ...], e: Environment,
             verbose: bool = False, monolithic: str | None = None, **overrides):
-    """Settings, catalog and a Session, which pulls missing models first (with bars) unless offline."""
+    """Settings, catalog and a Session in this process (what `eval` uses), which pulls missing models first
+    (with bars) unless offline."""
     from complm_cli.cli.common import load
-    from complm_cli.cli.pull_progress import RichPullReporter
     from complm_cli.compose.session import Session
 
     settings, cat = load(catalog, offline, **overrides)
     if expert:
         cat.get(expert)
-    # Quiet when piped: then only errors go to stderr.
-    reporter = RichPullReporter(e.err_console(), e.stderr_isatty, verbose=verbose, quiet=not (e.stderr_isatty or verbose))
-    return Session(settings, cat, expert=expert, pull_reporter=reporter, modes=modes, monolithic=monolithic)
+    return Session(settings, cat, expert=expert, pull_reporter=_reporter(e, verbose), modes=modes, monolithic=monolithic)
+
+
+def _reporter(e: Environment, verbose: bool):
+    """Bars for the models a run pulls first; quiet when piped: then only errors go to stderr."""
+    from complm_cli.cli.pull_progress import RichPullReporter
+
+    return RichPullReporter(e.err_console(), e.stderr_isatty, verbose=verbose, quiet=not (e.stderr_isatty or verbose))
 
 
 def session_for(catalog: Path | None, offline: bool, expert: str | None, modes: tuple[str, ...], e: Environment,
@@ -63,17 +68,16 @@ def session_for(catalog: Path | None, offline: bool, expert: str | None, modes: 
 
     --expert runs here: the server answers with the experts its catalog routes to."""
     from complm_cli.cli.common import load
-    from complm_cli.cli.pull_progress import RichPullReporter
     from complm_cli.compose.session import Session
 
     settings, cat = load(catalog, offline, daemon=False if no_daemon else None, keep_alive=keep_alive, **overrides)
+    reporter = _reporter(e, verbose)
     if expert:
         cat.get(expert)
     elif settings.daemon:
         from complm_cli.daemon.connect import reach
 
-        client = reach(settings, cat, e, verbose)
+        client = reach(settings, cat, e, reporter)
         if client is not None:
             return client, settings, cat
-    reporter = RichPullReporter(e.err_console(), e.stderr_isatty, verbose=verbose, quiet=not (e.stderr_isatty or verbose))
     return Session(settings, cat, expert=expert, pull_reporter=reporter, modes=modes), settings, cat

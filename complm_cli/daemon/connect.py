@@ -83,17 +83,18 @@ def mismatch(state: dict, settings, catalog) -> str | None:
     return f"this run asks for {', '.join(diff)}" if diff else None
 
 
-def reach(settings, catalog, e, verbose: bool = False):
+def reach(settings, catalog, e, reporter=None):
     """A client of the user's background server, which is started (or replaced) when need be; None, after one
-    sentence on stderr where there is something to say, when the run should go on in this process."""
+    sentence on stderr where there is something to say, when the run should go on in this process.
+    `e`: the terminal (cli.common.Environment); `reporter`: how pulling the server's models is shown."""
     try:
-        return _reach(settings, catalog, e, verbose)
+        return _reach(settings, catalog, e, reporter)
     except Unavailable as exc:
         print(f"complm: {exc.message}; answering in this process.", file=e.stderr, flush=True)
         return None
 
 
-def _reach(settings, catalog, e, verbose: bool):
+def _reach(settings, catalog, e, reporter):
     place = Place.of(settings)
     client = _client(place, keep_alive=settings.keep_alive, corpora=list(settings.corpora))
     state = status(place)
@@ -107,22 +108,20 @@ def _reach(settings, catalog, e, verbose: bool):
                 return client
             print(f"complm: restarting the background server: {why}.", file=e.stderr, flush=True)
             stop(place, state)
-        if not _pulled(settings, catalog, e, verbose):
+        if not _pulled(settings, catalog, reporter):
             return None  # offline and a model missing: this process says which, with its exit code
         _start(place, settings, e)
     return client
 
 
-def _pulled(settings, catalog, e, verbose: bool) -> bool:
+def _pulled(settings, catalog, reporter) -> bool:
     """Pull what a run may need here, with bars in this terminal, not silently in the server; whether all is there."""
     from complm_cli.cache.needs import models_needed, pull_missing
     from complm_cli.cache.store import Store
-    from complm_cli.cli.pull_progress import RichPullReporter
     from complm_cli.compose.session import MODES
 
     store = Store(settings)
     models = list({m.name: m for mode in MODES for m in models_needed(catalog, mode=mode)}.values())
-    reporter = RichPullReporter(e.err_console(), e.stderr_isatty, verbose=verbose, quiet=not (e.stderr_isatty or verbose))
     pull_missing(store, models, reporter)
     return all(store.is_pulled(m) for m in models if m.pullable)
 

@@ -10,10 +10,9 @@ import threading
 from pathlib import Path
 
 from complm_cli.cache.catalog import Expert
-from complm_cli.cache.config import cpu_count
 from complm_cli.errors import ModelError
 from complm_cli.experts import llama_adapter
-from complm_cli.experts.waiting import CpuWatch
+from complm_cli.experts.waiting import cpu_watch
 from complm_cli.experts.base import Worker
 from complm_cli.experts.engine import PREFIXES, Engine, Request, Sequence
 
@@ -82,7 +81,7 @@ class Engines:
         self._loading = threading.Lock()
         self._lock = threading.Lock()
         self._engines: dict[tuple, tuple[Engine, int]] = {}  # key -> (engine, workers holding it)
-        self.cpu = CpuWatch(cpu_count())  # cores other processes leave free: no more threads than those
+        self.cpu = cpu_watch()  # cores other processes leave free: no more threads than those
 
     def key(self, expert: Expert, path: Path) -> tuple:
         return (str(path), self.gpu_layers_for(expert), self.n_ctx_for(expert))

@@ -14,7 +14,7 @@ OpenMP's own default) is left alone.
 
 A process that lives on (the background server) sees load come and go after
 it chose. So the number of threads a decode step uses follows the CPU too:
-`CpuWatch` samples, every half second while models run, how many cores
+`CpuWatch` samples, every half second from the first decode on, how many cores
 other processes keep busy, and the engines use only the cores left
 (experts/llama.py). With one of two cores taken, one thread has nobody to
 wait for at a barrier (bench/load.py --late).
@@ -58,39 +58,36 @@ def others_busy(sample_s: float = SAMPLE_S) -> float | None:
 
 
 class CpuWatch:
-    """Cores left to this process, looked at every WATCH_S in a thread of its own while anyone asks."""
+    """Cores left to this process: how busy other processes kept the CPU, looked at every WATCH_S in a thread
+    of its own from the first ask on. A load counts once two samples in a row saw it: a command that starts
+    beside it (a `complm ask` importing its libraries) is not one."""
 
     def __init__(self, cores: int):
         self.cores = cores
-        self._others = 0.0
-        self._asked = time.monotonic()
+        self._samples = (0.0, 0.0)  # the last two: cores other processes kept busy
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def free(self) -> int:
         """Cores other processes do not keep busy (at least one); all of them where the kernel does not say."""
-        self._asked = time.monotonic()
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._watch, name="complm-cpu-watch", daemon=True)
                     self._thread.start()
-        return max(1, self.cores - int(self._others + 0.5))
+        return max(1, self.cores - int(min(self._samples) + 0.5))
 
     def _watch(self) -> None:
         try:
-            last = _busy_seconds()
+            last, then = _busy_seconds(), time.monotonic()
+            while True:
+                time.sleep(WATCH_S)
+                now, sample = time.monotonic(), _busy_seconds()
+                others = max(0.0, (sample[0] - last[0]) - (sample[1] - last[1])) / (now - then)
+                self._samples = (self._samples[1], others)
+                last, then = sample, now
         except (OSError, ValueError, IndexError):
-            return
-        then = time.monotonic()
-        # Asleep while nobody asks (an idle server): the next ask starts it again.
-        while time.monotonic() - self._asked < 10 * WATCH_S:
-            time.sleep(WATCH_S)
-            now, sample = time.monotonic(), _busy_seconds()
-            self._others = max(0.0, (sample[0] - last[0]) - (sample[1] - last[1])) / (now - then)
-            last, then = sample, now
-        with self._lock:
-            self._thread = None
+            self._samples = (0.0, 0.0)  # the kernel does not say: every core
 
 
 def settle() -> str:
@@ -109,3 +106,16 @@ def settle() -> str:
             else:
                 _chosen = "spin (the CPU was free)" if busy is not None else "spin"
     return _chosen
+
+
+_watch: CpuWatch | None = None
+
+
+def cpu_watch() -> CpuWatch:
+    """The process's one CpuWatch (its engines share it)."""
+    global _watch
+    if _watch is None:
+        from complm_cli.cache.config import cpu_count
+
+        _watch = CpuWatch(cpu_count())
+    return _watch
