@@ -42,7 +42,7 @@ def ask(
     from complm_cli.cli.jsonl import JsonLines
     from complm_cli.cli.question import read_question, session_for
     from complm_cli.events import both, ignore
-    from complm_cli.compose.session import check_mode
+    from complm_cli.compose.modes import check_mode
 
     e = env()
     if as_json and as_jsonl:

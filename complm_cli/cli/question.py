@@ -68,7 +68,6 @@ def session_for(catalog: Path | None, offline: bool, expert: str | None, modes: 
 
     --expert runs here: the server answers with the experts its catalog routes to."""
     from complm_cli.cli.common import load
-    from complm_cli.compose.session import Session
 
     settings, cat = load(catalog, offline, daemon=False if no_daemon else None, keep_alive=keep_alive, **overrides)
     reporter = _reporter(e, verbose)
@@ -80,4 +79,6 @@ def session_for(catalog: Path | None, offline: bool, expert: str | None, modes: 
         client = reach(settings, cat, e, reporter)
         if client is not None:
             return client, settings, cat
+    from complm_cli.compose.session import Session  # the pipeline itself: a client of the server needs none of it
+
     return Session(settings, cat, expert=expert, pull_reporter=reporter, modes=modes), settings, cat

@@ -28,6 +28,7 @@ from complm_cli.compose.dag import Plan
 from complm_cli.compose.direct import answer_directly
 from complm_cli.compose.execute import run_plan
 from complm_cli.compose.knowledge import Knowledge, with_corpora
+from complm_cli.compose.modes import MODES, check_mode
 from complm_cli.compose.overlap import Overlap, overlap_seconds
 from complm_cli.compose.planner import Planner
 from complm_cli.compose.pool import ModelPool
@@ -38,14 +39,7 @@ from complm_cli.compose.routing import Routing
 from complm_cli.errors import UsageError
 from complm_cli.events import AnswerDone, Listener, PlanReady, Stage, ignore
 
-MODES = ("parallel", "sequential", "monolithic")  # what `ask` runs; models_needed also knows "plan"
 __all__ = ["MODES", "Result", "Session", "ask", "check_mode", "check_question", "plan_and_route"]
-
-
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise UsageError(f"Unknown mode '{mode}'; use one of {', '.join(MODES)}.")
-    return mode
 
 
 def check_question(question: str | None) -> str:

@@ -118,7 +118,7 @@ def _pulled(settings, catalog, reporter) -> bool:
     """Pull what a run may need here, with bars in this terminal, not silently in the server; whether all is there."""
     from complm_cli.cache.needs import models_needed, pull_missing
     from complm_cli.cache.store import Store
-    from complm_cli.compose.session import MODES
+    from complm_cli.compose.modes import MODES
 
     store = Store(settings)
     models = list({m.name: m for mode in MODES for m in models_needed(catalog, mode=mode)}.values())

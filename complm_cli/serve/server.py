@@ -30,7 +30,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from complm_cli.compose.session import MODES
+from complm_cli.compose.modes import MODES
 from complm_cli.errors import ComplmError, ExitCode, NotFoundError, UsageError
 from complm_cli.serve.runs import Runs
 

@@ -18,7 +18,7 @@ from pydantic import TypeAdapter
 from complm_cli import events as ev
 from complm_cli.compose.dag import Node, Plan
 from complm_cli.compose.records import NodeResult
-from complm_cli.compose.session import Result
+from complm_cli.compose.result import Result
 from complm_cli.compose.route import Route
 from complm_cli.corpus.search import Hit
 
