@@ -333,6 +333,7 @@ def test_threads_freed_by_an_engine_that_finished_go_to_the_ones_still_working()
             self.busy = busy
 
     engines = Engines(threads=4, slots=3)
+    engines.cpu = type("Quiet", (), {"cores": 2, "free": lambda self: 2})()  # no other process takes a core
     a, b = Busy(True), Busy(True)
     engines._engines = {("a",): (a, 1), ("b",): (b, 1)}
     assert engines.threads_for(a) == 2 and engines.threads_for(b) == 2  # split while both decode

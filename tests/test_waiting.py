@@ -92,7 +92,9 @@ def test_the_engines_decode_on_the_cores_left():
     from complm_cli.experts.llama import Engines
 
     engines = Engines(threads=4, slots=1)
-    engines.cpu = type("Watch", (), {"free": lambda self: 1})()
-    assert engines.threads_for(None) == 1
-    engines.cpu = type("Watch", (), {"free": lambda self: 8})()
+    engines.cpu = type("Loaded", (), {"cores": 2, "free": lambda self: 1})()
+    assert engines.threads_for(None) == 1  # one of two cores taken: one thread
+    engines.cpu = type("Quiet", (), {"cores": 2, "free": lambda self: 2})()
+    assert engines.threads_for(None) == 4  # quiet: the threads asked for, even more than the cores
+    engines.cpu = type("Wide", (), {"cores": 16, "free": lambda self: 15})()
     assert engines.threads_for(None) == 4  # never more than --threads

@@ -136,7 +136,10 @@ class Engines:
         with self._lock:
             engines = [e for e, _ in self._engines.values()]
         busy = sum(1 for e in engines if e.busy) or 1  # each takes its own engine's lock: not under ours
-        return max(1, min(self.threads, self.cpu.free()) // busy)
+        free = self.cpu.free()
+        # Quiet, the threads asked for (even more than the cores); while others keep cores busy, no more than the rest.
+        threads = self.threads if free >= self.cpu.cores else min(self.threads, free)
+        return max(1, threads // busy)
 
     def loaded(self) -> list[Engine]:
         with self._lock:
