@@ -399,3 +399,12 @@ def test_ps_and_stop_with_no_server(runtime):
     assert json.loads(r.stdout) == {"server": None}
     r = runner.invoke(app, ["stop"])
     assert r.exit_code == 0 and "No complm server was running" in r.output
+
+
+def test_a_background_server_gone_between_the_look_and_the_question_is_one_sentence(runtime, tmp_path):
+    from complm_cli.serve.client import ServerClient, ServerError
+
+    client = ServerClient(None, uds=str(tmp_path / "gone.sock"))
+    with pytest.raises(ServerError, match=r"The background complm server stopped answering at .*gone\.sock .*; "
+                                          r"ask again to start a fresh one\."):
+        client.ask(QUESTION)

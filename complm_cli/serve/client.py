@@ -86,6 +86,9 @@ class ServerClient:
             try:
                 response = http.send(http.build_request("POST", path, json=body), stream=True)
             except httpx2.TransportError as exc:  # nothing listens, or what does is not HTTP at all
+                if self.uds:  # it answered a moment ago, when this ask looked for it
+                    raise ServerError(f"The background complm server stopped answering at {self.url} ({_reason(exc)}); "
+                                      "ask again to start a fresh one.") from None
                 raise ServerError(f"No complm server answers at {self.url} ({_reason(exc)}); "
                                   "start one with `complm serve`, or leave out --server.") from None
             # Closing the connection, as Ctrl-C does on the way out, stops the run on the server.
