@@ -408,3 +408,36 @@ def test_a_background_server_gone_between_the_look_and_the_question_is_one_sente
     with pytest.raises(ServerError, match=r"The background complm server stopped answering at .*gone\.sock .*; "
                                           r"ask again to start a fresh one\."):
         client.ask(QUESTION)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or os.geteuid() != 0, reason="taking another user's id needs root")
+def test_another_user_cannot_reach_the_server(runtime, isolated):
+    """The socket lies in a 0700 folder of its user's: a process of another user is refused before it connects."""
+    place = Place.of(load_settings())
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    mask = os.umask(0o177)
+    try:
+        listener.bind(str(place.socket))
+    finally:
+        os.umask(mask)
+    listener.listen(1)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child becomes 'nobody' and tries the socket: exit 0 only if it was refused
+            code = 1
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.connect(str(place.socket))
+            except PermissionError:
+                code = 0
+            except BaseException:
+                code = 2
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:  # its own user gets through
+            s.connect(str(place.socket))
+    finally:
+        listener.close()
