@@ -157,21 +157,16 @@ def _start(place: Place, settings, e) -> None:
     finally:
         os.close(fd)
         os.close(write_end)
-    note = "starting a background server that keeps the models loaded (`complm stop` ends it)"
-    waiting = e.err_console().status(f"{note}…") if e.stderr_isatty else None
-    if waiting is None:
-        print(f"complm: {note}.", file=e.stderr, flush=True)
+    # Said once and kept on the screen: a process now stays after this command, and this is how to end it.
+    print("complm: starting a background server that keeps the models loaded (`complm stop` ends it).",
+          file=e.stderr, flush=True)
     try:
-        if waiting is not None:
-            waiting.start()
         ready = _wait_ready(read_end, process)
     except BaseException:  # Ctrl-C while it starts: a half-started server is not left behind
         _end(process)
         raise
     finally:
         os.close(read_end)
-        if waiting is not None:
-            waiting.stop()
     if not ready:
         _end(process)
         raise Unavailable(f"The background server did not start ({_last_line(place.log)}; its log: {place.log})")
