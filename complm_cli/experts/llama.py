@@ -81,7 +81,7 @@ class Engines:
         self._loading = threading.Lock()
         self._lock = threading.Lock()
         self._engines: dict[tuple, tuple[Engine, int]] = {}  # key -> (engine, workers holding it)
-        self.cpu = cpu_watch()  # cores other processes leave free: no more threads than those
+        self.cpu = cpu_watch()  # the cores other processes leave free, which a step keeps to while they are busy
 
     def key(self, expert: Expert, path: Path) -> tuple:
         return (str(path), self.gpu_layers_for(expert), self.n_ctx_for(expert))
