@@ -11,17 +11,8 @@ import runpy
 import llama_cpp
 import llama_cpp.llama_cpp as raw
 
-from complm_cli.experts.llama_adapter import has_amx
+from complm_cli.experts.llama_adapter import leave_out_amx
 
 _defaults = raw.llama_model_default_params
-
-
-def _params():
-    params = _defaults()
-    if has_amx() and hasattr(params, "use_extra_bufts"):
-        params.use_extra_bufts = False
-    return params
-
-
-raw.llama_model_default_params = llama_cpp.llama_model_default_params = _params
+raw.llama_model_default_params = llama_cpp.llama_model_default_params = lambda: leave_out_amx(_defaults())
 runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)

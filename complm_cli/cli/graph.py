@@ -43,14 +43,12 @@ def graph(
         if fmt not in (None, "json"):
             raise UsageError(f"--jsonl prints the plan as JSON lines; leave out --format {fmt}.")
         lines = JsonLines(e.stdout)
-    if server:
-        from complm_cli.serve.client import ServerClient
+    from complm_cli.serve.client import ServerClient
 
+    if server:
         refuse_local_flags({"--expert": expert, "--offline": offline or None, "--catalog": catalog, "--keep-alive": keep_alive})
         plan, routes = _on_server(ServerClient(server, api_key, corpora=corpus or None), server, text, lines, e)
     else:
-        from complm_cli.serve.client import ServerClient
-
         session, _, _ = session_for(catalog, offline, expert, ("plan",), e, corpora=corpus or None,
                                     no_daemon=no_daemon, keep_alive=keep_alive)
         if isinstance(session, ServerClient):

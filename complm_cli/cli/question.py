@@ -43,15 +43,8 @@ def _read_utf8(stream) -> str:
 
 def prepare(catalog: Path | None, offline: bool, expert: str | None, modes: tuple[str, ...], e: Environment,
             verbose: bool = False, monolithic: str | None = None, **overrides):
-    """Settings, catalog and a Session in this process (what `eval` uses), which pulls missing models first
-    (with bars) unless offline."""
-    from complm_cli.cli.common import load
-    from complm_cli.compose.session import Session
-
-    settings, cat = load(catalog, offline, **overrides)
-    if expert:
-        cat.get(expert)
-    return Session(settings, cat, expert=expert, pull_reporter=_reporter(e, verbose), modes=modes, monolithic=monolithic)
+    """A Session in this process (what `eval` uses), which pulls missing models first (with bars) unless offline."""
+    return session_for(catalog, offline, expert, modes, e, verbose, no_daemon=True, monolithic=monolithic, **overrides)[0]
 
 
 def _reporter(e: Environment, verbose: bool):
@@ -62,7 +55,8 @@ def _reporter(e: Environment, verbose: bool):
 
 
 def session_for(catalog: Path | None, offline: bool, expert: str | None, modes: tuple[str, ...], e: Environment,
-                verbose: bool = False, *, no_daemon: bool = False, keep_alive: str | None = None, **overrides):
+                verbose: bool = False, *, no_daemon: bool = False, keep_alive: str | None = None,
+                monolithic: str | None = None, **overrides):
     """(what answers, its settings, its catalog): a client of the user's background server (daemon/), which
     keeps the models loaded between commands, or a Session in this process where that is off or cannot be had.
 
@@ -81,4 +75,4 @@ def session_for(catalog: Path | None, offline: bool, expert: str | None, modes: 
             return client, settings, cat
     from complm_cli.compose.session import Session  # the pipeline itself: a client of the server needs none of it
 
-    return Session(settings, cat, expert=expert, pull_reporter=reporter, modes=modes), settings, cat
+    return Session(settings, cat, expert=expert, pull_reporter=reporter, modes=modes, monolithic=monolithic), settings, cat

@@ -17,6 +17,7 @@ that a test or a benchmark can replace one.
 from __future__ import annotations
 
 import ctypes
+import functools
 import re
 from pathlib import Path
 
@@ -58,13 +59,19 @@ def model_params(ll, gpu_layers: int):
     builds on, AMX kernels included; on the reference machine, a Sapphire Rapids in a sandbox, the first
     matrix product through them crashes the process (SIGSEGV in ggml_backend_amx_mul_mat), whatever the model.
     Those kernels only speed up repacked weights: without the extra buffer types the AVX-512 kernels run."""
-    mparams = ll.llama_model_default_params()
+    mparams = leave_out_amx(ll.llama_model_default_params())
     mparams.n_gpu_layers = gpu_layers
+    return mparams
+
+
+def leave_out_amx(mparams):
+    """`mparams` (llama.cpp's model parameters), without the extra buffer types on a CPU with AMX."""
     if has_amx() and hasattr(mparams, "use_extra_bufts"):
         mparams.use_extra_bufts = False
     return mparams
 
 
+@functools.cache
 def has_amx() -> bool:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:

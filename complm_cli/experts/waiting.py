@@ -29,11 +29,9 @@ import time
 
 SAMPLE_S = 0.1  # how long the CPU is watched: a tenth of a second of start-up
 BUSY_CORES = 0.5  # other processes keeping at least half a core busy: threads sleep at barriers
+WATCH_S = 0.5  # how often a running process looks again
 
 _chosen: str | None = None
-
-
-WATCH_S = 0.5  # how often a running process looks again
 
 
 def _busy_seconds() -> tuple[float, float]:
@@ -45,16 +43,20 @@ def _busy_seconds() -> tuple[float, float]:
     return (sum(values) - idle) / os.sysconf("SC_CLK_TCK"), mine.user + mine.system
 
 
+def _others(before: tuple[float, float], after: tuple[float, float], seconds: float) -> float:
+    """Cores other processes kept busy between two readings of _busy_seconds: all busy time less this process's."""
+    return max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / seconds
+
+
 def others_busy(sample_s: float = SAMPLE_S) -> float | None:
     """Cores that other processes kept busy over a short sample (from /proc/stat, less this process's own
     CPU time); None where the kernel does not say (not Linux)."""
     try:
-        start, mine = _busy_seconds()
+        before = _busy_seconds()
         time.sleep(sample_s)
-        end, mine_end = _busy_seconds()
+        return _others(before, _busy_seconds(), sample_s)
     except (OSError, ValueError, IndexError):
         return None
-    return max(0.0, end - start - (mine_end - mine)) / sample_s
 
 
 class CpuWatch:
@@ -83,8 +85,7 @@ class CpuWatch:
             while True:
                 time.sleep(WATCH_S)
                 now, sample = time.monotonic(), _busy_seconds()
-                others = max(0.0, (sample[0] - last[0]) - (sample[1] - last[1])) / (now - then)
-                self._samples = (self._samples[1], others)
+                self._samples = (self._samples[1], _others(last, sample, now - then))
                 last, then = sample, now
         except (OSError, ValueError, IndexError):
             self._samples = (0.0, 0.0)  # the kernel does not say: every core
