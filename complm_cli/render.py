@@ -133,6 +133,8 @@ def summary_line(result) -> str:
         line += f" · steps ran {t['overlap_s']:.1f} s while planning"
     if result.plan is not None and result.plan.fallback:
         line += " · plan fell back to one node"
+    if result.plan is not None and result.plan.votes:
+        line += f" · {vote_words(result.plan.votes)}"
     if result.status != "ok":
         line += f" · {result.status}"
     return line
@@ -160,6 +162,7 @@ def graph_dict(plan: Plan, routes: dict[int, Route]) -> dict:
         "question": plan.question,
         "fallback": plan.fallback,
         "repairs": plan.repairs,
+        "votes": plan.votes,
         "levels": plan.levels(),
         "width": plan.width,
         "plan_seconds": round(plan.seconds, 3),
@@ -224,7 +227,15 @@ def tree(plan: Plan, routes: dict[int, Route]):
         root.add(Text(f"single-node fallback: {plan.fallback}", style="yellow"))
     for repair in plan.repairs:
         root.add(Text(f"repaired: {repair}", style="dim"))
+    if plan.votes:
+        root.add(Text(vote_words(plan.votes), style="dim"))
     return root
+
+
+def vote_words(votes: dict) -> str:
+    """'3 of 5 plans computed 18': how a word problem's plan was chosen (compose/votes.py)."""
+    value = votes["values"][votes["chosen"]]
+    return f"{votes['agreed']} of {votes['plans']} plans computed {value}"
 
 
 def to_json(data: Any) -> str:

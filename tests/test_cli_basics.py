@@ -140,6 +140,8 @@ def test_graph_offline_names_the_missing_planner(isolated):
     (["ask", "q", "--timeout", "nan"], ["--timeout"]),
     (["ask", "q", "--gpu-layers", "-5"], ["--gpu-layers"]),
     (["ask", "q", "--max-memory", "lots"], ["--max-memory"]),
+    (["ask", "q", "--votes", "0"], ["--votes", "1"]),
+    (["eval", "--sample", "--votes", "10"], ["--votes", "9"]),
 ])
 def test_bad_flags_are_usage_errors_before_anything_loads(isolated, args, words):
     result = runner.invoke(app, [*args, "--offline"])

@@ -64,6 +64,8 @@ def test_parse_size_rejects_nonsense():
     ("route_threshold = inf", "route_threshold"),
     ("stream_plan = 3", "stream_plan"),
     ('draft = "maybe"', "draft"),
+    ("votes = 0", "votes"),
+    ("votes = 10", "votes"),
 ])
 def test_bad_config_value_names_file_and_key(isolated, line, key):
     isolated["config"].mkdir(parents=True)
@@ -77,7 +79,7 @@ def test_bad_config_value_names_file_and_key(isolated, line, key):
 @pytest.mark.parametrize("var, value", [
     ("COMPLM_THREADS", "0"), ("COMPLM_GPU_LAYERS", "-5"), ("COMPLM_NODE_TIMEOUT", "nan"),
     ("COMPLM_NODE_TIMEOUT", "-1"), ("COMPLM_MAX_MEMORY", "-1"), ("COMPLM_OFFLINE", "nope"), ("COMPLM_WORKERS", "2.5"),
-    ("COMPLM_STREAM_PLAN", "maybe"),
+    ("COMPLM_STREAM_PLAN", "maybe"), ("COMPLM_VOTES", "three"), ("COMPLM_VOTES", "0"),
 ])
 def test_bad_environment_value_names_the_variable(monkeypatch, var, value):
     monkeypatch.setenv(var, value)
@@ -97,6 +99,13 @@ def test_drafting_is_on_unless_turned_off(isolated, monkeypatch):
     assert load_settings().draft is False
 
 
+def test_votes_default_to_five_and_one_turns_them_off(isolated, monkeypatch):
+    assert load_settings().votes == 5
+    monkeypatch.setenv("COMPLM_VOTES", "1")
+    assert load_settings().votes == 1
+    assert load_settings(flags={"votes": 3}).votes == 3
+
+
 def test_stream_plan_is_on_unless_turned_off(isolated, monkeypatch):
     assert load_settings().stream_plan is True
     isolated["config"].mkdir(parents=True)
@@ -109,7 +118,7 @@ def test_stream_plan_is_on_unless_turned_off(isolated, monkeypatch):
 @pytest.mark.parametrize("flags, flag", [
     ({"node_timeout": 0.0}, "--timeout"), ({"node_timeout": -1.0}, "--timeout"), ({"node_timeout": float("nan")}, "--timeout"),
     ({"gpu_layers": -5}, "--gpu-layers"), ({"threads": 0}, "--threads"), ({"max_memory": "lots"}, "--max-memory"),
-    ({"max_memory": "-1"}, "--max-memory"),
+    ({"max_memory": "-1"}, "--max-memory"), ({"votes": 0}, "--votes"), ({"votes": 12}, "--votes"),
 ])
 def test_bad_flag_value_names_the_flag(flags, flag):
     with pytest.raises(UsageError, match=flag):

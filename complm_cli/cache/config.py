@@ -141,6 +141,7 @@ class Settings:
     hub_timeout: float = 5.0  # seconds to reach the Hub before falling over to a mirror
     stream_plan: bool = True  # run each plan step as soon as the planner has written it
     draft: bool = True  # guess the question's words the planner copies, for the model to check (drafts.py)
+    votes: int = 5  # plans written for a word problem, the value most compute wins (votes.py); 1: one plan
     corpora: tuple[str, ...] = ()  # corpora that are knowledge experts for every run (--corpus, COMPLM_CORPUS)
     daemon: bool = True  # ask and graph go through a background server that keeps the models loaded (daemon/)
     keep_alive: float = 300.0  # seconds that server keeps an unused model loaded; below 0: for as long as it runs
@@ -187,6 +188,7 @@ _ENV = {
     "hub_timeout": "COMPLM_HUB_TIMEOUT",
     "stream_plan": "COMPLM_STREAM_PLAN",
     "draft": "COMPLM_DRAFT",
+    "votes": "COMPLM_VOTES",
     "corpora": "COMPLM_CORPUS",
     "daemon": "COMPLM_DAEMON",
     "keep_alive": "COMPLM_KEEP_ALIVE",
@@ -198,7 +200,7 @@ _ENV = {
 FLAGS = {
     "catalog": "--catalog", "offline": "--offline", "workers": "--workers", "threads": "--threads",
     "gpu_layers": "--gpu-layers", "max_memory": "--max-memory", "node_timeout": "--timeout", "seed": "--seed",
-    "corpora": "--corpus", "daemon": "--no-daemon", "keep_alive": "--keep-alive",
+    "votes": "--votes", "corpora": "--corpus", "daemon": "--no-daemon", "keep_alive": "--keep-alive",
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -260,6 +262,7 @@ def _checked(name: str, value: Any) -> tuple[Any, str | None]:
     problem = {
         "workers": "must be 0 (the default, 4) or more" if number < 0 else None,
         "threads": "must be 1 or more" if number < 1 else None,
+        "votes": "must be from 1 (one plan) to 9" if not 1 <= number <= 9 else None,
         "gpu_layers": "must be -1 (all layers) or 0 or more" if number < -1 else None,
         "node_timeout": "must be a number of seconds above 0" if not (math.isfinite(number) and number > 0) else None,
         "hub_timeout": "must be a number of seconds above 0" if not (math.isfinite(number) and number > 0) else None,

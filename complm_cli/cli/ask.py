@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from complm_cli.cli.common import (ApiKeyOpt, CatalogOpt, CorpusOpt, ExpertOpt, GpuLayersOpt, JsonlOpt, JsonOpt, KeepAliveOpt, NoDaemonOpt,
-                                   OfflineOpt, QuestionArg, SeedOpt, ServerOpt, ThreadsOpt, TimeoutOpt, WorkersOpt, env, handles_errors, refuse_local_flags)
+                                   OfflineOpt, QuestionArg, SeedOpt, ServerOpt, ThreadsOpt, TimeoutOpt, VotesOpt, WorkersOpt, env, handles_errors, refuse_local_flags)
 from complm_cli.errors import ExitCode, UsageError
 
 MODE_HELP = "parallel (default): independent nodes at once; sequential: one node at a time; monolithic: one model, no plan."
@@ -25,6 +25,7 @@ def ask(
     gpu_layers: int = GpuLayersOpt,
     max_memory: str = typer.Option(None, "--max-memory", help="Memory for resident models, e.g. 8GB (default: 60% of RAM)."),
     seed: int = SeedOpt,
+    votes: int = VotesOpt,
     timeout: float = TimeoutOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Progress on stderr even when piped."),
     offline: bool = OfflineOpt,
@@ -54,12 +55,12 @@ def ask(
         from complm_cli.serve.client import ServerClient
 
         refuse_local_flags({"--expert": expert, "--workers": workers, "--threads": threads, "--gpu-layers": gpu_layers,
-                            "--max-memory": max_memory, "--seed": seed, "--timeout": timeout, "--catalog": catalog,
+                            "--max-memory": max_memory, "--seed": seed, "--votes": votes, "--timeout": timeout, "--catalog": catalog,
                             "--offline": offline or None, "--keep-alive": keep_alive})
         session = ServerClient(server, api_key, corpora=corpus or None)
     else:
-        overrides = dict(workers=workers, threads=threads, gpu_layers=gpu_layers, seed=seed, node_timeout=timeout,
-                         max_memory=max_memory, corpora=corpus or None)
+        overrides = dict(workers=workers, threads=threads, gpu_layers=gpu_layers, seed=seed, votes=votes,
+                         node_timeout=timeout, max_memory=max_memory, corpora=corpus or None)
         session, settings, cat = session_for(catalog, offline, expert, (mode,), e, verbose, no_daemon=no_daemon,
                                              keep_alive=keep_alive, **overrides)
     # A live view only for a person at a terminal: a pipe gets the answer alone.

@@ -170,6 +170,8 @@ TimeoutOpt = typer.Option(None, "--timeout", help="Seconds one node may take bef
 CorpusOpt = typer.Option(None, "--corpus", help="A corpus (`complm corpus add`) that steps look facts up in; "
                          "repeat for more (or COMPLM_CORPUS=a,b).")
 SeedOpt = typer.Option(None, "--seed", help="Sampling seed, for repeatable runs.")
+VotesOpt = typer.Option(None, "--votes", help="Plans a word problem may get, the value most of them compute "
+                        "winning (default 5; 1: one plan).")
 NoDaemonOpt = typer.Option(False, "--no-daemon", help="Load the models in this process, not in the background server "
                            "that keeps them loaded (or COMPLM_DAEMON=0).")
 KeepAliveOpt = typer.Option(None, "--keep-alive", help="How long the background server keeps an unused model loaded "

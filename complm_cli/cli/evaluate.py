@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from complm_cli.cli.common import CatalogOpt, CorpusOpt, ExpertOpt, JsonOpt, OfflineOpt, env, handles_errors
+from complm_cli.cli.common import CatalogOpt, CorpusOpt, ExpertOpt, JsonOpt, OfflineOpt, VotesOpt, env, handles_errors
 from complm_cli.errors import UsageError
 
 
@@ -37,6 +37,7 @@ def evaluate(
     expert: str = ExpertOpt,
     workers: int = typer.Option(None, "--workers", "-w", min=1, help="Nodes that may run at once in parallel mode."),
     seed: int = typer.Option(None, "--seed", help="Sampling seed."),
+    votes: int = VotesOpt,
     own_plans: bool = typer.Option(False, "--own-plans", help="Each mode plans for itself, as `complm ask` does (parallel streams its plan); "
                                    "by default parallel and sequential share one plan."),
     as_json: bool = JsonOpt,
@@ -59,7 +60,7 @@ def evaluate(
         _check_writable(out)
     e = env()
     session = prepare(catalog, offline, expert, modes, e, monolithic=monolithic_expert, workers=workers, seed=seed,
-                      corpora=corpus or None)
+                      votes=votes, corpora=corpus or None)
     total = len(examples) * len(modes)
     try:
         # The session already holds --monolithic-expert; eval.run falls back to it.

@@ -29,6 +29,7 @@ class Plan:
     raw: str = ""  # what the planner generated
     seconds: float = 0.0
     tokens: int = 0
+    votes: dict | None = None  # how the plan was chosen among several (votes.Tally), when it was
 
     def node(self, node_id: int) -> Node:
         return next(n for n in self.nodes if n.id == node_id)

@@ -104,8 +104,10 @@ def generate(pool, expert: Expert, messages: list[dict], params: Params, *, canc
 
 
 def generate_text(pool, settings, expert: Expert, messages: list[dict], *, max_tokens: int, temperature: float,
-                  on_token=None, cancel=None, prefix: int = 0, stop=None, draft=None, on_start=None) -> Generation:
-    """The planner's, the aggregator's and the direct answer's call, with the run's settings (seed, threads, timeout)."""
-    params = Params(max_tokens=max_tokens, temperature=temperature, seed=settings.seed, threads=settings.threads,
+                  on_token=None, cancel=None, prefix: int = 0, stop=None, draft=None, on_start=None,
+                  seed: int | None = None) -> Generation:
+    """The planner's, the aggregator's and the direct answer's call, with the run's settings (threads, timeout,
+    and the seed unless `seed` is given)."""
+    params = Params(max_tokens=max_tokens, temperature=temperature, seed=settings.seed if seed is None else seed, threads=settings.threads,
                     prefix=prefix, timeout=settings.node_timeout, draft=draft)
     return generate(pool, expert, messages, params, cancel=cancel, on_piece=on_token, stop=stop, on_start=on_start)

@@ -11,17 +11,21 @@ A question a tool claims whole ("How many days are there between
 its own one step, which the tool computes. The planner model would only
 split it into look-ups of what the question already gives. A question that
 asks the same thing of a long list is split into steps of a few items each
-without the planner (lists.py).
+without the planner (lists.py). A plan made of calculations alone (a word
+problem) is written more than once, and the value most plans compute wins
+(votes.py).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
 from complm_cli.cache.catalog import Expert
 from complm_cli.cache.config import Settings
-from complm_cli.compose import dag, prompts
+from complm_cli.compose import dag, prompts, votes
+from complm_cli.compose.cancel import Cancelled
 from complm_cli.compose.dag import Node, Plan
 from complm_cli.compose.drafts import PlanDraft
 from complm_cli.compose.generate import generate_text
@@ -30,9 +34,12 @@ from complm_cli.compose.plan import MAX_NODES, MAX_PLAN_TOKENS, copies_question,
 
 
 class Planner:
-    def __init__(self, expert: Expert, pool, settings: Settings, claimed: Callable[[str], bool] = lambda question: False):
-        """`claimed(question)`: whether a tool computes the whole question (Routing.claims)."""
+    def __init__(self, expert: Expert, pool, settings: Settings, claimed: Callable[[str], bool] = lambda question: False,
+                 tools: list = ()):
+        """`claimed(question)`: whether a tool computes the whole question (Routing.claims); `tools`: the
+        catalog's (expert, Tool) pairs (Routing.tools), which compute the plans that vote."""
         self.expert, self.pool, self.settings, self.claimed = expert, pool, settings, claimed
+        self.tools = list(tools)
 
     def plan(self, question: str, cancel=None, on_text=None) -> Plan:
         """`on_text(reply so far)` sees the planner's reply grow, token by token."""
@@ -61,6 +68,32 @@ class Planner:
                 text = json.dumps({"steps": [{"q": escaped, "deps": []}]})
             return text, tokens
 
+        start = time.perf_counter()
         plan = make_plan(escaped, generate)
+        plan.question = question
+        if self.settings.votes < 2 or not self.tools:
+            return plan
+        chosen, tally = votes.vote(plan, lambda k: self._sample(question, escaped, k, cancel), self.settings.votes, self.tools)
+        if tally is not None:
+            chosen.votes = tally.to_dict()
+            chosen.seconds = time.perf_counter() - start
+            chosen.tokens = tally.tokens
+        return chosen
+
+    def _sample(self, question: str, escaped: str, k: int, cancel) -> Plan:
+        """The k-th sampled plan of a vote; one that could not be written (a timeout) votes for nothing."""
+        def generate(messages: list[dict]) -> tuple[str, int]:
+            out = generate_text(self.pool, self.settings, self.expert, messages, max_tokens=MAX_PLAN_TOKENS,
+                                temperature=votes.TEMPERATURE, seed=self.settings.seed + k, cancel=cancel,
+                                prefix=prompts.planner_prefix_length(),
+                                stop=lambda partial: copies_question(partial, escaped) or plan_finished(partial))
+            return out.text, out.tokens
+
+        try:
+            plan = make_plan(escaped, generate)
+        except Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a sample is extra: the greedy plan stands without it
+            plan = single_node(escaped, f"a sampled plan failed ({exc})")
         plan.question = question
         return plan

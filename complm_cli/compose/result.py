@@ -48,6 +48,7 @@ class Result:
             "restored_parts": self.restored,
             "plan_fallback": self.plan.fallback if self.plan else None,
             "plan_repairs": self.plan.repairs if self.plan else [],
+            "plan_votes": self.plan.votes if self.plan else None,
             "plan_stream": self.streamed,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "tokens": self.tokens,

@@ -103,7 +103,7 @@ class Session:
         self.routing = Routing(self.catalog, self.settings, self.embedder, self.forced, self.knowledge or None)
         self._knowing: dict[tuple[str, ...], tuple[Knowledge, Routing]] = {}
         self._knowing_lock = threading.Lock()
-        self.planning = Planner(self.planner, self.pool, self.settings, self.routing.claims)
+        self.planning = Planner(self.planner, self.pool, self.settings, self.routing.claims, self.routing.tools)
         self.aggregation = Aggregator(self.aggregator, self.pool, self.settings)
 
     @property

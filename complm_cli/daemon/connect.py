@@ -131,7 +131,7 @@ def server_flags(settings) -> dict:
     (each request names its corpora), so paths are absolute and corpora empty."""
     flags = {}
     for name in ("cache_dir", "data_dir", "catalog", "offline", "workers", "threads", "gpu_layers", "max_memory",
-                 "node_timeout", "seed", "route_threshold", "hub_timeout", "stream_plan", "draft", "keep_alive", "idle_exit"):
+                 "node_timeout", "seed", "votes", "route_threshold", "hub_timeout", "stream_plan", "draft", "keep_alive", "idle_exit"):
         value = getattr(settings, name)
         if isinstance(value, Path):
             value = str(value.expanduser().resolve())

@@ -46,7 +46,7 @@ def options(settings, catalog) -> dict:
 
 
 _SHOWN = {"threads": "--threads", "gpu_layers": "--gpu-layers", "max_memory": "--max-memory", "workers": "--workers",
-          "node_timeout": "--timeout", "seed": "--seed", "offline": "--offline", "catalog": "the catalog"}
+          "node_timeout": "--timeout", "seed": "--seed", "votes": "--votes", "offline": "--offline", "catalog": "the catalog"}
 
 
 def _word(value) -> str:

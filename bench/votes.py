@@ -1,0 +1,137 @@
+"""Plans that vote, on GSM8K tuning problems: one greedy plan against the vote, at a sampling temperature.
+
+    python bench/votes.py [--n 40] [--samples 4] [--temperature 0.7] [--out-dir .scratch/votes]
+
+Draws N problems (seed 11, as bench/equations.py) from lines 0-999 of
+../shared/data/gsm8k_train, the lines that may be read while tuning
+(bench/compose.py's held-out draw starts at line 1000). For each, the
+planner writes its greedy plan and --samples sampled plans (seeds 1 to N,
+as `complm ask` does with --seed 0), which the calculator computes
+(compose/votes.value_of). The report replays compose/votes.vote on the
+saved plans for --votes 1, 3 and 5: accuracy (the value is the gold) and
+the mean number of plans written. Rows go to --out-dir, one JSONL per
+temperature, so a stopped run resumes. The held-out figure is
+bench/compose.py's gsm8k set, run with the shipped default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from equations import draw  # noqa: E402  (bench/ is not a package)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=40)
+    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--temperature", type=float, default=None, help="default: the shipped votes.TEMPERATURE")
+    ap.add_argument("--out-dir", type=Path, default=HERE.parent / ".scratch" / "votes")
+    ap.add_argument("--report", action="store_true", help="print the table from saved rows, run nothing")
+    args = ap.parse_args()
+    from complm_cli.compose import votes
+
+    temperature = votes.TEMPERATURE if args.temperature is None else args.temperature
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    out = args.out_dir / f"t{temperature:g}.jsonl"
+    if not args.report:
+        run(draw(args.n), out, args.samples, temperature)
+    report(out, temperature)
+
+
+def run(problems: list[dict], out: Path, samples: int, temperature: float) -> None:
+    from complm_cli.cache.config import load_settings
+    from complm_cli.compose import dag, votes
+    from complm_cli.compose.session import Session
+
+    votes.TEMPERATURE = temperature
+    done = {json.loads(line)["id"] for line in out.read_text().splitlines()} if out.exists() else set()
+    settings = load_settings().replace(votes=1)  # the greedy plan alone; the samples are written here
+    with Session(settings, modes=("plan",)) as session, open(out, "a", encoding="utf-8") as f:
+        tools = session.routing.tools
+        for p in problems:
+            if p["id"] in done:
+                continue
+            t = time.perf_counter()
+            greedy = session.plan(p["question"])
+            escaped = dag.escape_user(p["question"])
+            with ThreadPoolExecutor(max_workers=samples) as ex:  # decoded in one batch, as a vote does
+                sampled = list(ex.map(lambda k: session.planning._sample(p["question"], escaped, k, None),
+                                      range(1, samples + 1)))
+            values = [votes.value_of(x, tools) for x in (greedy, *sampled)]
+            f.write(json.dumps({"id": p["id"], "gold": p["answer"], "seconds": round(time.perf_counter() - t, 2),
+                                "plans": [{"raw": x.raw, "steps": [n.question for n in x.nodes], "fallback": x.fallback,
+                                           "tokens": x.tokens, "value": v} for x, v in zip((greedy, *sampled), values)]}) + "\n")
+            f.flush()
+            print(f"{p['id']} gold {p['answer']}: {values}", file=sys.stderr, flush=True)
+
+
+def _number(text: str | None) -> Fraction | None:
+    from complm_cli.numbers import find_numbers
+
+    found = find_numbers(text or "")
+    return Fraction(str(found[-1][1])) if found else None
+
+
+def right(value: str | None, gold: str) -> bool:
+    v, g = _number(value), _number(gold)
+    return v is not None and g is not None and v == g
+
+
+def report(out: Path, temperature: float) -> None:
+    from complm_cli.compose import votes
+    from complm_cli.compose.dag import Node, Plan
+
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    if not rows:
+        print("no rows yet")
+        return
+    # Replay vote() on the saved plans: each plan stands in with a one-step formula of its saved value.
+    tools = [(None, _Replay())]
+
+    def as_plan(saved: dict) -> Plan:
+        return Plan("Q?", [Node(1, saved["value"] or "", ())], fallback=None if saved["value"] else "no value",
+                    tokens=saved["tokens"])
+
+    print(f"# {len(rows)} GSM8K tuning problems (lines 0-999, seed 11), temperature {temperature:g}")
+    print(f"{'policy':28} accuracy  plans written (mean)")
+    for n in (1, 3, 5):
+        scores, written = [], []
+        for r in rows:
+            plans = [as_plan(x) for x in r["plans"]]
+            chosen, tally = votes.vote(plans[0], lambda k: plans[k], n, tools)
+            scores.append(right(chosen.nodes[0].question or None, r["gold"]))
+            written.append(len(tally.values) if tally else 1)
+        label = "greedy plan alone (--votes 1)" if n == 1 else f"--votes {n}"
+        print(f"{label:28} {statistics.fmean(scores) * 100:7.0f}%  {statistics.fmean(written):.1f}")
+    samples = [right(x["value"], r["gold"]) for r in rows for x in r["plans"][1:]]
+    print(f"{'one sampled plan':28} {statistics.fmean(samples) * 100:7.0f}%")
+    print(f"{'any plan right (the ceiling)':28} {statistics.fmean(any(right(x['value'], r['gold']) for x in r['plans']) for r in rows) * 100:7.0f}%")
+    print(f"mean seconds a problem (greedy plan, then {len(rows[0]['plans']) - 1} samples in one batch): "
+          f"{statistics.fmean(r['seconds'] for r in rows):.1f}")
+
+
+class _Replay:
+    """A tool that 'computes' a saved value: the replay's plans are one step holding it."""
+
+    def claims(self, step: str) -> str | None:
+        return step or None
+
+    def run(self, step: str, parents: dict):
+        from complm_cli.experts.tools import ToolResult
+
+        return ToolResult(step)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Plans that vote: a word problem is planned more than once, and the value most plans compute wins.
+
+The 1.5B planner writes a wrong formula for about a third of GSM8K word
+problems, but seldom the same wrong formula twice, while right plans agree
+(self-consistency, Wang et al. 2022). Only a plan that is calculations
+alone takes part: the tools compute its value here, with no model call, so
+a vote costs only the extra plans' tokens, and those decode in one batch.
+
+The greedy plan is written first (and streams into execution as usual).
+Two sampled plans follow; when both compute its value, it stands. Otherwise
+two more are sampled and the value most plans compute wins, ties going to
+the earlier plan (the greedy one first). The winning plan is the one that
+runs, so every step of the answer is shown as it was computed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+from complm_cli.compose.dag import Plan
+
+FIRST_ROUND = 2  # sampled plans that can confirm the greedy one
+TEMPERATURE = 0.7
+
+
+@dataclass
+class Tally:
+    """How a plan was chosen: the value each plan computed (None: it could not be computed), in the order planned."""
+
+    values: list[str | None] = field(default_factory=list)
+    chosen: int = 0  # index of the plan that runs
+    tokens: int = 0  # every plan's, the greedy one's too
+
+    @property
+    def agreed(self) -> int:
+        """How many plans computed the winning value."""
+        return self.values.count(self.values[self.chosen])
+
+    def to_dict(self) -> dict:
+        return {"plans": len(self.values), "agreed": self.agreed, "values": self.values, "chosen": self.chosen}
+
+
+def value_of(plan: Plan, tools: list) -> str | None:
+    """What a plan made of calculations alone computes (its last step's result); None for any other plan,
+    or one a tool cannot compute. `tools`: (expert, Tool) pairs, in the order routing asks them."""
+    if plan.fallback or not plan.nodes:
+        return None
+    answers: dict[int, tuple[str, str]] = {}
+    result = None
+    for node in plan.nodes:
+        tool = next((t for _, t in tools if t.claims(node.question)), None)
+        if tool is None:
+            return None
+        try:
+            result = tool.run(node.question, {d: answers[d] for d in node.depends_on if d in answers}).result
+        except Exception:  # a plan the tool refuses cannot vote; the run reports the error if that plan runs
+            return None
+        answers[node.id] = (node.question, result)
+    return result
+
+
+def _winner(values: list[str | None]) -> int:
+    counts = Counter(v for v in values if v is not None)
+    if not counts:
+        return 0
+    best = max(counts.values())
+    return next(i for i, v in enumerate(values) if v is not None and counts[v] == best)
+
+
+def vote(greedy: Plan, sample: Callable[[int], Plan], votes: int, tools: list) -> tuple[Plan, Tally | None]:
+    """The plan to run, and how it was chosen (None: `greedy` does not vote: it is not calculations alone,
+    or votes are off). `sample(k)` writes the k-th sampled plan (k from 1); `votes` counts the greedy plan."""
+    first = value_of(greedy, tools)
+    if votes < 2 or first is None:
+        return greedy, None
+    plans, values = [greedy], [first]
+
+    def more(ks: range) -> None:
+        with ThreadPoolExecutor(max_workers=len(ks), thread_name_prefix="complm-vote") as ex:
+            for plan in ex.map(sample, ks):  # in the order asked: ties go to the earlier plan
+                plans.append(plan)
+                values.append(value_of(plan, tools))
+
+    more(range(1, min(FIRST_ROUND, votes - 1) + 1))
+    if values.count(first) < len(values) and len(plans) < votes:
+        more(range(len(plans), votes))
+    chosen = _winner(values)
+    return plans[chosen], Tally(values, chosen, sum(p.tokens for p in plans))

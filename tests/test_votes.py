@@ -1,0 +1,178 @@
+"""Plans that vote (compose/votes.py): which plans take part, which value wins, and what a run shows of it."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+
+import pytest
+
+from complm_cli.compose import prompts, votes
+from complm_cli.compose.dag import Node, Plan
+from complm_cli.experts.plugins import tools as registered
+from helpers import Fake, fake_session
+
+TOOLS = [(None, registered()["calculator"])]
+
+
+def plan(*steps: tuple[str, tuple[int, ...]], fallback: str | None = None) -> Plan:
+    return Plan("Q?", [Node(i, q, tuple(d)) for i, (q, d) in enumerate(steps, 1)], fallback=fallback, tokens=10)
+
+
+def test_a_plan_of_calculations_alone_computes_its_last_steps_value() -> None:
+    assert votes.value_of(plan(("3 * 4", ()), ("{1} + 2", (1,)), ("20 - {2}", (2,))), TOOLS) == "6"
+
+
+@pytest.mark.parametrize("p", [
+    plan(("How many legs does a spider have?", ()), ("3 * {1}", (1,))),  # a step a model answers
+    plan(("3 * 4", ()), fallback="the planner's plan was invalid"),
+    plan(("1 / 0", ()),),  # the calculator refuses it
+    Plan("Q?", []),
+])
+def test_any_other_plan_has_no_value_to_vote_with(p: Plan) -> None:
+    assert votes.value_of(p, TOOLS) is None
+
+
+class Samples:
+    """sample(k) for vote(): the plans to hand out in the order asked for, counting the calls (from threads)."""
+
+    def __init__(self, *formulas: str):
+        self.formulas, self.asked, self.lock = list(formulas), [], threading.Lock()
+
+    def __call__(self, k: int) -> Plan:
+        with self.lock:
+            self.asked.append(k)
+        return plan((self.formulas[k - 1], ()))
+
+
+def test_two_samples_that_agree_confirm_the_greedy_plan_and_no_more_are_written() -> None:
+    greedy, samples = plan(("6 * 7", ())), Samples("7 * 6", "21 * 2", "0 + 1", "0 + 1")
+    chosen, tally = votes.vote(greedy, samples, 5, TOOLS)
+    assert chosen is greedy and sorted(samples.asked) == [1, 2]
+    assert tally.to_dict() == {"plans": 3, "agreed": 3, "values": ["42", "42", "42"], "chosen": 0}
+    assert tally.tokens == 30
+
+
+def test_a_disagreement_brings_the_rest_of_the_votes_and_the_majority_wins() -> None:
+    greedy, samples = plan(("6 * 8", ())), Samples("6 * 7", "12 * 4", "21 * 2", "40 + 2")
+    chosen, tally = votes.vote(greedy, samples, 5, TOOLS)
+    assert sorted(samples.asked) == [1, 2, 3, 4]
+    assert chosen.nodes[0].question == "6 * 7"  # the earliest plan that computed the winning value
+    assert tally.values == ["48", "42", "48", "42", "42"] and tally.agreed == 3 and tally.chosen == 1
+
+
+def test_a_tie_goes_to_the_earlier_plan_and_plans_without_a_value_do_not_count() -> None:
+    greedy, samples = plan(("6 * 8", ())), Samples("1 / 0", "6 * 7", "12 * 4", "21 * 2")
+    chosen, tally = votes.vote(greedy, samples, 5, TOOLS)
+    assert chosen is greedy and tally.values == ["48", None, "42", "48", "42"] and tally.agreed == 2
+
+
+def test_votes_of_three_stop_after_the_first_round() -> None:
+    samples = Samples("0 + 1", "0 + 2", "0 + 3", "0 + 4")
+    chosen, tally = votes.vote(plan(("2 + 3", ()),), samples, 3, TOOLS)
+    assert sorted(samples.asked) == [1, 2] and len(tally.values) == 3 and chosen.nodes[0].question == "2 + 3"
+
+
+@pytest.mark.parametrize("greedy, n", [(plan(("Who wrote Hamlet?", ())), 5), (plan(("6 * 7", ())), 1)])
+def test_no_vote_for_a_plan_that_asks_a_model_or_with_votes_off(greedy: Plan, n: int) -> None:
+    samples = Samples("0 + 1", "0 + 2", "0 + 3", "0 + 4")
+    assert votes.vote(greedy, samples, n, TOOLS) == (greedy, None) and samples.asked == []
+
+
+# --- through a Session: the planner samples, the winning plan runs, the run shows the vote -------------------
+
+QUESTION = "Tom has 3 boxes of 4 pens and gives away 2 pens. How many pens does he keep?"
+WRONG, RIGHT = "boxes = 3 + 4\nkept = boxes - 2", "pens = 3 * 4\nkept = pens - 2"
+
+
+def planner_replies(*replies: str):
+    """A Fake `respond` that gives the planner's calls these replies in turn (then the last one again)."""
+    count, lock = itertools.count(), threading.Lock()
+    calls: list[dict] = []
+
+    def respond(messages: list[dict]) -> str | None:
+        if messages[0]["content"] != prompts.PLANNER_SYSTEM:
+            return None
+        with lock:
+            i = next(count)
+        calls.append(i)
+        return replies[min(i, len(replies) - 1)]
+
+    respond.calls = calls
+    return respond
+
+
+def test_a_session_runs_the_plan_most_samples_agree_on_and_records_the_vote(tmp_path) -> None:
+    respond = planner_replies(WRONG, RIGHT, RIGHT, RIGHT, RIGHT)
+    fake = Fake(respond=respond)
+    fake.tokens, fake.sleep = 1, 0.0
+    with fake_session(tmp_path, fake) as session:
+        result = session.ask(QUESTION, mode="parallel")
+    assert len(respond.calls) == 5
+    planner_streams = [s for s in fake.streams if s.messages[0]["content"] == prompts.PLANNER_SYSTEM]
+    assert sorted(s.kwargs["temperature"] for s in planner_streams) == [0.0] + [votes.TEMPERATURE] * 4
+    assert sorted(s.kwargs["seed"] for s in planner_streams) == [0, 1, 2, 3, 4]  # each sample its own, from --seed
+    assert result.answer.endswith("10") and result.status == "ok"
+    assert [n.calculation["formula"] for n in result.nodes] == ["3 * 4", "{1} - 2"]
+    data = result.to_dict()
+    assert data["plan_votes"] == {"plans": 5, "agreed": 4, "values": ["5", "10", "10", "10", "10"], "chosen": 1}
+    assert data["tokens"]["plan"] == sum(s.yielded for s in planner_streams)  # every plan written counts
+    json.dumps(data)
+
+
+def test_a_question_that_asks_a_model_is_planned_once(tmp_path) -> None:
+    question = "How many legs do three spiders have?"
+    respond = planner_replies('legs = ask("How many legs does a spider have?")\ntotal = 3 * legs')
+    fake = Fake(respond=respond, answers={"How many legs does a spider have?": "A spider has 8 legs."})
+    fake.tokens, fake.sleep = 1, 0.0
+    with fake_session(tmp_path, fake) as session:
+        result = session.ask(question, mode="parallel")
+    assert len(respond.calls) == 1 and result.plan.votes is None and result.answer.endswith("24")
+    assert result.to_dict()["plan_votes"] is None
+
+
+def test_votes_one_plans_a_word_problem_once(tmp_path) -> None:
+    respond = planner_replies(WRONG, RIGHT)
+    fake = Fake(respond=respond)
+    fake.tokens, fake.sleep = 1, 0.0
+    with fake_session(tmp_path, fake) as session:
+        session.settings = session.settings.replace(votes=1)
+        result = session.ask(QUESTION, mode="parallel")
+    assert len(respond.calls) == 1 and result.answer.endswith("5") and result.plan.votes is None
+
+
+def test_the_graph_and_the_summary_say_how_the_plan_was_chosen() -> None:
+    from complm_cli import render
+    from rich.console import Console
+
+    p = plan(("3 * 4", ()), ("{1} - 2", (1,)))
+    p.votes = {"plans": 5, "agreed": 4, "values": ["5", "10", "10", "10", "10"], "chosen": 1}
+    console = Console(width=120, record=True)
+    console.print(render.tree(p, {1: _calc_route("3 * 4"), 2: _calc_route("{1} - 2")}))
+    assert "4 of 5 plans computed 10" in console.export_text()
+    assert render.graph_dict(p, {1: _calc_route("3 * 4"), 2: _calc_route("{1} - 2")})["votes"] == p.votes
+
+
+def _calc_route(formula: str):
+    from complm_cli.compose.route import Route
+
+    return Route("calculator", 1.0, {}, "calculation", formula)
+
+
+# --- on the real engine (the 135M model as planner) ------------------------------------------------------------
+
+def test_sampled_plans_decode_together_on_the_real_engine_and_follow_the_seed(models) -> None:
+    from complm_cli.cache.config import load_settings
+    from complm_cli.compose.session import Session
+    from tests.conftest import TINY_CATALOG
+
+    question = "A shop sells 6 boxes of 7 pens. How many pens does it sell?"
+    with Session(load_settings(flags={"catalog": TINY_CATALOG, "threads": 2}), modes=("parallel",)) as session:
+        planning = session.planning
+        greedy = plan(("6 * 7", ()))
+        chosen, tally = votes.vote(greedy, lambda k: planning._sample(question, question, k, None), 5,
+                                   session.routing.tools)
+        again = [planning._sample(question, question, 3, None).raw for _ in range(2)]
+    assert tally.values[0] == "42" and len(tally.values) in (3, 5) and tally.tokens > greedy.tokens
+    assert again[0] == again[1] and again[0]  # a sample is repeatable: its seed is --seed plus its number
