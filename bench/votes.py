@@ -96,21 +96,26 @@ def report(out: Path, temperature: float) -> None:
     if not rows:
         print("no rows yet")
         return
-    # Replay vote() on the saved plans: each plan stands in with a one-step formula of its saved value.
+    # Replay vote() on the saved plans: each stands in as one step that "computes" its saved value (or
+    # fails, for a plan of calculations whose arithmetic failed); any other plan is a fallback, as it votes not.
+    from complm_cli.experts.plugins import tools as registered
+
+    calculator = registered()["calculator"]
     tools = [(None, _Replay())]
 
     def as_plan(saved: dict) -> Plan:
-        return Plan("Q?", [Node(1, saved["value"] or "", ())], fallback=None if saved["value"] else "no value",
+        alone = not saved["fallback"] and all(calculator.claims(step) for step in saved["steps"])
+        return Plan("Q?", [Node(1, saved["value"] or _FAILS, ())], fallback=None if alone else "asks a model",
                     tokens=saved["tokens"])
 
     print(f"# {len(rows)} GSM8K tuning problems (lines 0-999, seed 11), temperature {temperature:g}")
     print(f"{'policy':28} accuracy  plans written (mean)")
-    for n in (1, 3, 5):
+    for n in (n for n in (1, 3, 5, 7) if n <= min(len(r["plans"]) for r in rows)):
         scores, written = [], []
         for r in rows:
             plans = [as_plan(x) for x in r["plans"]]
             chosen, tally = votes.vote(plans[0], lambda k: plans[k], n, tools)
-            scores.append(right(chosen.nodes[0].question or None, r["gold"]))
+            scores.append(right(chosen.nodes[0].question, r["gold"]))
             written.append(len(tally.values) if tally else 1)
         label = "greedy plan alone (--votes 1)" if n == 1 else f"--votes {n}"
         print(f"{label:28} {statistics.fmean(scores) * 100:7.0f}%  {statistics.fmean(written):.1f}")
@@ -121,15 +126,20 @@ def report(out: Path, temperature: float) -> None:
           f"{statistics.fmean(r['seconds'] for r in rows):.1f}")
 
 
+_FAILS = "(failed)"
+
+
 class _Replay:
     """A tool that 'computes' a saved value: the replay's plans are one step holding it."""
 
     def claims(self, step: str) -> str | None:
-        return step or None
+        return step
 
     def run(self, step: str, parents: dict):
-        from complm_cli.experts.tools import ToolResult
+        from complm_cli.experts.tools import ToolError, ToolResult
 
+        if step == _FAILS:
+            raise ToolError("the plan's arithmetic failed")
         return ToolResult(step)
 
 

@@ -15,7 +15,7 @@ class Event:
 
 @dataclass
 class Stage(Event):
-    """A pipeline stage starts: 'plan', 'route', 'execute', 'aggregate'."""
+    """A pipeline stage starts: 'plan', 'vote' (more plans of a word problem), 'route', 'execute', 'aggregate'."""
 
     name: str
     detail: str = ""

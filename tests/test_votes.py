@@ -74,6 +74,14 @@ def test_votes_of_three_stop_after_the_first_round() -> None:
     assert sorted(samples.asked) == [1, 2] and len(tally.values) == 3 and chosen.nodes[0].question == "2 + 3"
 
 
+def test_a_greedy_plan_whose_arithmetic_fails_still_votes_and_the_samples_decide() -> None:
+    greedy, samples = plan(("1 / 0", ())), Samples("6 * 7", "21 * 2", "0 + 1", "0 + 1")
+    assert votes.calculations_alone(greedy, TOOLS) and votes.value_of(greedy, TOOLS) is None
+    chosen, tally = votes.vote(greedy, samples, 5, TOOLS)
+    assert sorted(samples.asked) == [1, 2, 3, 4]  # no value to confirm: every vote is written
+    assert chosen.nodes[0].question == "6 * 7" and tally.values == [None, "42", "42", "1", "1"] and tally.chosen == 1
+
+
 @pytest.mark.parametrize("greedy, n", [(plan(("Who wrote Hamlet?", ())), 5), (plan(("6 * 7", ())), 1)])
 def test_no_vote_for_a_plan_that_asks_a_model_or_with_votes_off(greedy: Plan, n: int) -> None:
     samples = Samples("0 + 1", "0 + 2", "0 + 3", "0 + 4")
@@ -107,9 +115,12 @@ def test_a_session_runs_the_plan_most_samples_agree_on_and_records_the_vote(tmp_
     respond = planner_replies(WRONG, RIGHT, RIGHT, RIGHT, RIGHT)
     fake = Fake(respond=respond)
     fake.tokens, fake.sleep = 1, 0.0
+    events = []
     with fake_session(tmp_path, fake) as session:
-        result = session.ask(QUESTION, mode="parallel")
+        result = session.ask(QUESTION, mode="parallel", on_event=events.append)
     assert len(respond.calls) == 5
+    stages = [(e.name, e.detail) for e in events if type(e).__name__ == "Stage"]
+    assert stages[:3] == [("plan", "qwen2.5-coder-1.5b"), ("vote", "2 more plans"), ("vote", "2 more plans")]
     planner_streams = [s for s in fake.streams if s.messages[0]["content"] == prompts.PLANNER_SYSTEM]
     assert sorted(s.kwargs["temperature"] for s in planner_streams) == [0.0] + [votes.TEMPERATURE] * 4
     assert sorted(s.kwargs["seed"] for s in planner_streams) == [0, 1, 2, 3, 4]  # each sample its own, from --seed

@@ -30,6 +30,7 @@ from complm_cli.compose.dag import Node, Plan
 from complm_cli.compose.drafts import PlanDraft
 from complm_cli.compose.generate import generate_text
 from complm_cli.compose.lists import split_long_list
+from complm_cli.events import Listener, Stage, ignore
 from complm_cli.compose.plan import MAX_NODES, MAX_PLAN_TOKENS, copies_question, make_plan, plan_finished, single_node
 
 
@@ -41,8 +42,9 @@ class Planner:
         self.expert, self.pool, self.settings, self.claimed = expert, pool, settings, claimed
         self.tools = list(tools)
 
-    def plan(self, question: str, cancel=None, on_text=None) -> Plan:
-        """`on_text(reply so far)` sees the planner's reply grow, token by token."""
+    def plan(self, question: str, cancel=None, on_text=None, on_event: Listener = ignore) -> Plan:
+        """`on_text(reply so far)` sees the planner's reply grow, token by token; `on_event` is told when
+        a vote's sampled plans are written (a Stage 'vote')."""
         # The planner sees the user's own braces and #N escaped (see dag.escape_user); the
         # plan's steps keep them escaped until they are sent to an expert or shown.
         escaped = dag.escape_user(question)
@@ -73,7 +75,8 @@ class Planner:
         plan.question = question
         if self.settings.votes < 2 or not self.tools:
             return plan
-        chosen, tally = votes.vote(plan, lambda k: self._sample(question, escaped, k, cancel), self.settings.votes, self.tools)
+        chosen, tally = votes.vote(plan, lambda k: self._sample(question, escaped, k, cancel), self.settings.votes,
+                                   self.tools, lambda count: on_event(Stage("vote", f"{count} more plans")))
         if tally is not None:
             chosen.votes = tally.to_dict()
             chosen.seconds = time.perf_counter() - start

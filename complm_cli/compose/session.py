@@ -136,8 +136,8 @@ class Session:
     def router(self) -> Router:
         return self.routing.router()
 
-    def plan(self, question: str, cancel=None, on_text=None) -> Plan:
-        return self.planning.plan(question, cancel, on_text)
+    def plan(self, question: str, cancel=None, on_text=None, on_event: Listener = ignore) -> Plan:
+        return self.planning.plan(question, cancel, on_text, on_event)
 
     def route(self, plan: Plan) -> dict[int, Route]:
         return self.routing.route(plan)
@@ -205,7 +205,7 @@ class Session:
                 on_event(Stage("plan", self.planner.name))
                 if self.settings.stream_plan and routes is None and mode == "parallel":
                     overlap = Overlap(dag.escape_user(question), routing.route_step, self.pool, options, on_event, cancel)
-                plan = self.plan(question, cancel, on_text=overlap.on_text if overlap else None)
+                plan = self.plan(question, cancel, on_text=overlap.on_text if overlap else None, on_event=on_event)
             timings["plan_s"] = plan.seconds
             planned = t = time.perf_counter()
             kept = overlap.settle(plan) if overlap is not None else {}

@@ -43,20 +43,27 @@ class Tally:
         return {"plans": len(self.values), "agreed": self.agreed, "values": self.values, "chosen": self.chosen}
 
 
+def calculations_alone(plan: Plan, tools: list) -> bool:
+    """Whether every step of `plan` is one a tool computes (a word problem's plan). `tools`: (expert, Tool)
+    pairs, in the order routing asks them."""
+    return not plan.fallback and bool(plan.nodes) and all(_tool(node.question, tools) for node in plan.nodes)
+
+
+def _tool(step: str, tools: list):
+    return next((t for _, t in tools if t.claims(step)), None)
+
+
 def value_of(plan: Plan, tools: list) -> str | None:
-    """What a plan made of calculations alone computes (its last step's result); None for any other plan,
-    or one a tool cannot compute. `tools`: (expert, Tool) pairs, in the order routing asks them."""
-    if plan.fallback or not plan.nodes:
+    """What a plan of calculations alone computes (its last step's result); None for any other plan, or one
+    a tool refuses (that plan votes for nothing; if it is the one that runs, its step fails as usual)."""
+    if not calculations_alone(plan, tools):
         return None
     answers: dict[int, tuple[str, str]] = {}
     result = None
     for node in plan.nodes:
-        tool = next((t for _, t in tools if t.claims(node.question)), None)
-        if tool is None:
-            return None
         try:
-            result = tool.run(node.question, {d: answers[d] for d in node.depends_on if d in answers}).result
-        except Exception:  # a plan the tool refuses cannot vote; the run reports the error if that plan runs
+            result = _tool(node.question, tools).run(node.question, {d: answers[d] for d in node.depends_on if d in answers}).result
+        except Exception:  # noqa: BLE001 - whatever the tool raises, this plan has no value
             return None
         answers[node.id] = (node.question, result)
     return result
@@ -70,22 +77,25 @@ def _winner(values: list[str | None]) -> int:
     return next(i for i, v in enumerate(values) if v is not None and counts[v] == best)
 
 
-def vote(greedy: Plan, sample: Callable[[int], Plan], votes: int, tools: list) -> tuple[Plan, Tally | None]:
+def vote(greedy: Plan, sample: Callable[[int], Plan], votes: int, tools: list,
+         on_round: Callable[[int], None] = lambda count: None) -> tuple[Plan, Tally | None]:
     """The plan to run, and how it was chosen (None: `greedy` does not vote: it is not calculations alone,
-    or votes are off). `sample(k)` writes the k-th sampled plan (k from 1); `votes` counts the greedy plan."""
-    first = value_of(greedy, tools)
-    if votes < 2 or first is None:
+    or votes are off). `sample(k)` writes the k-th sampled plan (k from 1); `votes` counts the greedy plan;
+    `on_round(count)` is told before each round of `count` sampled plans."""
+    if votes < 2 or not calculations_alone(greedy, tools):
         return greedy, None
+    first = value_of(greedy, tools)  # None when the greedy plan's arithmetic fails: then the others decide
     plans, values = [greedy], [first]
 
     def more(ks: range) -> None:
+        on_round(len(ks))
         with ThreadPoolExecutor(max_workers=len(ks), thread_name_prefix="complm-vote") as ex:
             for plan in ex.map(sample, ks):  # in the order asked: ties go to the earlier plan
                 plans.append(plan)
                 values.append(value_of(plan, tools))
 
     more(range(1, min(FIRST_ROUND, votes - 1) + 1))
-    if values.count(first) < len(values) and len(plans) < votes:
+    if (first is None or values.count(first) < len(values)) and len(plans) < votes:
         more(range(len(plans), votes))
     chosen = _winner(values)
     return plans[chosen], Tally(values, chosen, sum(p.tokens for p in plans))
