@@ -99,8 +99,8 @@ def test_drafting_is_on_unless_turned_off(isolated, monkeypatch):
     assert load_settings().draft is False
 
 
-def test_votes_default_to_five_and_one_turns_them_off(isolated, monkeypatch):
-    assert load_settings().votes == 5
+def test_votes_default_to_seven_and_one_turns_them_off(isolated, monkeypatch):
+    assert load_settings().votes == 7
     monkeypatch.setenv("COMPLM_VOTES", "1")
     assert load_settings().votes == 1
     assert load_settings(flags={"votes": 3}).votes == 3

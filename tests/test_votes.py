@@ -68,6 +68,16 @@ def test_a_tie_goes_to_the_earlier_plan_and_plans_without_a_value_do_not_count()
     assert chosen is greedy and tally.values == ["48", None, "42", "48", "42"] and tally.agreed == 2
 
 
+def test_seven_votes_stop_once_four_agree_and_go_on_while_the_rest_could_turn_it() -> None:
+    settled = Samples("6 * 8", "21 * 2", "42 + 0", "40 + 2", "0 + 1", "0 + 1")  # 42 four times among five
+    chosen, tally = votes.vote(plan(("6 * 7", ())), settled, 7, TOOLS)
+    assert sorted(settled.asked) == [1, 2, 3, 4] and tally.agreed == 4 and tally.chosen == 0
+    open_ = Samples("6 * 8", "21 * 2", "12 * 4", "42 + 0", "48 + 0", "48 - 0")  # 42 three, 48 two, of five
+    chosen, tally = votes.vote(plan(("6 * 7", ())), open_, 7, TOOLS)
+    assert sorted(open_.asked) == [1, 2, 3, 4, 5, 6]
+    assert tally.values == ["42", "48", "42", "48", "42", "48", "48"] and chosen.nodes[0].question == "6 * 8"
+
+
 def test_votes_of_three_stop_after_the_first_round() -> None:
     samples = Samples("0 + 1", "0 + 2", "0 + 3", "0 + 4")
     chosen, tally = votes.vote(plan(("2 + 3", ()),), samples, 3, TOOLS)

@@ -141,7 +141,7 @@ class Settings:
     hub_timeout: float = 5.0  # seconds to reach the Hub before falling over to a mirror
     stream_plan: bool = True  # run each plan step as soon as the planner has written it
     draft: bool = True  # guess the question's words the planner copies, for the model to check (drafts.py)
-    votes: int = 5  # plans written for a word problem, the value most compute wins (votes.py); 1: one plan
+    votes: int = 7  # plans written for a word problem, the value most compute wins (votes.py); 1: one plan
     corpora: tuple[str, ...] = ()  # corpora that are knowledge experts for every run (--corpus, COMPLM_CORPUS)
     daemon: bool = True  # ask and graph go through a background server that keeps the models loaded (daemon/)
     keep_alive: float = 300.0  # seconds that server keeps an unused model loaded; below 0: for as long as it runs

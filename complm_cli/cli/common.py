@@ -171,7 +171,7 @@ CorpusOpt = typer.Option(None, "--corpus", help="A corpus (`complm corpus add`) 
                          "repeat for more (or COMPLM_CORPUS=a,b).")
 SeedOpt = typer.Option(None, "--seed", help="Sampling seed, for repeatable runs.")
 VotesOpt = typer.Option(None, "--votes", help="Plans a word problem may get, the value most of them compute "
-                        "winning (default 5; 1: one plan).")
+                        "winning (default 7; 1: one plan).")
 NoDaemonOpt = typer.Option(False, "--no-daemon", help="Load the models in this process, not in the background server "
                            "that keeps them loaded (or COMPLM_DAEMON=0).")
 KeepAliveOpt = typer.Option(None, "--keep-alive", help="How long the background server keeps an unused model loaded "

@@ -7,10 +7,11 @@ alone takes part: the tools compute its value here, with no model call, so
 a vote costs only the extra plans' tokens, and those decode in one batch.
 
 The greedy plan is written first (and streams into execution as usual).
-Two sampled plans follow; when both compute its value, it stands. Otherwise
-two more are sampled and the value most plans compute wins, ties going to
-the earlier plan (the greedy one first). The winning plan is the one that
-runs, so every step of the answer is shown as it was computed.
+Sampled plans follow two at a time until the vote is settled: the first
+three agree, or one value has more than half of all the votes there can
+be, or every vote is in; then the value most plans compute wins, ties
+going to the earlier plan (the greedy one first). The winning plan is the
+one that runs, so every step of the answer is shown as it was computed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Callable
 
 from complm_cli.compose.dag import Plan
 
-FIRST_ROUND = 2  # sampled plans that can confirm the greedy one
+ROUND = 2  # sampled plans written at once (one batch)
 TEMPERATURE = 0.7
 
 
@@ -77,6 +78,16 @@ def _winner(values: list[str | None]) -> int:
     return next(i for i, v in enumerate(values) if v is not None and counts[v] == best)
 
 
+def _settled(values: list[str | None], votes: int) -> bool:
+    """No more plans are needed: three or more agree and none differs, or one value has more than half of
+    every vote there can be, so the rest could not overturn it."""
+    counts = Counter(v for v in values if v is not None)
+    if not counts:
+        return False
+    lead = max(counts.values())
+    return (len(values) >= 3 and lead == len(values)) or lead > votes / 2
+
+
 def vote(greedy: Plan, sample: Callable[[int], Plan], votes: int, tools: list,
          on_round: Callable[[int], None] = lambda count: None) -> tuple[Plan, Tally | None]:
     """The plan to run, and how it was chosen (None: `greedy` does not vote: it is not calculations alone,
@@ -94,8 +105,7 @@ def vote(greedy: Plan, sample: Callable[[int], Plan], votes: int, tools: list,
                 plans.append(plan)
                 values.append(value_of(plan, tools))
 
-    more(range(1, min(FIRST_ROUND, votes - 1) + 1))
-    if (first is None or values.count(first) < len(values)) and len(plans) < votes:
-        more(range(len(plans), votes))
+    while len(plans) < votes and not _settled(values, votes):
+        more(range(len(plans), min(len(plans) + ROUND, votes)))
     chosen = _winner(values)
     return plans[chosen], Tally(values, chosen, sum(p.tokens for p in plans))
