@@ -235,6 +235,8 @@ def tree(plan: Plan, routes: dict[int, Route]):
 def vote_words(votes: dict) -> str:
     """'3 of 5 plans computed 18': how a word problem's plan was chosen (compose/votes.py)."""
     value = votes["values"][votes["chosen"]]
+    if value is None:
+        return f"none of {votes['plans']} plans could be computed"
     return f"{votes['agreed']} of {votes['plans']} plans computed {value}"
 
 

@@ -139,6 +139,9 @@ def test_a_session_runs_the_plan_most_samples_agree_on_and_records_the_vote(tmp_
     data = result.to_dict()
     assert data["plan_votes"] == {"plans": 5, "agreed": 4, "values": ["5", "10", "10", "10", "10"], "chosen": 1}
     assert data["tokens"]["plan"] == sum(s.yielded for s in planner_streams)  # every plan written counts
+    from complm_cli import render
+
+    assert "4 of 5 plans computed 10" in render.summary_line(result)
     json.dumps(data)
 
 
@@ -161,6 +164,15 @@ def test_votes_one_plans_a_word_problem_once(tmp_path) -> None:
         session.settings = session.settings.replace(votes=1)
         result = session.ask(QUESTION, mode="parallel")
     assert len(respond.calls) == 1 and result.answer.endswith("5") and result.plan.votes is None
+
+
+def test_a_vote_where_no_plan_could_be_computed_says_so() -> None:
+    from complm_cli import render
+
+    samples = Samples("1 / 0", "2 / 0", "3 / 0", "4 / 0", "5 / 0", "6 / 0")
+    chosen, tally = votes.vote(plan(("0 / 0", ())), samples, 7, TOOLS)
+    assert tally.agreed == 0 and tally.chosen == 0 and len(tally.values) == 7
+    assert render.vote_words(tally.to_dict()) == "none of 7 plans could be computed"
 
 
 def test_the_graph_and_the_summary_say_how_the_plan_was_chosen() -> None:

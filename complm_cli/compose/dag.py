@@ -70,6 +70,7 @@ class Plan:
             "nodes": [{"id": n.id, "question": readable(n.question), "depends_on": list(n.depends_on)} for n in self.nodes],
             "fallback": self.fallback,
             "repairs": self.repairs,
+            "votes": self.votes,
         }
 
 

@@ -37,8 +37,9 @@ class Tally:
 
     @property
     def agreed(self) -> int:
-        """How many plans computed the winning value."""
-        return self.values.count(self.values[self.chosen])
+        """How many plans computed the winning value (0: no plan's value could be computed)."""
+        won = self.values[self.chosen]
+        return 0 if won is None else self.values.count(won)
 
     def to_dict(self) -> dict:
         return {"plans": len(self.values), "agreed": self.agreed, "values": self.values, "chosen": self.chosen}
@@ -62,8 +63,9 @@ def value_of(plan: Plan, tools: list) -> str | None:
     answers: dict[int, tuple[str, str]] = {}
     result = None
     for node in plan.nodes:
+        parents = {d: answers[d] for d in node.depends_on if d in answers}
         try:
-            result = _tool(node.question, tools).run(node.question, {d: answers[d] for d in node.depends_on if d in answers}).result
+            result = _tool(node.question, tools).run(node.question, parents).result
         except Exception:  # noqa: BLE001 - whatever the tool raises, this plan has no value
             return None
         answers[node.id] = (node.question, result)
