@@ -142,7 +142,7 @@ def test_a_broken_endpoint_fails_its_node_and_the_answer_is_partial(models, tmp_
                                 remotes={"broken": remote_entry(fake.url, roles=["expert"], timeout=1)},
                                 planner=LOCAL, aggregator=LOCAL, fallback=LOCAL)
         plan, routes = two_node_plan("broken")
-        monkeypatch.setattr(Session, "plan", lambda self, question, cancel=None, on_text=None: Plan(question, plan.nodes))
+        monkeypatch.setattr(Session, "plan", lambda self, question, cancel=None, on_text=None, on_event=None: Plan(question, plan.nodes))
         monkeypatch.setattr(Session, "route", lambda self, p: routes)
         events = []
         monkeypatch.setattr("complm_cli.cli.ask._plain_progress", lambda e: events.append)
