@@ -8,7 +8,7 @@ Draws N problems (seed 11, as bench/equations.py) from lines 0-999 of
 planner writes its greedy plan and --samples sampled plans (seeds 1 to N,
 as `complm ask` does with --seed 0), which the calculator computes
 (compose/votes.value_of). The report replays compose/votes.vote on the
-saved plans for --votes 1, 3 and 5: accuracy (the value is the gold) and
+saved plans for --votes 1, 3, 5 and 7 (as many as were saved): accuracy (the value is the gold) and
 the mean number of plans written. Rows go to --out-dir, one JSONL per
 temperature, so a stopped run resumes. The held-out figure is
 bench/compose.py's gsm8k set, run with the shipped default.
@@ -22,13 +22,13 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from fractions import Fraction
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from equations import draw  # noqa: E402  (bench/ is not a package)
+from compose import last_number_right  # noqa: E402  (bench/ is not a package)
+from equations import draw  # noqa: E402
 
 
 def main() -> None:
@@ -76,16 +76,9 @@ def run(problems: list[dict], out: Path, samples: int, temperature: float) -> No
             print(f"{p['id']} gold {p['answer']}: {values}", file=sys.stderr, flush=True)
 
 
-def _number(text: str | None) -> Fraction | None:
-    from complm_cli.numbers import find_numbers
-
-    found = find_numbers(text or "")
-    return Fraction(str(found[-1][1])) if found else None
-
-
 def right(value: str | None, gold: str) -> bool:
-    v, g = _number(value), _number(gold)
-    return v is not None and g is not None and v == g
+    """GSM8K's rule, as bench/compose.py scores it: the last number is the gold."""
+    return last_number_right(value or "", [gold])
 
 
 def report(out: Path, temperature: float) -> None:

@@ -56,25 +56,10 @@ class Planner:
         if steps:
             return Plan(question, [Node(i, step, ()) for i, step in enumerate(steps, 1)])
 
-        def stop(partial: str) -> bool:
-            if on_text is not None:
-                on_text(partial)
-            return copies_question(partial, escaped) or plan_finished(partial)
-
-        def generate(messages: list[dict]) -> tuple[str, int]:
-            out = generate_text(self.pool, self.settings, self.expert, messages, max_tokens=MAX_PLAN_TOKENS,
-                                temperature=0.0, cancel=cancel, prefix=prompts.planner_prefix_length(),
-                                stop=stop, draft=PlanDraft(escaped) if self.settings.draft else None)
-            text, tokens = out.text, out.tokens
-            if copies_question(text, escaped):
-                text = json.dumps({"steps": [{"q": escaped, "deps": []}]})
-            return text, tokens
-
         start = time.perf_counter()
-        plan = make_plan(escaped, generate)
+        draft = PlanDraft(escaped) if self.settings.draft else None
+        plan = make_plan(escaped, self._writer(escaped, cancel, on_text=on_text, draft=draft))
         plan.question = question
-        if self.settings.votes < 2 or not self.tools:
-            return plan
         chosen, tally = votes.vote(plan, lambda k: self._sample(question, escaped, k, cancel), self.settings.votes,
                                    self.tools, lambda count: on_event(Stage("vote", f"{count} more plans")))
         if tally is not None:
@@ -83,17 +68,30 @@ class Planner:
             chosen.tokens = tally.tokens
         return chosen
 
-    def _sample(self, question: str, escaped: str, k: int, cancel) -> Plan:
-        """The k-th sampled plan of a vote; one that could not be written (a timeout) votes for nothing."""
+    def _writer(self, escaped: str, cancel, *, on_text=None, draft=None, temperature: float = 0.0,
+                seed: int | None = None) -> Callable[[list[dict]], tuple[str, int]]:
+        """What make_plan calls to have the planner write: greedy (with `on_text` and `draft`) or sampled."""
+        def stop(partial: str) -> bool:
+            if on_text is not None:
+                on_text(partial)
+            return copies_question(partial, escaped) or plan_finished(partial)
+
         def generate(messages: list[dict]) -> tuple[str, int]:
             out = generate_text(self.pool, self.settings, self.expert, messages, max_tokens=MAX_PLAN_TOKENS,
-                                temperature=votes.TEMPERATURE, seed=self.settings.seed + k, cancel=cancel,
-                                prefix=prompts.planner_prefix_length(),
-                                stop=lambda partial: copies_question(partial, escaped) or plan_finished(partial))
-            return out.text, out.tokens
+                                temperature=temperature, seed=seed, cancel=cancel,
+                                prefix=prompts.planner_prefix_length(), stop=stop, draft=draft)
+            text, tokens = out.text, out.tokens
+            if copies_question(text, escaped):
+                text = json.dumps({"steps": [{"q": escaped, "deps": []}]})
+            return text, tokens
 
+        return generate
+
+    def _sample(self, question: str, escaped: str, k: int, cancel) -> Plan:
+        """The k-th sampled plan of a vote; one that could not be written (a timeout) votes for nothing."""
         try:
-            plan = make_plan(escaped, generate)
+            plan = make_plan(escaped, self._writer(escaped, cancel, temperature=votes.TEMPERATURE,
+                                                   seed=self.settings.seed + k))
         except Cancelled:
             raise
         except Exception as exc:  # noqa: BLE001 - a sample is extra: the greedy plan stands without it

@@ -48,28 +48,36 @@ class Tally:
 def calculations_alone(plan: Plan, tools: list) -> bool:
     """Whether every step of `plan` is one a tool computes (a word problem's plan). `tools`: (expert, Tool)
     pairs, in the order routing asks them."""
-    return not plan.fallback and bool(plan.nodes) and all(_tool(node.question, tools) for node in plan.nodes)
-
-
-def _tool(step: str, tools: list):
-    return next((t for _, t in tools if t.claims(step)), None)
+    return _computed(plan, tools)[0]
 
 
 def value_of(plan: Plan, tools: list) -> str | None:
     """What a plan of calculations alone computes (its last step's result); None for any other plan, or one
     a tool refuses (that plan votes for nothing; if it is the one that runs, its step fails as usual)."""
-    if not calculations_alone(plan, tools):
-        return None
+    return _computed(plan, tools)[1]
+
+
+def _computed(plan: Plan, tools: list) -> tuple[bool, str | None]:
+    """(calculations_alone, value_of) in one pass: each step is claimed once."""
+    if plan.fallback or not plan.nodes:
+        return False, None
     answers: dict[int, tuple[str, str]] = {}
-    result = None
+    result: str | None = None
+    failed = False
     for node in plan.nodes:
+        tool = next((t for _, t in tools if t.claims(node.question)), None)
+        if tool is None:
+            return False, None
+        if failed:
+            continue  # the rest is still looked at: whether the plan is calculations alone
         parents = {d: answers[d] for d in node.depends_on if d in answers}
         try:
-            result = _tool(node.question, tools).run(node.question, parents).result
+            result = tool.run(node.question, parents).result
         except Exception:  # noqa: BLE001 - whatever the tool raises, this plan has no value
-            return None
+            failed = True
+            continue
         answers[node.id] = (node.question, result)
-    return result
+    return True, None if failed else result
 
 
 def _winner(values: list[str | None]) -> int:
@@ -95,9 +103,11 @@ def vote(greedy: Plan, sample: Callable[[int], Plan], votes: int, tools: list,
     """The plan to run, and how it was chosen (None: `greedy` does not vote: it is not calculations alone,
     or votes are off). `sample(k)` writes the k-th sampled plan (k from 1); `votes` counts the greedy plan;
     `on_round(count)` is told before each round of `count` sampled plans."""
-    if votes < 2 or not calculations_alone(greedy, tools):
+    if votes < 2:
         return greedy, None
-    first = value_of(greedy, tools)  # None when the greedy plan's arithmetic fails: then the others decide
+    alone, first = _computed(greedy, tools)  # first is None when its arithmetic fails: then the others decide
+    if not alone:
+        return greedy, None
     plans, values = [greedy], [first]
 
     def more(ks: range) -> None:
