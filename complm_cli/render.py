@@ -237,7 +237,11 @@ def vote_words(votes: dict) -> str:
     value = votes["values"][votes["chosen"]]
     if value is None:
         return f"none of {votes['plans']} plans could be computed"
-    return f"{votes['agreed']} of {votes['plans']} plans computed {value}"
+    words = f"{votes['agreed']} of {votes['plans']} plans computed {value}"
+    others = [v for v in votes["values"] if v is not None]
+    if max(others.count(v) for v in others) > votes["agreed"]:  # a value more plans computed lost on weight
+        words += " (more plans computed a doubtful value, or used fewer of the question's numbers)"
+    return words
 
 
 def to_json(data: Any) -> str:

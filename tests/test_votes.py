@@ -50,7 +50,8 @@ def test_two_samples_that_agree_confirm_the_greedy_plan_and_no_more_are_written(
     greedy, samples = plan(("6 * 7", ())), Samples("7 * 6", "21 * 2", "0 + 1", "0 + 1")
     chosen, tally = votes.vote(greedy, samples, 5, TOOLS)
     assert chosen is greedy and sorted(samples.asked) == [1, 2]
-    assert tally.to_dict() == {"plans": 3, "agreed": 3, "values": ["42", "42", "42"], "chosen": 0}
+    assert tally.to_dict() == {"plans": 3, "agreed": 3, "values": ["42", "42", "42"], "chosen": 0,
+                                "weights": [1.0, 1.0, 1.0]}
     assert tally.tokens == 30
 
 
@@ -137,7 +138,8 @@ def test_a_session_runs_the_plan_most_samples_agree_on_and_records_the_vote(tmp_
     assert result.answer.endswith("10") and result.status == "ok"
     assert [n.calculation["formula"] for n in result.nodes] == ["3 * 4", "{1} - 2"]
     data = result.to_dict()
-    assert data["plan_votes"] == {"plans": 5, "agreed": 4, "values": ["5", "10", "10", "10", "10"], "chosen": 1}
+    assert data["plan_votes"] == {"plans": 5, "agreed": 4, "values": ["5", "10", "10", "10", "10"], "chosen": 1,
+                                  "weights": [1.0, 1.0, 1.0, 1.0, 1.0]}
     assert data["tokens"]["plan"] == sum(s.yielded for s in planner_streams)  # every plan written counts
     from complm_cli import render
 
@@ -171,8 +173,136 @@ def test_a_vote_where_no_plan_could_be_computed_says_so() -> None:
 
     samples = Samples("1 / 0", "2 / 0", "3 / 0", "4 / 0", "5 / 0", "6 / 0")
     chosen, tally = votes.vote(plan(("0 / 0", ())), samples, 7, TOOLS)
-    assert tally.agreed == 0 and tally.chosen == 0 and len(tally.values) == 7
-    assert render.vote_words(tally.to_dict()) == "none of 7 plans could be computed"
+    # Three plans and no value: the rest are not written (the planner cannot compute this one).
+    assert tally.agreed == 0 and tally.chosen == 0 and len(tally.values) == 3 and sorted(samples.asked) == [1, 2]
+    assert render.vote_words(tally.to_dict()) == "none of 3 plans could be computed"
+
+
+# --- which votes weigh more: plans that use the question's numbers, values the question could have ------------
+
+WORDS = "Tom buys 3 boxes of 4 pens and gives away 2 pens. How many pens does he keep?"
+
+
+def written(raw: str, question: str = WORDS) -> Plan:
+    """A plan of calculations as the planner writes it (its raw text is what `weight` reads)."""
+    lines = [line.split(" = ", 1)[1] for line in raw.splitlines()]
+    steps, names = [], {}
+    for i, (line, formula) in enumerate(zip(raw.splitlines(), lines), 1):
+        deps = tuple(n for name, n in names.items() if name in formula.split())
+        for name, n in names.items():
+            formula = " ".join(f"{{{n}}}" if part == name else part for part in formula.split())
+        steps.append(Node(i, formula, deps))
+        names[line.split(" = ", 1)[0]] = i
+    return Plan(question, steps, raw=raw, tokens=10)
+
+
+@pytest.mark.parametrize("raw, share", [
+    ("pens = 3 * 4\nkept = pens - 2", 1.0),
+    ("boxes = 3 + 4\nkept = boxes", 2 / 3),  # the 2 pens given away are left out
+    ("kept = 12 - 2", 1 / 3),  # {N}-free arithmetic done in the head uses only the 2
+])
+def test_a_plan_weighs_the_share_of_the_questions_numbers_it_writes(raw: str, share: float) -> None:
+    assert votes.weight(written(raw), WORDS) == pytest.approx(share)
+
+
+@pytest.mark.parametrize("question, raw", [
+    ("The budget is $32 million; half goes to schools. How much is left, in millions?", "left = 32 / 2"),
+    ("A $80 coat is 25% off. What does it cost?", "cost = 80 * (1 - 0.25)"),
+    ("Tea costs $1,200 a ton. What do 3 tons cost?", "cost = 1200 * 3"),
+])
+def test_a_number_may_be_written_another_way_and_still_count(question: str, raw: str) -> None:
+    assert votes.weight(written(raw, question), question) == 1.0
+
+
+def test_references_to_earlier_steps_are_not_numbers_of_the_question() -> None:
+    p = Plan(WORDS, [Node(1, "3 * 5", ()), Node(2, "{1} - 4", (1,))])  # no raw: the steps are read
+    assert votes.weight(p, WORDS) == pytest.approx(2 / 3)  # 3 and 4 are used; {1} is not the question's 1
+
+
+@pytest.mark.parametrize("value, question, ok", [
+    ("10", WORDS, True),
+    ("7.333333", WORDS, False),  # more decimal places than any number the question gives: a wrong division
+    ("-5", WORDS, False),  # the question gives no negative number
+    ("2.5", "A pen costs $1.5 and a pad $1. What do both cost?", True),
+    ("6.25", "He has $10 and spends $3.75. What is left?", True),
+    ("-8", "It is -3 degrees and falls 5 more. How cold is it?", True),
+    ("2024-04-24 (Wednesday)", "What date is 100 days after 2024-01-15?", True),  # not a number: not doubted
+])
+def test_a_value_is_plain_when_the_question_could_have_it(value: str, question: str, ok: bool) -> None:
+    assert votes.plain(value, question) is ok
+
+
+def test_a_plan_that_leaves_a_given_number_out_weighs_less_and_loses_a_tie_of_counts() -> None:
+    greedy = written("kept = 3 + 4")  # 7, but the 2 pens given away are left out: weight 2/3
+    plans = [written("pens = 3 * 4\nkept = pens - 2"), written("kept = 4 + 3"),  # 10 (weight 1), 7 (2/3)
+             written("pens = 4 * 3\nkept = pens - 2"), written("kept = 3 / 0")]  # 10 (1), no value
+    chosen, tally = votes.vote(greedy, lambda k: plans[k - 1], 5, TOOLS)
+    assert tally.values == ["7", "10", "7", "10", None]  # two each: counted alone, the greedy plan's 7 would win
+    assert chosen is plans[0] and tally.chosen == 1 and tally.weights == pytest.approx([2 / 3, 1, 2 / 3, 1, 1 / 3])
+
+
+def test_a_doubtful_value_loses_to_a_plain_one_that_fewer_plans_compute() -> None:
+    greedy = written("each = 3 * 4 / 5\nkept = each - 2")  # 0.4: more places than the question's numbers
+    plans = [written("each = 3 * 4 / 5\nkept = each - 2"), written("pens = 3 * 4\nkept = pens - 2"),
+             written("kept = 2 - 3 * 4"), written("each = 4 * 3 / 5\nkept = each - 2")]  # 0.4, 10, -10, 0.4
+    chosen, tally = votes.vote(greedy, lambda k: plans[k - 1], 5, TOOLS)
+    assert tally.values == ["0.4", "0.4", "10", "-10", "0.4"]
+    assert tally.chosen == 2 and tally.agreed == 1 and chosen.nodes[-1].question == "{1} - 2"
+    from complm_cli import render
+
+    assert render.vote_words(tally.to_dict()) == ("1 of 5 plans computed 10 (more plans computed a doubtful value, "
+                                                  "or used fewer of the question's numbers)")
+
+
+def test_doubtful_values_still_vote_when_no_plan_computed_a_plain_one() -> None:
+    plans = [written("each = 3 * 4 / 5\nkept = each - 2"), written("kept = 2 - 3 * 4"),
+             written("each = 4 * 3 / 5\nkept = each - 2"), written("kept = 2 - 12")]
+    chosen, tally = votes.vote(written("kept = 2 - 4 * 3"), lambda k: plans[k - 1], 5, TOOLS)
+    assert tally.values == ["-10", "0.4", "-10", "0.4", "-10"] and tally.chosen == 0 and tally.agreed == 3
+
+
+# --- a planner that wrote no usable plan, for a question with numbers ---------------------------------------
+
+def test_when_the_planner_wrote_no_plan_for_a_word_problem_sampled_plans_vote() -> None:
+    from complm_cli.compose.plan import single_node
+
+    greedy = single_node(WORDS, "the planner's plan was invalid (no plan lines)")
+    greedy.question = WORDS
+    plans = [written("pens = 3 * 4\nkept = pens - 2"), written("pens = 4 * 3\nkept = pens - 2"),
+             written("kept = 12 - 2"), written("kept = 3 + 4")]
+    chosen, tally = votes.vote(greedy, lambda k: plans[k - 1], 5, TOOLS)
+    assert tally.values == [None, "10", "10", "10", "7"] and chosen is plans[0]
+
+
+def test_a_whole_question_plan_stops_after_one_round_when_no_sample_computes() -> None:
+    from complm_cli.compose.plan import single_node
+
+    greedy = single_node(WORDS)  # the planner copied the question: one model answers it
+    samples = Samples("Who wrote Hamlet?", "Who wrote Hamlet?", "6 * 7", "6 * 7")
+    chosen, tally = votes.vote(greedy, samples, 7, TOOLS)
+    assert chosen is greedy and sorted(samples.asked) == [1, 2] and tally.values == [None, None, None]
+
+
+def test_plans_that_agree_on_a_date_settle_the_vote() -> None:
+    question = "What date is 100 days after 2024-01-15?"
+    greedy = Plan(question, [Node(1, 'add_days("2024-01-15", 100)', ())], raw='day = add_days("2024-01-15", 100)')
+    samples = Samples('add_days("2024-01-15", 100)', 'add_days("2024-01-15", 100)', "6 * 7", "6 * 7")
+    chosen, tally = votes.vote(greedy, samples, 7, TOOLS)
+    assert chosen is greedy and sorted(samples.asked) == [1, 2] and len(set(tally.values)) == 1
+    assert tally.values[0].startswith("2024-04-24")
+
+
+@pytest.mark.parametrize("question", [
+    "Who painted the Mona Lisa?",
+    "From 1945-1949 Dick Humbert played for an NFL team based in what state?",  # numbers, but no word problem
+    "How many moons does Mars have?",  # how many, but the question gives no numbers
+])
+def test_a_whole_question_that_is_no_word_problem_is_not_voted_on(question: str) -> None:
+    from complm_cli.compose.plan import single_node
+
+    samples = Samples("1949 - 1945", "1949 - 1945")
+    assert votes.vote(single_node(question), samples, 7, TOOLS) == (single_node(question), None)
+    assert samples.asked == []
 
 
 def test_the_graph_and_the_summary_say_how_the_plan_was_chosen() -> None:
