@@ -18,10 +18,12 @@ tuning problems (bench/votes.py), measured on held-out ones
 The greedy plan is written first (and streams into execution as usual).
 Sampled plans follow two at a time until the vote is settled: the first
 three agree on a plain value, or the leading value's weight is more than
-the runner-up's and every vote still to come together, or every vote is
-in; then the value with the most weight wins, ties going to the earlier
+the runner-up's and every vote still to come together, or three plans
+computed nothing, or every vote is in; then the value with the most weight wins, ties going to the earlier
 plan (the greedy one first). The winning plan is the one that runs, so
-every step of the answer is shown as it was computed.
+every step of the answer is shown as it was computed. When the planner
+wrote no usable plan for a word problem (the question would go whole to one
+model), the sampled plans vote without it.
 """
 
 from __future__ import annotations
@@ -192,8 +194,8 @@ def _hopeless(values: list[str | None]) -> bool:
 
 def vote(greedy: Plan, sample: Callable[[int], Plan], votes: int, tools: list,
          on_round: Callable[[int], None] = lambda count: None) -> tuple[Plan, Tally | None]:
-    """The plan to run, and how it was chosen (None: `greedy` does not vote: it is not calculations alone,
-    or votes are off). `sample(k)` writes the k-th sampled plan (k from 1); `votes` counts the greedy plan;
+    """The plan to run, and how it was chosen (None: no vote: `greedy` is neither calculations alone nor a
+    word problem the planner could not plan, or votes are off). `sample(k)` writes the k-th sampled plan (k from 1); `votes` counts the greedy plan;
     `on_round(count)` is told before each round of `count` sampled plans."""
     if votes < 2:
         return greedy, None
