@@ -19,8 +19,8 @@ The greedy plan is written first (and streams into execution as usual).
 Sampled plans follow two at a time until the vote is settled: the first
 three agree on a plain value, or the leading value's weight is more than
 the runner-up's and every vote still to come together, or three plans
-computed nothing, or every vote is in; then the value with the most weight wins, ties going to the earlier
-plan (the greedy one first). The winning plan is the one that runs, so
+computed nothing, or every vote is in; then the value with the most
+weight wins, ties going to the earlier plan (the greedy one first). The winning plan is the one that runs, so
 every step of the answer is shown as it was computed. When the planner
 wrote no usable plan for a word problem (the question would go whole to one
 model), the sampled plans vote without it.
@@ -33,6 +33,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import lru_cache
 from typing import Callable
 
 from complm_cli.compose.dag import Plan, escape_user
@@ -100,10 +101,11 @@ def _computed(plan: Plan, tools: list) -> tuple[bool, str | None]:
 _REFERENCE = re.compile(r"\{\d+\}")  # {2}: an earlier step's answer, not a number of the question
 
 
-def _given(text: str) -> list[tuple[Fraction, str]]:
+@lru_cache(maxsize=64)  # a vote asks this of the same question for every plan, and again each round
+def _given(text: str) -> tuple[tuple[Fraction, str], ...]:
     """The numbers written in digits in `text` ("two" in "his two daughters" is seldom a quantity)."""
-    return [(value, source) for _, value, source in find_numbers(_REFERENCE.sub(" ", text))
-            if any(c.isdigit() for c in source)]
+    return tuple((value, source) for _, value, source in find_numbers(_REFERENCE.sub(" ", text))
+                 if any(c.isdigit() for c in source))
 
 
 def _figures(text: str) -> set[tuple[Fraction, Fraction]]:
@@ -175,7 +177,8 @@ def _settled(values: list[str | None], weights: list[float], question: str, vote
 def _unplanned(plan: Plan) -> bool:
     """A plan that hands the whole question to one model: the planner wrote no usable plan (or copied the
     question). If the question is a word problem (`_counts`), sampled plans may compute it."""
-    return len(plan.nodes) == 1 and not plan.nodes[0].depends_on and plan.nodes[0].question == escape_user(plan.question)
+    return (len(plan.nodes) == 1 and not plan.nodes[0].depends_on
+            and plan.nodes[0].question == escape_user(plan.question))
 
 
 _HOW_MUCH = re.compile(r"\bhow (?:many|much)\b", re.I)
@@ -195,8 +198,9 @@ def _hopeless(values: list[str | None]) -> bool:
 def vote(greedy: Plan, sample: Callable[[int], Plan], votes: int, tools: list,
          on_round: Callable[[int], None] = lambda count: None) -> tuple[Plan, Tally | None]:
     """The plan to run, and how it was chosen (None: no vote: `greedy` is neither calculations alone nor a
-    word problem the planner could not plan, or votes are off). `sample(k)` writes the k-th sampled plan (k from 1); `votes` counts the greedy plan;
-    `on_round(count)` is told before each round of `count` sampled plans."""
+    word problem the planner could not plan, or votes are off). `sample(k)` writes the k-th sampled plan
+    (k from 1); `votes` counts the greedy plan; `on_round(count)` is told before each round of `count`
+    sampled plans."""
     if votes < 2:
         return greedy, None
     alone, first = _computed(greedy, tools)  # first is None when its arithmetic fails: then the others decide
