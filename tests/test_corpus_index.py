@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -282,3 +281,15 @@ def test_bad_input_is_one_sentence_and_loses_nothing(models, notes, tmp_path, mo
 
     after = index.info(cache, "notes")
     assert (after.passages, after.files) == (before.passages, before.files)
+
+
+def test_a_failed_add_lets_the_embedder_go(models, notes, tmp_path, monkeypatch):
+    from complm_cli.compose.route import Embedder
+
+    closed = []
+    real_close = Embedder.close
+    monkeypatch.setattr(Embedder, "close", lambda self, wait=True: (closed.append(self.name), real_close(self, wait)))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"title": "no text here"}\n')
+    one_line_error(cli("corpus", "add", "notes", str(notes), str(bad), "--catalog", str(TINY_CATALOG)), 9, "line 1")
+    assert len(closed) == 1

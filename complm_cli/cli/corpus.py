@@ -40,10 +40,12 @@ def add(
     emb = cat.embedder
     pull_missing(store, [emb], RichPullReporter(e.err_console(), e.stderr_isatty, quiet=not e.stderr_isatty))
     embedder = Embedder(store.require(emb), emb.name)
-    with _Bar(e, enabled=e.stderr_isatty and not as_json) as bar:
-        report = build.add(settings.cache_dir, name, list(paths), embedder, embedder_id(cat),
-                           on_start=bar.start, on_file=bar.advance)
-    embedder.close()
+    try:
+        with _Bar(e, enabled=e.stderr_isatty and not as_json) as bar:
+            report = build.add(settings.cache_dir, name, list(paths), embedder, embedder_id(cat),
+                               on_start=bar.start, on_file=bar.advance)
+    finally:
+        embedder.close()  # a failed add (a file it cannot read, Ctrl-C) lets the model go too
     if as_json:
         print(json.dumps(report.to_dict(), indent=2), file=e.stdout)
         return
