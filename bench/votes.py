@@ -99,26 +99,19 @@ WORD_EXAMPLES = [
 ]
 
 
-def word_messages(question: str) -> list[dict]:
-    messages = [{"role": "system", "content": WORD_SYSTEM}]
-    for example, plan in WORD_EXAMPLES:
-        messages += [{"role": "user", "content": example}, {"role": "assistant", "content": plan}]
-    return messages + [{"role": "user", "content": question}]
-
-
 @contextmanager
 def word_prompt(on: bool):
-    """While on, the planner writes with WORD_SYSTEM and WORD_EXAMPLES (make_plan and the planner read
-    `prompts` at each call)."""
+    """While on, the planner's prompt is WORD_SYSTEM and WORD_EXAMPLES (as bench/equations.py swaps it:
+    planner_messages reads them at each call)."""
     from complm_cli.compose import prompts
 
-    shipped = prompts.planner_messages, prompts.planner_prefix_length
+    shipped = prompts.PLANNER_SYSTEM, list(prompts.PLANNER_EXAMPLES)
     if on:
-        prompts.planner_messages, prompts.planner_prefix_length = word_messages, lambda: 1 + 2 * len(WORD_EXAMPLES)
+        prompts.PLANNER_SYSTEM, prompts.PLANNER_EXAMPLES[:] = WORD_SYSTEM, WORD_EXAMPLES
     try:
         yield
     finally:
-        prompts.planner_messages, prompts.planner_prefix_length = shipped
+        prompts.PLANNER_SYSTEM, prompts.PLANNER_EXAMPLES[:] = shipped
 
 
 def run(problems: list[dict], out: Path, samples: int, temperature: float, word: bool = False) -> None:
@@ -184,7 +177,8 @@ def questions(rows: list[dict]) -> dict[str, str]:
 
 def compare(out_dir: Path, temperature: float) -> None:
     """The two prompts' sampled plans on the problems both runs saved: each plan alone, and the vote."""
-    rows = {prompt: {r["id"]: r for r in map(json.loads, (out_dir / f"t{temperature:g}-{prompt}.jsonl").open())}
+    rows = {prompt: {r["id"]: r for r in map(json.loads, (out_dir / f"t{temperature:g}-{prompt}.jsonl").read_text()
+                                                 .splitlines())}
             for prompt in ("word", "planner")}
     both = sorted(set(rows["word"]) & set(rows["planner"]))
     question = questions([rows["word"][i] for i in both])

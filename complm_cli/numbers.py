@@ -52,6 +52,12 @@ def _words_value(text: str) -> int | None:
     return total + current if seen else None
 
 
+def digits_of(source: str) -> Fraction:
+    """The figure a number written in digits shows, without its sign, scale or percent: "$32 million" -> 32,
+    "-.5" -> 1/2. `source` is the text find_numbers gives for a number it found in digits."""
+    return Fraction(_DIGITS.match(source).group("num").replace(",", ""))
+
+
 def find_numbers(text: str) -> list[tuple[int, Fraction, str]]:
     """Every number in `text` as (position, value, the text it came from), in reading order."""
     found: list[tuple[int, Fraction, str]] = []

@@ -214,6 +214,12 @@ def test_a_number_may_be_written_another_way_and_still_count(question: str, raw:
     assert votes.weight(written(raw, question), question) == 1.0
 
 
+def test_a_number_written_from_its_point_counts_only_as_itself() -> None:
+    question = "A cup holds .5 liters. How much do 3 cups hold?"
+    assert votes.weight(written("total = 0.5 * 3", question), question) == 1.0
+    assert votes.weight(written("total = 5 * 3", question), question) == 0.5  # 5 is not the question's .5
+
+
 def test_references_to_earlier_steps_are_not_numbers_of_the_question() -> None:
     p = Plan(WORDS, [Node(1, "3 * 5", ()), Node(2, "{1} - 4", (1,))])  # no raw: the steps are read
     assert votes.weight(p, WORDS) == pytest.approx(2 / 3)  # 3 and 4 are used; {1} is not the question's 1

@@ -20,10 +20,11 @@ Sampled plans follow two at a time until the vote is settled: the first
 three agree on a plain value, or the leading value's weight is more than
 the runner-up's and every vote still to come together, or three plans
 computed nothing, or every vote is in; then the value with the most
-weight wins, ties going to the earlier plan (the greedy one first). The winning plan is the one that runs, so
-every step of the answer is shown as it was computed. When the planner
-wrote no usable plan for a word problem (the question would go whole to one
-model), the sampled plans vote without it.
+weight wins, ties going to the earlier plan (the greedy one first). The
+winning plan is the one that runs, so every step of the answer is shown
+as it was computed. When the planner wrote no usable plan for a word
+problem (the question would go whole to one model), the sampled plans vote
+without it.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from functools import lru_cache
 from typing import Callable
 
 from complm_cli.compose.dag import Plan, escape_user
-from complm_cli.numbers import find_numbers
+from complm_cli.numbers import digits_of, find_numbers
 
 ROUND = 2  # sampled plans written at once (one batch)
 TEMPERATURE = 0.7
@@ -112,7 +113,7 @@ def _figures(text: str) -> set[tuple[Fraction, Fraction]]:
     """`_given`'s values, each with its digits alone: "$32 million" may be planned as 32 (millions)."""
     found = set()
     for value, source in _given(text):
-        digits = Fraction(re.search(r"\d[\d,]*(?:\.\d+)?", source).group(0).replace(",", ""))
+        digits = digits_of(source)
         found.add((value, -digits if value < 0 else digits))
     return found
 
