@@ -39,6 +39,7 @@ def test_calculation_steps_become_formulas(step, formula):
     "__import__('os').system('ls')",
     "How many legs does a spider have?",
     "",
+    "4 * weeks",
 ])
 def test_other_steps_are_not_calculations(step):
     assert to_formula(step) is None
@@ -80,6 +81,8 @@ def test_exact_values(formula, value):
     ("1" * 400, "too long"),
     ("+".join(["1"] * 200), "too long"),
     ("round(1.5, 99)", "decimal places"),
+    ("4 * weeks", "is a function, not a number"),  # a date function's bare name once read as step "eks"
+    ("sqrt + 1", "is a function, not a number"),
 ])
 def test_refusals(formula, reason):
     with pytest.raises(CalculationError) as err:

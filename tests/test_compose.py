@@ -134,6 +134,10 @@ def test_the_planner_stops_once_the_plan_is_written():
     assert plan_finished('a = ask("Who wrote Hamlet?")\nThis plan is simple.\n')
     assert not plan_finished('a = ask("Who wrote Hamlet?")\n# then where he was born\nb = ask("Where')
     assert not plan_finished('{"steps": [\n')
+    # lines parse_lines reads despite a slip (an update in place, a name with a space) do not end the plan
+    assert not plan_finished("clips = 48\nclips += clips / 2\ntotal = ")
+    assert not plan_finished("apples = 5\npolo shirts = 3 * 26\nx")
+    assert plan_finished("apples = 5\nSo the answer is 5.\n")
     assert copies_question('q = ask("Who wrote Hamlet?"', "Who wrote Hamlet?")
     assert not copies_question('q = ask("Who wrote it?"', "Who wrote Hamlet?")
 

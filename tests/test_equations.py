@@ -18,6 +18,14 @@ from complm_cli.experts.calculator import CalculationError, calculate, evaluate,
     ('solve("x^2 = 49", "x")', 7),  # two roots: the one that can be a count, an age or a price
     ('solve("x / 4 = 3", "x") + 1', 13),
     ('solve("i = t + 32", "t = 16", "i", "i")', 48),  # the unknown named twice, as the 1.5B planner wrote it
+    # the value asked for may be an expression over the unknowns, as sampled plans write it
+    ('solve("l = 60 / 2", "t = l / 2", "l - t")', 15),
+    ('solve("x^2 = 49", "x + 1")', 8),
+    # products written as by hand: a number or a bracket before a name or a bracket
+    ('solve("2x + 5y = 2500", "x = 2y", "y")', Fraction(2500, 9)),
+    ('solve("a = 3(d + 4)", "a + 2 = 2(d + 2) + 14", "a")', 24),
+    ('solve("(a + 1)(2) = 10", "a")', 4),
+    ('solve("x2 = 4", "x2 + 0.5x2")', 6),  # the 2 of x2 is part of its name; 0.5x2 is 0.5 * x2
 ])
 def test_equations_are_solved_exactly(formula, value):
     assert to_formula(formula) == formula
@@ -30,7 +38,10 @@ def test_equations_are_solved_exactly(formula, value):
     ('solve("x^2 = -4", "x")', "fix no value"),
     ('solve("x = 1", "y")', "no equation mentions 'y'"),
     ('solve("x = 1", "2")', "'2' is not a number or a date"),  # neither a name nor an equation: refused up front
-    ('solve("x + 1", "x")', "'x \\+ 1' is not a number or a date"),
+    ('solve("x + 1", "x")', "'x \\+ 1' is not one equation"),  # an expression may only be the value asked for
+    ('solve("x = 1", "x + y")', "no equation mentions 'x \\+ y'"),
+    ('solve("t = 5 + 5", "t = 10")', "must name the unknown asked for"),  # equations, and nothing asked for
+    ('solve("x + y = 3", "x - y")', "fix no value"),
     ('solve("__import__(1) = 2", "x")', "not arithmetic"),
     ('solve("x.real = 2", "x")', "not arithmetic"),
     ('solve("x ** 100 = 2", "x")', "not arithmetic"),

@@ -340,3 +340,25 @@ def test_dates_in_a_plan_are_values_not_steps(raw: str, steps: list[str]) -> Non
     parsed = parse_plan("Q?", raw)
     assert parsed.problems == [] and [n.question for n in parsed.plan.nodes] == steps
 
+
+
+@pytest.mark.parametrize("raw, steps", [
+    # Sampled plans of GSM8K tuning problems: a name of words with spaces, set and then used spaced or joined.
+    ("clips April = 48\nclips may = clips April / 2\ntotal = clips April + clips may", ["48 / 2", "48 + {1}"]),
+    ("polo shirts = 3 * 26\nnecklaces = 2 * 83\ntotal = polo_shirts + necklaces", ["3 * 26", "2 * 83", "{1} + {2}"]),
+    ('tallest peak = ask("How tall is Kilimanjaro?")\nfeet = tallest peak * 3.28', ["How tall is Kilimanjaro?", "{1} * 3.28"]),
+    # `name += x` is a new step that later lines mean by the name, also when the name held a number.
+    ("clips = 48\nclips += clips / 2", ["48 + (48 / 2)"]),
+    ("shells = 180\nshells -= 40\nleft = shells / 2", ["180 - (40)", "{1} / 2"]),
+    ("a = ask(\"How many legs does a spider have?\")\na *= 3\nb = a + 1", ["How many legs does a spider have?", "{1} * (3)",
+                                                                        "{2} + 1"]),
+])
+def test_names_with_spaces_and_updates_in_place_are_read(raw: str, steps: list[str]) -> None:
+    parsed = parse_plan("Q?", raw)
+    assert parsed.problems == [] and [n.question for n in parsed.plan.nodes] == steps
+    assert parsed.plan.repairs  # what was read differently is said
+
+
+@pytest.mark.parametrize("raw", ["let x = 5\ny = x * 2", "so total = 5\ny = total * 2"])
+def test_prose_before_an_equals_sign_is_no_name(raw: str) -> None:
+    assert parse_plan("Q?", raw).problems

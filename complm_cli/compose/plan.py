@@ -111,6 +111,8 @@ def _as_int(value: Any) -> int | None:
 
 
 _LINE = re.compile(r"^\s*([A-Za-z_]\w{0,40})\s*=\s*(.+?)\s*;?\s*$")
+_UPDATE = re.compile(r"^\s*([A-Za-z_]\w{0,40})\s*([-+*/])=\s*(.+?)\s*;?\s*$")  # `seashells -= 40`
+_SPACED = re.compile(r"^\s*([A-Za-z_]\w*(?:[ \t]+[A-Za-z_]\w*){1,3})\s*=(?!=)")  # `polo shirts = 3 * 26`
 _ASK = re.compile(r"^ask\(\s*f?([\"'])(.*)\1\s*\)$")
 _NAME = re.compile(r"\b[A-Za-z_]\w*\b")
 _CONSTANT = re.compile(r"-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
@@ -202,6 +204,7 @@ class _PlanLines:
         text = self._ask(ask.group(2), index) if ask else self._formula(rhs, index)
         self.steps.append((" ".join(text.split()), sorted(references(text))))
         self.names[name] = index
+        self.consts.pop(name, None)  # `clips = 48`, then `clips = clips + 24`: later lines mean the step
 
     def _ask(self, text: str, index: int) -> str:
         def ref(match: re.Match) -> str:
@@ -240,12 +243,14 @@ def parse_lines(question: str, raw: str, notes: list[str] | None = None) -> tupl
 
     `notes` gets a line for each line of the plan that is left out (a comparison)."""
     plan = _PlanLines([] if notes is None else notes)
+    spaced: dict[str, str] = {}  # `clips April` -> clips_April, once a line has set it
     for line in raw.replace("\r", "").split("\n"):
         line = _code(line.strip())
         if plan.steps and (not line or line.startswith("```")):
             break  # the plan is over; what follows is commentary
         if not line or line.startswith(("#", "```", "print(", "return")):
             continue
+        line = _plain_names(line, spaced, plan.notes)
         m = _LINE.match(line)
         if not m and plan.steps:
             break
@@ -258,6 +263,30 @@ def parse_lines(question: str, raw: str, notes: list[str] | None = None) -> tupl
     if not plan.steps and not plan.problems:
         plan.problems.append(NO_PLAN_LINES)
     return plan.steps, plan.problems
+
+
+def _plain_names(line: str, spaced: dict[str, str], notes: list[str]) -> str:
+    """A line with a coder model's slips in naming undone: a name of words with spaces between them
+    (`clips April = 48`, and later uses of it) becomes one name joined by _, and `name += x` becomes
+    `name = name + (x)`, a new step that later lines mean by the name."""
+    for words, name in spaced.items():
+        line = outside_quotes(line, lambda part, words=words, name=name:
+                              re.sub(r"(?<!\w)" + r"\s+".join(map(re.escape, words.split())) + r"(?!\w)", name, part))
+    m = _SPACED.match(line)
+    if m and not _PROSE.match(m.group(1)):
+        name = "_".join(m.group(1).split())
+        spaced[" ".join(m.group(1).split())] = name
+        notes.append(f"the name '{' '.join(m.group(1).split())}' was read as {name}")
+        line = name + line[m.end(1):]
+    m = _UPDATE.match(line)
+    if m:
+        name, op, rhs = m.groups()
+        notes.append(f"'{line[:60]}' was read as {name} = {name} {op} ({rhs[:40]})")
+        line = f"{name} = {name} {op} ({rhs})"
+    return line
+
+
+_PROSE = re.compile(r"(?i)^(?:let|set|print|return|then|so|and|step)\b")  # prose, not a name of words
 
 
 def parse_plan(question: str, raw: str, max_nodes: int = MAX_NODES, *, lone_step_is_question: bool = True) -> Parsed:
@@ -392,10 +421,16 @@ def plan_finished(partial: str) -> bool:
     for line in (x.strip() for x in lines):
         if seen and line.startswith("#"):
             continue  # a comment between steps: the plan may go on (parse_lines skips it)
-        if seen and (not line or line.startswith("```") or not _LINE.match(line)):
+        if seen and (not line or line.startswith("```") or not _plan_line(line)):
             return True
-        seen = seen or bool(_LINE.match(line))
+        seen = seen or _plan_line(line)
     return False
+
+
+def _plan_line(line: str) -> bool:
+    """A line parse_lines reads as a step (with the slips _plain_names undoes), so the plan goes on."""
+    spaced = _SPACED.match(line)
+    return bool(_LINE.match(line) or _UPDATE.match(line) or (spaced and not _PROSE.match(spaced.group(1))))
 
 
 Generate = Callable[[list[dict]], tuple[str, int]]  # messages -> (text, tokens)

@@ -202,6 +202,7 @@ def _parse(source: str) -> ast.Expression:
 def _check(tree: ast.Expression) -> None:
     """Refuse anything that is not plain arithmetic before evaluating."""
     count = 0
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
     for node in ast.walk(tree):
         count += 1
         if count > MAX_NODES:
@@ -222,6 +223,8 @@ def _check(tree: ast.Expression) -> None:
         elif isinstance(node, ast.Name):
             if not re.fullmatch(r"ref_\d+", node.id) and node.id not in FUNCTIONS:
                 raise CalculationError(f"'{node.id}' is not a number or an allowed function")
+            if node.id in FUNCTIONS and id(node) not in called:  # "4 * weeks": a function's name is not a value
+                raise CalculationError(f"'{node.id}' is a function, not a number: write {node.id}(...)")
         elif isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS or node.keywords:
                 raise CalculationError(f"only the functions {', '.join(FUNCTIONS)} are allowed")

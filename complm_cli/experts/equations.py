@@ -20,6 +20,9 @@ MAX_EQUATIONS = 6
 MAX_UNKNOWNS = 6
 _NAME = re.compile(r"^[A-Za-z_]\w{0,40}$")
 _REF = re.compile(r"\{(\d+)\}")
+# "2x + 5y" and "3(d + 20)", as equations are written by hand: a number (not the end of a name such as x2)
+# or a closing bracket directly before a name or an opening bracket multiplies it
+_IMPLIED = re.compile(r"((?<![\w.])\d+(?:\.\d+)?|\))(?=\s*[A-Za-z_(])")
 
 
 class NotSolvable(ValueError):
@@ -27,26 +30,31 @@ class NotSolvable(ValueError):
 
 
 def looks_like_equation(text: str) -> bool:
-    """A quoted text a formula may hand to solve(): an equation over numbers and names, or a name."""
+    """A quoted text a formula may hand to solve(): an equation over numbers and names, a name, or an
+    expression over names (the value asked for: solve("l = 60 / 2", "t = l / 2", "l - t"))."""
     t = text.strip().strip("'\"")
-    return bool(_NAME.match(t)) or (t.count("=") in (1, 2) and bool(re.fullmatch(r"[\w\s.+\-*/^(){}=,]+", t)))
+    return bool(_NAME.match(t)) or (t.count("=") in (0, 1, 2) and bool(re.search(r"[A-Za-z_]", t))
+                                    and bool(re.fullmatch(r"[\w\s.+\-*/^(){}=,]+", t)))
 
 
 def solve(args: list, refs: dict[int, Fraction | float]) -> Fraction | float:
-    """The value of the last argument (an unknown's name) that satisfies the equations before it."""
+    """The value of the last argument (an unknown's name, or an expression over the unknowns) that
+    satisfies the equations before it."""
     import sympy
 
     if len(args) < 2 or not all(isinstance(a, str) for a in args):
         raise NotSolvable('solve() takes equations as text, then the name asked for: solve("x + 2 = 5", "x")')
     *texts, wanted = (a.strip() for a in args)
     texts = [t for t in texts if not _NAME.match(t)]  # solve("i = t + 32", "i", "i"): a name listed twice is no equation
-    if not _NAME.match(wanted):
+    if "=" in wanted:
         raise NotSolvable(f"solve()'s last argument must name the unknown asked for, not '{wanted}'")
     if len(texts) > MAX_EQUATIONS:
         raise NotSolvable(f"solve() takes at most {MAX_EQUATIONS} equations")
     symbols: dict[str, sympy.Symbol] = {}
     equations = [_equation(text, refs, symbols) for text in texts]
-    if wanted not in symbols:
+    known = dict(symbols)
+    asked = _expression(_REF.sub(lambda m: _ref(int(m.group(1)), refs), wanted), symbols)
+    if not asked.free_symbols or any(str(s) not in known for s in asked.free_symbols):
         raise NotSolvable(f"no equation mentions '{wanted}'")
     if len(symbols) > MAX_UNKNOWNS:
         raise NotSolvable(f"solve() takes at most {MAX_UNKNOWNS} unknowns")
@@ -54,7 +62,8 @@ def solve(args: list, refs: dict[int, Fraction | float]) -> Fraction | float:
         solutions = sympy.solve(equations, list(symbols.values()), dict=True)
     except (NotImplementedError, ValueError, TypeError) as exc:
         raise NotSolvable(f"the equations could not be solved ({exc})") from None
-    values = {s[symbols[wanted]] for s in solutions if symbols[wanted] in s}
+    # an unknown a solution leaves free stays a symbol, and the check below refuses it
+    values = {asked.subs(s) for s in solutions}
     values = {v for v in values if v.is_real}
     if not values:
         raise NotSolvable(f"the equations fix no value of '{wanted}'")
@@ -91,6 +100,7 @@ def _ref(k: int, refs: dict[int, Fraction | float]) -> str:
 def _expression(text: str, symbols: dict):
     import sympy
 
+    text = _IMPLIED.sub(r"\1*", text)
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except (SyntaxError, ValueError, RecursionError):
