@@ -113,6 +113,7 @@ def _as_int(value: Any) -> int | None:
 _LINE = re.compile(r"^\s*([A-Za-z_]\w{0,40})\s*=\s*(.+?)\s*;?\s*$")
 _UPDATE = re.compile(r"^\s*([A-Za-z_]\w{0,40})\s*([-+*/])=\s*(.+?)\s*;?\s*$")  # `seashells -= 40`
 _SPACED = re.compile(r"^\s*([A-Za-z_]\w*(?:[ \t]+[A-Za-z_]\w*){1,3})\s*=(?!=)")  # `polo shirts = 3 * 26`
+_PROSE = re.compile(r"(?i)^(?:let|set|print|return|then|so|and|step)\b")  # `let x = 5` is no name of words
 _ASK = re.compile(r"^ask\(\s*f?([\"'])(.*)\1\s*\)$")
 _NAME = re.compile(r"\b[A-Za-z_]\w*\b")
 _CONSTANT = re.compile(r"-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
@@ -285,8 +286,6 @@ def _plain_names(line: str, spaced: dict[str, str], notes: list[str]) -> str:
         line = f"{name} = {name} {op} ({rhs})"
     return line
 
-
-_PROSE = re.compile(r"(?i)^(?:let|set|print|return|then|so|and|step)\b")  # prose, not a name of words
 
 
 def parse_plan(question: str, raw: str, max_nodes: int = MAX_NODES, *, lone_step_is_question: bool = True) -> Parsed:

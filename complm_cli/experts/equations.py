@@ -62,7 +62,7 @@ def solve(args: list, refs: dict[int, Fraction | float]) -> Fraction | float:
         solutions = sympy.solve(equations, list(symbols.values()), dict=True)
     except (NotImplementedError, ValueError, TypeError) as exc:
         raise NotSolvable(f"the equations could not be solved ({exc})") from None
-    # an unknown a solution leaves free stays a symbol, and the check below refuses it
+    # an unknown a solution leaves free stays a symbol: that value is not known to be real, and is refused
     values = {asked.subs(s) for s in solutions}
     values = {v for v in values if v.is_real}
     if not values:
