@@ -1,11 +1,12 @@
 """Ways a vote could weigh its plans, replayed on plans bench/votes.py saved (tuning problems only).
 
-    python bench/vote_policies.py [--rows .scratch/votes250/t0.7-planner.jsonl] [--votes 7]
+    python bench/vote_policies.py [--rows .scratch/votes250/t0.7-planner.jsonl] [--votes 7] [--reparse]
 
 Each policy replays compose/votes.vote on the saved greedy and sampled plans with one rule changed; the
 table gives its accuracy on all rows and on each half of them (by problem id: a rule that only helps one
 half is noise), and the problems it turns right and wrong against the shipped rule (with the sign test's
-two-sided p). Nothing here runs a model: bench/votes.py wrote the plans.
+two-sided p). Nothing here runs a model: bench/votes.py wrote the plans. --reparse first reads each saved
+plan again from its raw text with today's parser and calculator, so a repair made since counts.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from votes import questions, replay  # noqa: E402  (bench/ is not a package)
+from votes import questions, replay, right  # noqa: E402  (bench/ is not a package)
 
 
 def sign_test(wins: int, losses: int) -> float:
@@ -66,32 +67,29 @@ def all_numbers_only():
             weight(plan, question) / 3}
 
 
+def doubt(doubtful):
+    """A value `doubtful(number, question)` says is doubtful counts as doubtful, as votes.plain's are."""
+    def rule(plain):
+        def doubted(value, question):
+            try:
+                number = Fraction(value)
+            except (ValueError, ZeroDivisionError):
+                return plain(value, question)
+            return plain(value, question) and not doubtful(number, question)
+        return doubted
+    return {"plain": rule}
+
+
 def echo_doubt():
     """A value that is one of the question's own numbers is doubtful (the plan restated a given)."""
     from complm_cli.compose import votes
 
-    def rule(plain):
-        def doubted(value, question):
-            try:
-                number = Fraction(value)
-            except (ValueError, ZeroDivisionError):
-                return plain(value, question)
-            return plain(value, question) and all(number != v for v, _ in votes._given(question))
-        return doubted
-    return {"plain": rule}
+    return doubt(lambda number, question: any(number == v for v, _ in votes._given(question)))
 
 
 def integer_doubt():
     """A value that is not a whole number is doubtful (GSM8K's answers are whole; a user's may not be)."""
-    def rule(plain):
-        def doubted(value, question):
-            try:
-                number = Fraction(value)
-            except (ValueError, ZeroDivisionError):
-                return plain(value, question)
-            return plain(value, question) and number.denominator == 1
-        return doubted
-    return {"plain": rule}
+    return doubt(lambda number, question: number.denominator != 1)
 
 
 POLICIES = {
@@ -162,7 +160,14 @@ def main() -> None:
     rows.sort(key=lambda r: int(r["id"].split("-")[1]))
     question = questions(rows)
     if args.reparse:
-        print(f"# read again with today's parser and calculator: {reparse(rows, question)} plans' values changed")
+        saved = run_policy(rows, question, args.votes, {})
+        greedy = sum(right(r["plans"][0]["value"], r["gold"]) for r in rows)
+        changed = reparse(rows, question)
+        now = run_policy(rows, question, args.votes, {})
+        print(f"# read again with today's parser and calculator: {changed} plans' values changed; the greedy plan "
+              f"right on {greedy} -> {sum(right(r['plans'][0]['value'], r['gold']) for r in rows)} problems, "
+              f"--votes {args.votes} on {sum(saved.values())} -> {sum(now.values())} "
+              f"(+{sum(now[i] and not saved[i] for i in now)}/-{sum(saved[i] and not now[i] for i in now)})")
     halves = [{r["id"] for r in rows[: len(rows) // 2]}, {r["id"] for r in rows[len(rows) // 2:]}]
     print(f"# {len(rows)} GSM8K tuning problems from {args.rows.name}, --votes {args.votes}")
     print(f"{'policy':40} {'all':>5} {'half 1':>7} {'half 2':>7}  right/wrong vs shipped  p")

@@ -362,3 +362,8 @@ def test_names_with_spaces_and_updates_in_place_are_read(raw: str, steps: list[s
 @pytest.mark.parametrize("raw", ["let x = 5\ny = x * 2", "so total = 5\ny = total * 2"])
 def test_prose_before_an_equals_sign_is_no_name(raw: str) -> None:
     assert parse_plan("Q?", raw).problems
+
+
+def test_prose_after_the_plan_adds_no_step() -> None:
+    parsed = parse_plan("Q?", "a = 5 * 3\nb = a + 1\nThis means b = 16 + 1")
+    assert parsed.problems == [] and [n.question for n in parsed.plan.nodes] == ["5 * 3", "{1} + 1"]

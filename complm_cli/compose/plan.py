@@ -113,7 +113,9 @@ def _as_int(value: Any) -> int | None:
 _LINE = re.compile(r"^\s*([A-Za-z_]\w{0,40})\s*=\s*(.+?)\s*;?\s*$")
 _UPDATE = re.compile(r"^\s*([A-Za-z_]\w{0,40})\s*([-+*/])=\s*(.+?)\s*;?\s*$")  # `seashells -= 40`
 _SPACED = re.compile(r"^\s*([A-Za-z_]\w*(?:[ \t]+[A-Za-z_]\w*){1,3})\s*=(?!=)")  # `polo shirts = 3 * 26`
-_PROSE = re.compile(r"(?i)^(?:let|set|print|return|then|so|and|step)\b")  # `let x = 5` is no name of words
+# `let x = 5` or `This means x = 8` is prose, not a name of words (after the plan it would add a step)
+_PROSE = re.compile(r"(?i)^(?:let|set|print|return|then|so|and|step|this|that|the|note|therefore|thus|hence|which|where"
+                    r"|here|now|final|answer|it|we|i)\b")
 _ASK = re.compile(r"^ask\(\s*f?([\"'])(.*)\1\s*\)$")
 _NAME = re.compile(r"\b[A-Za-z_]\w*\b")
 _CONSTANT = re.compile(r"-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
