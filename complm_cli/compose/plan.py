@@ -14,8 +14,8 @@ The planner's output is untrusted. `parse_plan` turns any text into a Plan
 plus a list of problems; deterministic repairs (references written in the
 text but not listed, `#1` for `{1}`, a step that says "that painter" without
 naming step 1, a comment after a line, `total = letters`, a name written
-with other capitals, `$2`, a line that compares, which is left to the final
-answer) happen there. A plan that is still invalid falls back to a single
+with other capitals or with spaces, `x += 5`, `$2`, a line that compares,
+which is left to the final answer) happen there. A plan that is still invalid falls back to a single
 node holding the whole question, and the fallback is reported. There is no
 repair round with the model: shown its plan's problems, the 1.5B planner
 made none of 18 invalid plans of tuning questions valid, most often
