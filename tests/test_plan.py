@@ -346,7 +346,8 @@ def test_dates_in_a_plan_are_values_not_steps(raw: str, steps: list[str]) -> Non
     # Sampled plans of GSM8K tuning problems: a name of words with spaces, set and then used spaced or joined.
     ("clips April = 48\nclips may = clips April / 2\ntotal = clips April + clips may", ["48 / 2", "48 + {1}"]),
     ("polo shirts = 3 * 26\nnecklaces = 2 * 83\ntotal = polo_shirts + necklaces", ["3 * 26", "2 * 83", "{1} + {2}"]),
-    ('tallest peak = ask("How tall is Kilimanjaro?")\nfeet = tallest peak * 3.28', ["How tall is Kilimanjaro?", "{1} * 3.28"]),
+    # in an ask's words only a reference in braces is the name: "polo shirts" in prose stays as written
+    ('polo shirts = 3 * 26\nq = ask("Who sells {polo shirts} polo shirts?")', ["3 * 26", "Who sells {1} polo shirts?"]),
     # `name += x` is a new step that later lines mean by the name, also when the name held a number.
     ("clips = 48\nclips += clips / 2", ["48 + (48 / 2)"]),
     ("shells = 180\nshells -= 40\nleft = shells / 2", ["180 - (40)", "{1} / 2"]),
@@ -359,7 +360,9 @@ def test_names_with_spaces_and_updates_in_place_are_read(raw: str, steps: list[s
     assert parsed.plan.repairs  # what was read differently is said
 
 
-@pytest.mark.parametrize("raw", ["let x = 5\ny = x * 2", "so total = 5\ny = total * 2"])
+@pytest.mark.parametrize("raw", ["let x = 5\ny = x * 2", "so total = 5\ny = total * 2",
+                                 # an entity ask() sets under a name of words: such plans asked the wrong thing
+                                 'bin Laden = ask("Who is Osama bin Laden?")\nw = ask("Does {bin Laden} fast?")'])
 def test_prose_before_an_equals_sign_is_no_name(raw: str) -> None:
     assert parse_plan("Q?", raw).problems
 
