@@ -15,12 +15,12 @@ plus a list of problems; deterministic repairs (references written in the
 text but not listed, `#1` for `{1}`, a step that says "that painter" without
 naming step 1, a comment after a line, `total = letters`, a name written
 with other capitals or with spaces, `x += 5`, `$2`, a line that compares,
-which is left to the final answer) happen there. A plan that is still invalid falls back to a single
-node holding the whole question, and the fallback is reported. There is no
-repair round with the model: shown its plan's problems, the 1.5B planner
-made none of 18 invalid plans of tuning questions valid, most often
-reciting its instructions instead, and 3.4 s went to each attempt
-(bench/plan-repairs-results.txt).
+which is left to the final answer) happen there. A plan that is still
+invalid falls back to a single node holding the whole question, and the
+fallback is reported. There is no repair round with the model: shown its
+plan's problems, the 1.5B planner made none of 18 invalid plans of tuning
+questions valid, most often reciting its instructions instead, and 3.4 s
+went to each attempt (bench/plan-repairs-results.txt).
 """
 
 from __future__ import annotations
@@ -112,12 +112,12 @@ def _as_int(value: Any) -> int | None:
 
 _LINE = re.compile(r"^\s*([A-Za-z_]\w{0,40})\s*=\s*(.+?)\s*;?\s*$")
 _UPDATE = re.compile(r"^\s*([A-Za-z_]\w{0,40})\s*([-+*/])=\s*(.+?)\s*;?\s*$")  # `seashells -= 40`
-# `polo shirts = 3 * 26`: a quantity's name. One that ask() sets (`bin Laden = ask("Who is ...")`) names an entity
-# instead, and the plans that did so asked the wrong thing (3 of 289 fact plans): that line stays unread.
-_SPACED = re.compile(r"^\s*([A-Za-z_]\w*(?:[ \t]+[A-Za-z_]\w*){1,3})\s*=(?!=)(?!\s*ask\()")
-# `let x = 5` or `This means x = 8` is prose, not a name of words (after the plan it would add a step)
-_PROSE = re.compile(r"(?i)^(?:let|set|print|return|then|so|and|step|this|that|the|note|therefore|thus|hence|which|where"
-                    r"|here|now|final|answer|it|we|i)\b")
+# `polo shirts = 3 * 26`: a quantity's name of words. One that ask() sets (`bin Laden = ask("Who is ...")`) names an
+# entity instead, and the plans that did so asked the wrong thing (3 of 289 fact plans): that line stays unread. So
+# does prose (`let x = 5`; `This means x = 8` after the plan would add a step).
+_PROSE = r"(?i:let|set|print|return|then|so|and|step|this|that|the|note|therefore|thus|hence|which|where|here|now" \
+         r"|final|answer|it|we|i)\b"
+_SPACED = re.compile(r"^\s*(?!" + _PROSE + r")([A-Za-z_]\w*(?:[ \t]+[A-Za-z_]\w*){1,3})\s*=(?!=)(?!\s*ask\()")
 _ASK = re.compile(r"^ask\(\s*f?([\"'])(.*)\1\s*\)$")
 _NAME = re.compile(r"\b[A-Za-z_]\w*\b")
 _CONSTANT = re.compile(r"-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
@@ -276,10 +276,11 @@ def _plain_names(line: str, spaced: dict[str, str], notes: list[str]) -> str:
     `name = name + (x)`, a new step that later lines mean by the name."""
     for words, name in spaced.items():
         said = r"\s+".join(map(re.escape, words.split()))
-        line = outside_quotes(line, lambda part, said=said, name=name: re.sub(r"(?<!\w)" + said + r"(?!\w)", name, part))
-        line = re.sub(r"\{\s*" + said + r"\s*\}", "{%s}" % name, line)  # `ask("Does {bin Laden} ...")` too
+        line = outside_quotes(line, lambda part, said=said, name=name:
+                              re.sub(r"(?<!\w)" + said + r"(?!\w)", name, part))
+        line = re.sub(r"\{\s*" + said + r"\s*\}", "{%s}" % name, line)  # `ask("Who sells {polo shirts}?")` too
     m = _SPACED.match(line)
-    if m and not _PROSE.match(m.group(1)):
+    if m:
         name = "_".join(m.group(1).split())
         spaced[" ".join(m.group(1).split())] = name
         notes.append(f"the name '{' '.join(m.group(1).split())}' was read as {name}")
@@ -290,7 +291,6 @@ def _plain_names(line: str, spaced: dict[str, str], notes: list[str]) -> str:
         notes.append(f"'{line[:60]}' was read as {name} = {name} {op} ({rhs[:40]})")
         line = f"{name} = {name} {op} ({rhs})"
     return line
-
 
 
 def parse_plan(question: str, raw: str, max_nodes: int = MAX_NODES, *, lone_step_is_question: bool = True) -> Parsed:
@@ -433,8 +433,7 @@ def plan_finished(partial: str) -> bool:
 
 def _plan_line(line: str) -> bool:
     """A line parse_lines reads as a step (with the slips _plain_names undoes), so the plan goes on."""
-    spaced = _SPACED.match(line)
-    return bool(_LINE.match(line) or _UPDATE.match(line) or (spaced and not _PROSE.match(spaced.group(1))))
+    return bool(_LINE.match(line) or _UPDATE.match(line) or _SPACED.match(line))
 
 
 Generate = Callable[[list[dict]], tuple[str, int]]  # messages -> (text, tokens)
