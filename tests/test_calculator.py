@@ -81,7 +81,7 @@ def test_exact_values(formula, value):
     ("1" * 400, "too long"),
     ("+".join(["1"] * 200), "too long"),
     ("round(1.5, 99)", "decimal places"),
-    ("4 * weeks", "is a function, not a number"),  # a date function's bare name once read as step "eks"
+    ("4 * weeks", "is a function, not a number"),  # once read as the answer of a step named "s"
     ("sqrt + 1", "is a function, not a number"),
 ])
 def test_refusals(formula, reason):

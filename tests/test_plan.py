@@ -341,7 +341,6 @@ def test_dates_in_a_plan_are_values_not_steps(raw: str, steps: list[str]) -> Non
     assert parsed.problems == [] and [n.question for n in parsed.plan.nodes] == steps
 
 
-
 @pytest.mark.parametrize("raw, steps", [
     # Sampled plans of GSM8K tuning problems: a name of words with spaces, set and then used spaced or joined.
     ("clips April = 48\nclips may = clips April / 2\ntotal = clips April + clips may", ["48 / 2", "48 + {1}"]),
@@ -363,7 +362,7 @@ def test_names_with_spaces_and_updates_in_place_are_read(raw: str, steps: list[s
 @pytest.mark.parametrize("raw", ["let x = 5\ny = x * 2", "so total = 5\ny = total * 2",
                                  # an entity ask() sets under a name of words: such plans asked the wrong thing
                                  'bin Laden = ask("Who is Osama bin Laden?")\nw = ask("Does {bin Laden} fast?")'])
-def test_prose_before_an_equals_sign_is_no_name(raw: str) -> None:
+def test_prose_or_an_entity_before_an_equals_sign_is_no_name(raw: str) -> None:
     assert parse_plan("Q?", raw).problems
 
 
