@@ -281,9 +281,10 @@ def _plain_names(line: str, spaced: dict[str, str], notes: list[str]) -> str:
         line = re.sub(r"\{\s*" + said + r"\s*\}", "{%s}" % name, line)  # `ask("Who sells {polo shirts}?")` too
     m = _SPACED.match(line)
     if m:
-        name = "_".join(m.group(1).split())
-        spaced[" ".join(m.group(1).split())] = name
-        notes.append(f"the name '{' '.join(m.group(1).split())}' was read as {name}")
+        words = m.group(1).split()
+        name = "_".join(words)
+        spaced[" ".join(words)] = name
+        notes.append(f"the name '{' '.join(words)}' was read as {name}")
         line = name + line[m.end(1):]
     m = _UPDATE.match(line)
     if m:

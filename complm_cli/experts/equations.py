@@ -33,7 +33,7 @@ def looks_like_equation(text: str) -> bool:
     """A quoted text a formula may hand to solve(): an equation over numbers and names, a name, or an
     expression over names (the value asked for: solve("l = 60 / 2", "t = l / 2", "l - t"))."""
     t = text.strip().strip("'\"")
-    return bool(_NAME.match(t)) or (t.count("=") in (0, 1, 2) and bool(re.search(r"[A-Za-z_]", t))
+    return bool(_NAME.match(t)) or (t.count("=") <= 2 and bool(re.search(r"[A-Za-z_]", t))
                                     and bool(re.fullmatch(r"[\w\s.+\-*/^(){}=,]+", t)))
 
 
@@ -52,8 +52,8 @@ def solve(args: list, refs: dict[int, Fraction | float]) -> Fraction | float:
         raise NotSolvable(f"solve() takes at most {MAX_EQUATIONS} equations")
     symbols: dict[str, sympy.Symbol] = {}
     equations = [_equation(text, refs, symbols) for text in texts]
-    known = dict(symbols)
-    asked = _expression(_REF.sub(lambda m: _ref(int(m.group(1)), refs), wanted), symbols)
+    known = set(symbols)
+    asked = _expression(_answered(wanted, refs), symbols)
     if not asked.free_symbols or any(str(s) not in known for s in asked.free_symbols):
         raise NotSolvable(f"no equation mentions '{wanted}'")
     if len(symbols) > MAX_UNKNOWNS:
@@ -83,11 +83,16 @@ def solve(args: list, refs: dict[int, Fraction | float]) -> Fraction | float:
 def _equation(text: str, refs: dict[int, Fraction | float], symbols: dict):
     import sympy
 
-    body = _REF.sub(lambda m: _ref(int(m.group(1)), refs), text).replace("^", "**").replace("==", "=")
+    body = _answered(text, refs).replace("^", "**").replace("==", "=")
     if body.count("=") != 1:
         raise NotSolvable(f"'{text}' is not one equation (left = right)")
     left, right = body.split("=")
     return sympy.Eq(_expression(left, symbols), _expression(right, symbols))
+
+
+def _answered(text: str, refs: dict[int, Fraction | float]) -> str:
+    """`text` with each {N} written as step N's answer."""
+    return _REF.sub(lambda m: _ref(int(m.group(1)), refs), text)
 
 
 def _ref(k: int, refs: dict[int, Fraction | float]) -> str:
