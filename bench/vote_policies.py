@@ -16,14 +16,13 @@ import json
 import math
 import statistics
 import sys
-from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from votes import questions, replay, right  # noqa: E402  (bench/ is not a package)
+from votes import questions, replay, right, swapped  # noqa: E402  (bench/ is not a package)
 
 
 def sign_test(wins: int, losses: int) -> float:
@@ -34,22 +33,15 @@ def sign_test(wins: int, losses: int) -> float:
     return min(1.0, 2 * tail)
 
 
-@contextmanager
 def patched(**rules):
+    """compose/votes with each named function replaced by `rule(the shipped function)`."""
     from complm_cli.compose import votes
 
-    shipped = {name: getattr(votes, name) for name in rules}
-    for name, rule in rules.items():
-        setattr(votes, name, rule(shipped[name]))
-    try:
-        yield
-    finally:
-        for name, rule in shipped.items():
-            setattr(votes, name, rule)
+    return swapped(votes, **{name: rule(getattr(votes, name)) for name, rule in rules.items()})
 
 
 def greedy_bonus(factor: float):
-    """The greedy plan (the first one asked, the only one with no raw-text twin among samples) weighs more."""
+    """The greedy plan (the one written first, marked by run_policy) weighs more."""
     def rule(weight):
         def weighed(plan, question):
             return weight(plan, question) * (factor if getattr(plan, "greedy", False) else 1.0)
@@ -114,16 +106,12 @@ def run_policy(rows, question, n, rules) -> dict[str, bool]:
         return plan
 
     current = [None]
-    bench_votes.as_plan = as_plan
-    try:
-        with patched(**rules):
-            out = {}
-            for r in rows:
-                current[0] = r["plans"][0]
-                out[r["id"]] = replay(r, question[r["id"]], n)[0]
-            return out
-    finally:
-        bench_votes.as_plan = shipped_as_plan
+    with swapped(bench_votes, as_plan=as_plan), patched(**rules):
+        out = {}
+        for r in rows:
+            current[0] = r["plans"][0]
+            out[r["id"]] = replay(r, question[r["id"]], n)[0]
+        return out
 
 
 def reparse(rows: list[dict], question: dict[str, str]) -> int:

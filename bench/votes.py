@@ -114,6 +114,19 @@ def word_prompt(on: bool):
         prompts.PLANNER_SYSTEM, prompts.PLANNER_EXAMPLES[:] = shipped
 
 
+@contextmanager
+def swapped(owner, **values):
+    """While inside, each named attribute of `owner` (a module) is the value given; then the old one again."""
+    old = {name: getattr(owner, name) for name in values}
+    for name, value in values.items():
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            setattr(owner, name, value)
+
+
 def run(problems: list[dict], out: Path, samples: int, temperature: float, word: bool = False) -> None:
     from complm_cli.cache.config import load_settings
     from complm_cli.compose import dag, votes
@@ -209,19 +222,18 @@ def report(out: Path, label: str) -> None:
     question = questions(rows)
     print(f"# {len(rows)} GSM8K tuning problems (lines 0-999, seed 11), {label}")
     print(f"{'policy':40} accuracy  plans written (mean)")
-    shipped = votes.weight, votes.plain, votes._unplanned, votes._hopeless
-    plain_count = (lambda plan, question: 1.0, lambda value, question: True, lambda plan: False, lambda values: False)
-    for variant, (votes.weight, votes.plain, votes._unplanned, votes._hopeless) in (("", shipped),
-                                                                                 (", one vote a plan", plain_count)):
-        for n in (n for n in (1, 3, 5, 7, 9) if n <= min(len(r["plans"]) for r in rows) and (n > 1 or not variant)):
-            scores, written = [], []
-            for r in rows:
-                score, count = replay(r, question[r["id"]], n)
-                scores.append(score)
-                written.append(count)
-            label = "greedy plan alone (--votes 1)" if n == 1 else f"--votes {n}{variant}"
-            print(f"{label:40} {statistics.fmean(scores) * 100:7.0f}%  {statistics.fmean(written):.1f}")
-    votes.weight, votes.plain, votes._unplanned, votes._hopeless = shipped
+    plain_count = dict(weight=lambda plan, question: 1.0, plain=lambda value, question: True,
+                       _unplanned=lambda plan: False, _hopeless=lambda values: False)
+    for variant, rules in (("", {}), (", one vote a plan", plain_count)):
+        with swapped(votes, **rules):
+            for n in (n for n in (1, 3, 5, 7, 9) if n <= min(len(r["plans"]) for r in rows) and (n > 1 or not variant)):
+                scores, written = [], []
+                for r in rows:
+                    score, count = replay(r, question[r["id"]], n)
+                    scores.append(score)
+                    written.append(count)
+                label = "greedy plan alone (--votes 1)" if n == 1 else f"--votes {n}{variant}"
+                print(f"{label:40} {statistics.fmean(scores) * 100:7.0f}%  {statistics.fmean(written):.1f}")
     samples = [right(x["value"], r["gold"]) for r in rows for x in r["plans"][1:]]
     print(f"{'one sampled plan':40} {statistics.fmean(samples) * 100:7.0f}%")
     print(f"{'any plan right (the ceiling)':40} {statistics.fmean(any(right(x['value'], r['gold']) for x in r['plans']) for r in rows) * 100:7.0f}%")
