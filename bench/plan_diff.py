@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from compose import build_sets  # noqa: E402  (bench/ is not a package)
+from votes import swapped  # noqa: E402
 
 
 def parser_at(rev: str, folder: Path):
@@ -36,9 +37,10 @@ def parser_at(rev: str, folder: Path):
     return module
 
 
-def reading(module, question: str, raw: str) -> tuple[list[str], list[str]]:
-    parsed = module._grounding(module.parse_plan(question, raw), question)
-    return [n.question for n in parsed.plan.nodes], parsed.problems
+def reading(module, question: str, raw: str) -> tuple[list[str], str | None]:
+    """The steps `module`'s make_plan makes of `raw`, and why it fell back (None: it did not)."""
+    plan = module.make_plan(question, lambda messages: (raw, 0))
+    return [n.question for n in plan.nodes], plan.fallback
 
 
 def main() -> None:
@@ -68,10 +70,10 @@ def main() -> None:
             return raw, tokens
         return written(question, generate_and_keep, *rest)
 
-    planner.make_plan = keep_raw  # the planner's reply, before it is parsed
     questions = [json.loads(line)["question"] for name in args.sets.split(",")
                  for line in paths[name].read_text(encoding="utf-8").splitlines()]
-    with Session(load_settings().replace(votes=1), modes=("plan",)) as session, open(out, "a", encoding="utf-8") as f:
+    with swapped(planner, make_plan=keep_raw), Session(load_settings().replace(votes=1), modes=("plan",)) as session, \
+            open(out, "a", encoding="utf-8") as f:  # keep_raw: the planner's reply, before it is parsed
         for question in questions:
             if question in rows:
                 continue
